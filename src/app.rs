@@ -1,0 +1,85 @@
+//! The application: its state, its router, and `serve`, the seam tests and `main` share.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::extract::MAX_BODY_BYTES;
+use crate::keys::{Kek, KeyRing};
+use crate::middleware;
+use crate::password::Hasher;
+use crate::routes;
+use crate::store::Store;
+
+/// Everything a request handler may use, cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub hasher: Hasher,
+    pub keys: KeyRing,
+    pub clock: Clock,
+    /// Token issuer and audience, from the public URL.
+    pub issuer: Arc<str>,
+    /// Derives refresh-token successors (see `tokens::successor`).
+    pub refresh_secret: Arc<[u8; 32]>,
+}
+
+impl AppState {
+    /// Connects to the database, migrates it, and loads (or makes) the signing keys.
+    pub async fn build(settings: Settings, clock: Clock) -> anyhow::Result<AppState> {
+        let store = Store::connect(&settings.database_url).await?;
+        store.migrate().await?;
+        let kek = Kek::from_setting(settings.key_encryption_key.as_ref())?;
+        let refresh_secret = Arc::new(kek.derive("latchkey refresh successor v1"));
+        let keys =
+            KeyRing::load(store.clone(), kek, clock.clone(), settings.access_token_ttl).await?;
+        let hasher = Hasher::new(
+            settings.argon2_memory_kib,
+            settings.argon2_iterations,
+            settings.hash_threads,
+        )?;
+        Ok(AppState {
+            issuer: settings.issuer().into(),
+            settings: Arc::new(settings),
+            store,
+            hasher,
+            keys,
+            clock,
+            refresh_secret,
+        })
+    }
+}
+
+/// The whole HTTP surface, layers included.
+pub fn router(state: AppState) -> Router {
+    routes::router()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::csrf,
+        ))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(middleware::request_context))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then finishes the requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    state.keys.spawn_reloader();
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

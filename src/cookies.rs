@@ -1,0 +1,114 @@
+//! The two session cookies, built in exactly one place.
+//!
+//! | cookie                | attributes                                                          |
+//! |-----------------------|---------------------------------------------------------------------|
+//! | `__Host-lk_access`    | HttpOnly; Secure; SameSite=Lax; Path=/; Max-Age = access lifetime    |
+//! | `__Secure-lk_refresh` | HttpOnly; Secure; SameSite=Strict; Path=/auth; Max-Age = until idle  |
+//!
+//! Signup, login and refresh call `set_session`; logout and failed refreshes call `clear_session`,
+//! which emits the same cookies with Max-Age=0. With `cookie_secure = false` the prefixes and
+//! `Secure` are dropped (browsers refuse prefixed cookies without `Secure`).
+
+use std::time::Duration;
+
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use secrecy::{ExposeSecret, SecretString};
+
+pub fn access_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-lk_access"
+    } else {
+        "lk_access"
+    }
+}
+
+pub fn refresh_name(secure: bool) -> &'static str {
+    if secure {
+        "__Secure-lk_refresh"
+    } else {
+        "lk_refresh"
+    }
+}
+
+fn access_cookie(secure: bool, value: String, max_age: Duration) -> Cookie<'static> {
+    build(
+        access_name(secure),
+        "/",
+        SameSite::Lax,
+        secure,
+        value,
+        max_age,
+    )
+}
+
+fn refresh_cookie(secure: bool, value: String, max_age: Duration) -> Cookie<'static> {
+    build(
+        refresh_name(secure),
+        "/auth",
+        SameSite::Strict,
+        secure,
+        value,
+        max_age,
+    )
+}
+
+fn build(
+    name: &'static str,
+    path: &'static str,
+    same_site: SameSite,
+    secure: bool,
+    value: String,
+    max_age: Duration,
+) -> Cookie<'static> {
+    let max_age = time::Duration::seconds(i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX));
+    Cookie::build((name, value))
+        .http_only(true)
+        .secure(secure)
+        .same_site(same_site)
+        .path(path)
+        .max_age(max_age)
+        .build()
+}
+
+/// Sets both session cookies.
+pub fn set_session(
+    jar: CookieJar,
+    secure: bool,
+    access: &SecretString,
+    access_ttl: Duration,
+    refresh: &SecretString,
+    refresh_ttl: Duration,
+) -> CookieJar {
+    jar.add(access_cookie(
+        secure,
+        access.expose_secret().to_owned(),
+        access_ttl,
+    ))
+    .add(refresh_cookie(
+        secure,
+        refresh.expose_secret().to_owned(),
+        refresh_ttl,
+    ))
+}
+
+/// Clears both session cookies, with the attributes they were set with.
+pub fn clear_session(jar: CookieJar, secure: bool) -> CookieJar {
+    let mut access = access_cookie(secure, String::new(), Duration::ZERO);
+    let mut refresh = refresh_cookie(secure, String::new(), Duration::ZERO);
+    access.make_removal();
+    refresh.make_removal();
+    jar.add(access).add(refresh)
+}
+
+pub fn access_token(jar: &CookieJar, secure: bool) -> Option<String> {
+    jar.get(access_name(secure))
+        .map(|c| c.value().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+pub fn refresh_token(jar: &CookieJar, secure: bool) -> Option<SecretString> {
+    jar.get(refresh_name(secure))
+        .map(|c| c.value().to_owned())
+        .filter(|v| !v.is_empty())
+        .map(SecretString::from)
+}

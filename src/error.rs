@@ -1,0 +1,181 @@
+//! The one error type of the API.
+//!
+//! Every failure a client can see is a variant here, with a fixed status, code and message, and is
+//! rendered in the contract's shape `{"error": {"code", "message", "fields"?}}`. Expected outcomes
+//! (bad credentials, a taken email) are their own variants. Unexpected failures become `Internal`
+//! (or `Unavailable` when the database cannot be reached): the client gets generic text, the log
+//! gets the whole error chain inside the request's span, which carries the request id.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// Field name → what is wrong with it, for 422 responses.
+pub type FieldErrors = BTreeMap<String, String>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("malformed JSON body")]
+    InvalidJson,
+    #[error("one-time token unknown, used or expired")]
+    TokenInvalid,
+    #[error("wrong email or password")]
+    InvalidCredentials,
+    #[error("missing or invalid access token")]
+    Unauthenticated,
+    #[error("refresh token revoked, reused or expired")]
+    SessionRevoked,
+    #[error("cross-site request rejected")]
+    CsrfRejected,
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("email taken")]
+    EmailTaken,
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("validation failed: {0:?}")]
+    Validation(FieldErrors),
+    #[error("rate limited")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("password hashing queue full")]
+    Overloaded,
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    /// A 422 for a single field.
+    pub fn field(name: &str, problem: &str) -> Self {
+        ApiError::Validation(BTreeMap::from([(name.to_owned(), problem.to_owned())]))
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        use ApiError::*;
+        match self {
+            InvalidJson => (
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                "The request body is not valid JSON.",
+            ),
+            TokenInvalid => (
+                StatusCode::BAD_REQUEST,
+                "token_invalid",
+                "This link is invalid or has expired.",
+            ),
+            InvalidCredentials => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "Wrong email or password.",
+            ),
+            Unauthenticated => (
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "Authentication is required.",
+            ),
+            SessionRevoked => (
+                StatusCode::UNAUTHORIZED,
+                "session_revoked",
+                "This session has ended. Please log in again.",
+            ),
+            CsrfRejected => (
+                StatusCode::FORBIDDEN,
+                "csrf_rejected",
+                "Cross-site requests are not allowed.",
+            ),
+            NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found."),
+            MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed.",
+            ),
+            EmailTaken => (
+                StatusCode::CONFLICT,
+                "email_taken",
+                "An account with this email already exists.",
+            ),
+            PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "The request body is too large.",
+            ),
+            UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "The request body must be application/json.",
+            ),
+            Validation(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                "Some fields are invalid.",
+            ),
+            RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "Too many requests. Please try again later.",
+            ),
+            Overloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "The service is busy. Please try again shortly.",
+            ),
+            Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "The service is temporarily unavailable.",
+            ),
+            Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Something went wrong on our side.",
+            ),
+        }
+    }
+}
+
+/// Database errors: unreachable means 503, anything else is a bug or an outage worth a 500.
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                ApiError::Unavailable(err)
+            }
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = self.parts();
+        match &self {
+            ApiError::Internal(err) => tracing::error!(error = ?err, "request failed"),
+            ApiError::Unavailable(err) => tracing::error!(error = %err, "database unavailable"),
+            _ => {}
+        }
+        let mut error = json!({ "code": code, "message": message });
+        if let ApiError::Validation(fields) = &self {
+            error["fields"] = json!(fields);
+        }
+        let mut response = (status, Json(json!({ "error": error }))).into_response();
+        let retry_after = match &self {
+            ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            ApiError::Overloaded | ApiError::Unavailable(_) => Some(1),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}

@@ -1,0 +1,317 @@
+//! Signing keys for access tokens.
+//!
+//! Keys are Ed25519, generated on first start and kept in the database so that every instance
+//! signs and verifies with the same set. The private half is sealed with ChaCha20-Poly1305 under
+//! the key-encryption key (KEK), with the key id as associated data so a sealed key cannot be
+//! swapped onto another row. The KEK comes from the settings; without one, a development KEK is
+//! generated into `latchkey.kek` (mode 0600) and a warning is logged on every start.
+//!
+//! `latchkey keys rotate` retires the current key and adds a new one. A retired key stays in the
+//! JWKS, and keeps verifying, for as long as a token it signed can still be live: the access-token
+//! lifetime, plus the clock leeway, plus the interval at which instances reload their keys (an
+//! instance may sign with a key for up to that long after another instance retired it).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use hmac::{Hmac, Mac};
+use jsonwebtoken::{DecodingKey, EncodingKey};
+use rand::RngCore;
+use rand::rngs::OsRng;
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::clock::{Clock, Millis, millis};
+use crate::store::{self, Store};
+
+/// How often an instance reloads the key set from the database.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(60);
+/// Clock skew tolerated when checking `exp`.
+pub const LEEWAY: Duration = Duration::from_secs(60);
+
+const DEV_KEK_FILE: &str = "latchkey.kek";
+
+/// The key-encryption key.
+pub struct Kek(SecretBox<[u8; 32]>);
+
+impl Kek {
+    /// The configured KEK, or the development one from `latchkey.kek` (created when missing).
+    pub fn from_setting(setting: Option<&SecretString>) -> anyhow::Result<Kek> {
+        match setting {
+            Some(encoded) => Kek::decode(encoded.expose_secret())
+                .context("key_encryption_key must be base64 of 32 bytes"),
+            None => {
+                tracing::warn!(
+                    file = DEV_KEK_FILE,
+                    "no key_encryption_key configured: using a development key kept in a local file; \
+                     configure LATCHKEY_KEY_ENCRYPTION_KEY in production"
+                );
+                Kek::dev_file(Path::new(DEV_KEK_FILE))
+            }
+        }
+    }
+
+    /// A fresh random KEK, base64-encoded, as an operator would put it in the settings.
+    pub fn generate_encoded() -> String {
+        let mut bytes = [0u8; 32];
+        OsRng.fill_bytes(&mut bytes);
+        STANDARD.encode(bytes)
+    }
+
+    fn decode(encoded: &str) -> anyhow::Result<Kek> {
+        let bytes = STANDARD
+            .decode(encoded.trim())
+            .or_else(|_| URL_SAFE_NO_PAD.decode(encoded.trim()))?;
+        let key: [u8; 32] = bytes.try_into().map_err(|_| anyhow!("wrong length"))?;
+        Ok(Kek(SecretBox::new(Box::new(key))))
+    }
+
+    fn dev_file(path: &Path) -> anyhow::Result<Kek> {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return Kek::decode(&text).with_context(|| format!("{} is corrupt", path.display()));
+        }
+        let encoded = Kek::generate_encoded();
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options
+            .open(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        std::io::Write::write_all(&mut file, encoded.as_bytes())?;
+        Kek::decode(&encoded)
+    }
+
+    fn cipher(&self) -> ChaCha20Poly1305 {
+        ChaCha20Poly1305::new(self.0.expose_secret().into())
+    }
+
+    /// Encrypts `plaintext`, bound to `kid`: base64(nonce ‖ ciphertext).
+    fn seal(&self, kid: &str, plaintext: &[u8]) -> anyhow::Result<String> {
+        let mut nonce = [0u8; 12];
+        OsRng.fill_bytes(&mut nonce);
+        let sealed = self
+            .cipher()
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: kid.as_bytes(),
+                },
+            )
+            .map_err(|_| anyhow!("sealing a signing key failed"))?;
+        Ok(STANDARD.encode([nonce.as_slice(), &sealed].concat()))
+    }
+
+    fn open(&self, kid: &str, sealed: &str) -> anyhow::Result<SecretBox<[u8; 32]>> {
+        let bytes = STANDARD.decode(sealed)?;
+        if bytes.len() < 12 {
+            bail!("sealed key too short");
+        }
+        let (nonce, ciphertext) = bytes.split_at(12);
+        let plain = self
+            .cipher()
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: kid.as_bytes(),
+                },
+            )
+            .map_err(|_| anyhow!("cannot decrypt signing key {kid}: wrong key_encryption_key?"))?;
+        let seed: [u8; 32] = plain
+            .try_into()
+            .map_err(|_| anyhow!("signing key has the wrong length"))?;
+        Ok(SecretBox::new(Box::new(seed)))
+    }
+
+    /// A 32-byte secret derived from the KEK for one purpose (HMAC-SHA256 as a PRF).
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.expose_secret())
+            .expect("HMAC accepts keys of any length");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+}
+
+/// A signing key as stored: public half in the clear, private half sealed.
+#[derive(sqlx::FromRow)]
+pub struct StoredKey {
+    pub kid: String,
+    pub public_key: String,
+    pub sealed_private_key: String,
+    pub created_at: Millis,
+    pub retired_at: Option<Millis>,
+}
+
+/// Makes a new key, sealed under `kek`.
+pub fn generate(kek: &Kek, now: Millis) -> anyhow::Result<StoredKey> {
+    let signing = ed25519_dalek::SigningKey::generate(&mut OsRng);
+    let kid = uuid::Uuid::now_v7().simple().to_string();
+    Ok(StoredKey {
+        public_key: URL_SAFE_NO_PAD.encode(signing.verifying_key().as_bytes()),
+        sealed_private_key: kek.seal(&kid, signing.as_bytes())?,
+        kid,
+        created_at: now,
+        retired_at: None,
+    })
+}
+
+struct Loaded {
+    signing_kid: String,
+    signing: EncodingKey,
+    verifying: HashMap<String, (DecodingKey, String)>,
+}
+
+/// The keys this instance signs and verifies with, reloaded from the database periodically.
+#[derive(Clone)]
+pub struct KeyRing {
+    store: Store,
+    kek: Arc<Kek>,
+    clock: Clock,
+    retention: Duration,
+    loaded: Arc<RwLock<Arc<Loaded>>>,
+}
+
+impl KeyRing {
+    /// Loads the key set, creating the first key when there is none.
+    pub async fn load(
+        store: Store,
+        kek: Kek,
+        clock: Clock,
+        access_ttl: Duration,
+    ) -> anyhow::Result<KeyRing> {
+        let now = clock.now();
+        if store::keys::active_count(&store).await? == 0 {
+            store::keys::insert_first(&store, &generate(&kek, now)?).await?;
+            tracing::info!("generated the first signing key");
+        }
+        let retention = access_ttl + LEEWAY + RELOAD_INTERVAL;
+        let loaded = Arc::new(RwLock::new(Arc::new(
+            Self::read(&store, &kek, now, retention).await?,
+        )));
+        Ok(KeyRing {
+            store,
+            kek: Arc::new(kek),
+            clock,
+            retention,
+            loaded,
+        })
+    }
+
+    async fn read(
+        store: &Store,
+        kek: &Kek,
+        now: Millis,
+        retention: Duration,
+    ) -> anyhow::Result<Loaded> {
+        let keys = store::keys::live(store, now - millis(retention)).await?;
+        let current = keys
+            .iter()
+            .find(|k| k.retired_at.is_none())
+            .ok_or_else(|| anyhow!("no active signing key"))?;
+        let seed = kek.open(&current.kid, &current.sealed_private_key)?;
+        let der = ed25519_dalek::SigningKey::from_bytes(seed.expose_secret())
+            .to_pkcs8_der()
+            .map_err(|e| anyhow!("cannot encode signing key: {e}"))?;
+        let mut verifying = HashMap::new();
+        for key in &keys {
+            let decoding = DecodingKey::from_ed_components(&key.public_key)?;
+            verifying.insert(key.kid.clone(), (decoding, key.public_key.clone()));
+        }
+        Ok(Loaded {
+            signing_kid: current.kid.clone(),
+            signing: EncodingKey::from_ed_der(der.as_bytes()),
+            verifying,
+        })
+    }
+
+    /// Re-reads the key set (after a rotation by another process, or on an unknown `kid`).
+    pub async fn reload(&self) -> anyhow::Result<()> {
+        let fresh = Self::read(&self.store, &self.kek, self.clock.now(), self.retention).await?;
+        *self
+            .loaded
+            .write()
+            .map_err(|_| anyhow!("key ring lock poisoned"))? = Arc::new(fresh);
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<Loaded> {
+        // A poisoned lock still holds a complete key set: the writer only swaps an Arc.
+        Arc::clone(
+            &self
+                .loaded
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    pub fn kek(&self) -> &Kek {
+        &self.kek
+    }
+
+    /// The key id and key new tokens are signed with.
+    pub fn signing_key(&self) -> (String, EncodingKey) {
+        let loaded = self.current();
+        (loaded.signing_kid.clone(), loaded.signing.clone())
+    }
+
+    /// The verification key for `kid`, reloading once when it is unknown.
+    pub async fn decoding_key(&self, kid: &str) -> Option<DecodingKey> {
+        if let Some((key, _)) = self.current().verifying.get(kid) {
+            return Some(key.clone());
+        }
+        if let Err(err) = self.reload().await {
+            tracing::warn!(error = %err, "reloading signing keys failed");
+        }
+        self.current()
+            .verifying
+            .get(kid)
+            .map(|(key, _)| key.clone())
+    }
+
+    /// The JWKS: every key that can still verify a live token.
+    pub fn jwks(&self) -> Value {
+        let loaded = self.current();
+        let mut keys: Vec<_> = loaded.verifying.iter().collect();
+        keys.sort_by(|a, b| b.0.cmp(a.0));
+        let keys: Vec<Value> = keys
+            .into_iter()
+            .map(|(kid, (_, x))| {
+                json!({"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": kid, "x": x})
+            })
+            .collect();
+        json!({ "keys": keys })
+    }
+
+    /// Reloads the key set every `RELOAD_INTERVAL` until the process ends.
+    pub fn spawn_reloader(&self) {
+        let ring = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RELOAD_INTERVAL);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(err) = ring.reload().await {
+                    tracing::warn!(error = %err, "reloading signing keys failed");
+                }
+            }
+        });
+    }
+}
+
+/// Retires the current keys and adds a new one: what `latchkey keys rotate` does.
+pub async fn rotate(store: &Store, kek: &Kek, now: Millis) -> anyhow::Result<String> {
+    let key = generate(kek, now)?;
+    store::keys::rotate(store, &key).await?;
+    Ok(key.kid)
+}

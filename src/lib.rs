@@ -1,0 +1,34 @@
+//! latchkey: an account and session service whose flows are all or nothing.
+//!
+//! The modules below are listed in reading order, from the edge of the process inwards.
+
+/// Application state, router assembly and `serve(listener, state, shutdown)`.
+pub mod app;
+/// Wall-clock time in one place, so tests can move it.
+pub mod clock;
+/// Command line, environment and TOML settings, resolved once at start.
+pub mod config;
+/// The session cookies: one builder, one matching removal.
+pub mod cookies;
+/// Validated values (email, password, display name) parsed once at the edge.
+pub mod domain;
+/// The one error type of the API and its JSON shape.
+pub mod error;
+/// Request extractors: strict JSON bodies, client information, the authenticated session.
+pub mod extract;
+/// Deliberate failures for tests of the all-or-nothing promise (cargo feature `failpoints`).
+pub mod failpoint;
+/// Signing keys: generation, encryption at rest, rotation and the JWKS.
+pub mod keys;
+/// Middleware shared by every route: request ids, cache headers, CSRF checks.
+pub mod middleware;
+/// Argon2id hashing and verification on a bounded blocking pool.
+pub mod password;
+/// The HTTP use cases, one module each.
+pub mod routes;
+/// Every SQL statement of the project.
+pub mod store;
+/// Logging set-up: spans per request, never a secret in a field.
+pub mod telemetry;
+/// Access tokens (JWT) and opaque refresh tokens.
+pub mod tokens;

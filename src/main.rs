@@ -1,0 +1,72 @@
+//! The `latchkey` binary: parse the command line, set up logging and settings, run the command.
+
+use anyhow::Context;
+use clap::Parser;
+use latchkey::app::{self, AppState};
+use latchkey::clock::Clock;
+use latchkey::config::{Cli, Command, KeysCommand, Settings};
+use latchkey::{keys, store, telemetry};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init();
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
+    let settings = Settings::load(cli.overrides)?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(settings).await,
+        Command::Migrate => {
+            let store = store::Store::connect(&settings.database_url).await?;
+            store.migrate().await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Keys {
+            action: KeysCommand::Rotate,
+        } => {
+            let state = AppState::build(settings, Clock::default()).await?;
+            let kid = keys::rotate(&state.store, state.keys.kek(), state.clock.now()).await?;
+            println!(
+                "new signing key {kid}; running instances pick it up within {}s",
+                keys::RELOAD_INTERVAL.as_secs()
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let state = AppState::build(settings, Clock::default()).await?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "latchkey listening on http://{address}");
+    app::serve(listener, state, shutdown_signal()).await?;
+    tracing::info!("latchkey stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,24 @@
+//! GET /.well-known/jwks.json: every public key that can still verify a live access token.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::app::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/.well-known/jwks.json", get(jwks))
+}
+
+async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
+    // Verifiers may cache the set briefly; they refetch on an unknown `kid` anyway.
+    (
+        [(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=60"),
+        )],
+        Json(state.keys.jwks()),
+    )
+}

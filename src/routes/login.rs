@@ -1,0 +1,118 @@
+//! POST /auth/login: the session, `profiles.last_login_at`, a rehash when the stored hash has old
+//! parameters, and the audit event are written in one transaction; tokens and cookies only after
+//! it committed. A failed attempt is recorded in a transaction of its own, since the request's
+//! failure must not erase it.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::post;
+use axum_extra::extract::CookieJar;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::session;
+use crate::app::AppState;
+use crate::domain::password::{MAX_CHARS, normalize_secret};
+use crate::domain::{Email, required};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ClientInfo};
+use crate::failpoint::failpoint;
+use crate::store::{self, audit};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/auth/login", post(login))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    email: Option<String>,
+    password: Option<SecretString>,
+}
+
+#[tracing::instrument(name = "login", skip_all)]
+async fn login(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    jar: CookieJar,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> Result<Response, ApiError> {
+    let (email, password) = parse(req)?;
+    let found = store::users::find_credentials(state.store.reader(), &email).await?;
+    let user_id = found
+        .as_ref()
+        .map(|c| Uuid::parse_str(&c.id))
+        .transpose()
+        .map_err(anyhow::Error::from)?;
+    // Unknown accounts verify a dummy hash: same work, same answer, same code.
+    let verified = state
+        .hasher
+        .verify(password.clone(), found.map(|c| c.password_hash))
+        .await?;
+    let now = state.clock.now();
+    let Some(user_id) = user_id.filter(|_| verified.matches) else {
+        let mut tx = state.store.begin().await?;
+        audit::record(
+            &mut *tx,
+            audit::Kind::LoginFailed,
+            &client.actor(user_id, None),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        return Err(ApiError::InvalidCredentials);
+    };
+    tracing::Span::current().record("user_id", tracing::field::display(user_id));
+    let rehashed = match verified.needs_rehash {
+        true => Some(state.hasher.hash(password).await?),
+        false => None,
+    };
+
+    // Transaction boundary: session, last login, rehash and audit event commit together.
+    let mut tx = state.store.begin().await?;
+    let opened = session::open(&mut tx, &state, user_id, &client, now).await?;
+    store::users::record_login(&mut *tx, user_id, now).await?;
+    if let Some(hash) = &rehashed {
+        store::users::set_password_hash(&mut *tx, user_id, hash, now).await?;
+    }
+    audit::record(
+        &mut *tx,
+        audit::Kind::Login,
+        &client.actor(Some(user_id), Some(opened.id)),
+        now,
+    )
+    .await?;
+    let account = store::users::find_account(&mut *tx, user_id)
+        .await?
+        .ok_or(ApiError::InvalidCredentials)?;
+    failpoint!("login.before_commit");
+    tx.commit().await?;
+
+    session::respond(&state, jar, StatusCode::OK, account, &opened, now)
+}
+
+/// Login checks only the shape of its input: the rules for new passwords do not apply to
+/// existing ones, and a password longer than any that can be set simply does not match.
+fn parse(req: LoginRequest) -> Result<(Email, SecretString), ApiError> {
+    let mut errors = crate::error::FieldErrors::new();
+    let email = required(&mut errors, "email", req.email.as_deref(), Email::parse);
+    let password = match req.password {
+        Some(p) if !p.expose_secret().is_empty() => Some(normalize_secret(&p)),
+        _ => {
+            errors.insert("password".into(), "is required".into());
+            None
+        }
+    };
+    match (email, password) {
+        (Some(email), Some(password)) if errors.is_empty() => {
+            if password.expose_secret().chars().count() > MAX_CHARS {
+                return Err(ApiError::InvalidCredentials);
+            }
+            Ok((email, password))
+        }
+        _ => Err(ApiError::Validation(errors)),
+    }
+}

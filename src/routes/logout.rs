@@ -1,0 +1,65 @@
+//! POST /auth/logout: revokes the caller's session, found from the access token or, when that has
+//! expired, from the refresh cookie; clears both cookies either way.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::post;
+use axum_extra::extract::CookieJar;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::cookies;
+use crate::error::ApiError;
+use crate::extract::{ClientInfo, authenticate};
+use crate::store::{self, audit};
+use crate::tokens::{self, Purpose};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/auth/logout", post(logout))
+}
+
+#[tracing::instrument(name = "logout", skip_all)]
+async fn logout(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    jar: CookieJar,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let secure = state.settings.cookie_secure;
+    let session = match authenticate(&state, &headers).await? {
+        Some(auth) => Some((auth.session_id, auth.user_id)),
+        None => match cookies::refresh_token(&jar, secure) {
+            Some(token) => {
+                let hash = tokens::hash_opaque(Purpose::Refresh, &token);
+                store::sessions::find_refresh_token(state.store.reader(), &hash)
+                    .await?
+                    .and_then(|t| {
+                        Some((
+                            Uuid::parse_str(&t.session_id).ok()?,
+                            Uuid::parse_str(&t.user_id).ok()?,
+                        ))
+                    })
+            }
+            None => None,
+        },
+    };
+    if let Some((session_id, user_id)) = session {
+        let now = state.clock.now();
+        // Transaction boundary: the revocation and its audit event.
+        let mut tx = state.store.begin().await?;
+        if store::sessions::revoke_session(&mut *tx, session_id, "logout", now).await? {
+            audit::record(
+                &mut *tx,
+                audit::Kind::Logout,
+                &client.actor(Some(user_id), Some(session_id)),
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+    }
+    Ok((StatusCode::NO_CONTENT, cookies::clear_session(jar, secure)))
+}

@@ -1,0 +1,77 @@
+//! GET /auth/me and PATCH /auth/me/profile.
+
+use axum::extract::State;
+use axum::routing::{get, patch};
+use axum::{Json, Router};
+use serde::{Deserialize, Deserializer};
+
+use super::body::{AccountBody, ProfileBody};
+use crate::app::AppState;
+use crate::domain::DisplayName;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, Authenticated, ClientInfo};
+use crate::store::{self, audit};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/auth/me", get(me))
+        .route("/auth/me/profile", patch(update_profile))
+}
+
+#[tracing::instrument(name = "me", skip_all)]
+async fn me(
+    State(state): State<AppState>,
+    auth: Authenticated,
+) -> Result<Json<AccountBody>, ApiError> {
+    let account = store::users::find_account(state.store.reader(), auth.user_id)
+        .await?
+        .ok_or(ApiError::Unauthenticated)?;
+    Ok(Json(account.into()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileUpdate {
+    /// Absent: unchanged; `null` or blank: removed; a string: set.
+    #[serde(default, deserialize_with = "present")]
+    display_name: Option<Option<String>>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from a missing one (`None`).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+#[derive(serde::Serialize)]
+pub struct ProfileResponse {
+    profile: ProfileBody,
+}
+
+#[tracing::instrument(name = "update_profile", skip_all)]
+async fn update_profile(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    client: ClientInfo,
+    ApiJson(req): ApiJson<ProfileUpdate>,
+) -> Result<Json<ProfileResponse>, ApiError> {
+    if let Some(raw) = req.display_name {
+        let name = match raw.as_deref().map(DisplayName::parse) {
+            Some(Ok(name)) => name,
+            Some(Err(problem)) => return Err(ApiError::field("display_name", problem)),
+            None => None,
+        };
+        let now = state.clock.now();
+        // Transaction boundary: the change and its audit event.
+        let mut tx = state.store.begin().await?;
+        store::users::set_display_name(&mut *tx, auth.user_id, name.as_ref(), now).await?;
+        let actor = client.actor(Some(auth.user_id), Some(auth.session_id));
+        audit::record(&mut *tx, audit::Kind::ProfileUpdated, &actor, now).await?;
+        tx.commit().await?;
+    }
+    let account = store::users::find_account(state.store.reader(), auth.user_id)
+        .await?
+        .ok_or(ApiError::Unauthenticated)?;
+    Ok(Json(ProfileResponse {
+        profile: AccountBody::from(account).profile,
+    }))
+}

@@ -1,0 +1,33 @@
+//! The HTTP use cases, one module each, each exposing its own `router()`.
+//!
+//! The account flows (signup, login, refresh, logout) follow one pattern: parse the input, do the
+//! slow work (password hashing) before any transaction, begin a write transaction, call `store`
+//! functions with it, commit, and only then mint tokens and set cookies (`session::respond`).
+
+mod body;
+mod health;
+mod jwks;
+mod login;
+mod logout;
+mod me;
+mod refresh;
+mod session;
+mod signup;
+
+use axum::Router;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .merge(signup::router())
+        .merge(login::router())
+        .merge(refresh::router())
+        .merge(logout::router())
+        .merge(me::router())
+        .merge(jwks::router())
+        .merge(health::router())
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+}

@@ -1,0 +1,154 @@
+//! POST /auth/refresh: rotation of the refresh token in the cookie.
+//!
+//! The presented token is spent by one conditional UPDATE and its successor inserted in the same
+//! transaction, so two requests racing with one token cannot both spend it. A token that cannot be
+//! spent is looked at once more:
+//! - it is the immediate predecessor of the session's current token and was spent less than the
+//!   grace period ago: a concurrent request (another tab) rotated it; this request gets the very
+//!   same successor, which is derived from the predecessor and not stored (see `tokens::successor`);
+//! - it was spent earlier than that: someone replays a stolen token. The whole session is revoked
+//!   and an audit event written, in a transaction of their own that commits although the request
+//!   fails with 401 `session_revoked`;
+//! - it is unknown, or its session is over: 401 `session_revoked`.
+//!
+//! Failed refreshes clear both cookies.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum_extra::extract::CookieJar;
+use secrecy::SecretString;
+use uuid::Uuid;
+
+use super::session::{self, OpenedSession};
+use crate::app::AppState;
+use crate::clock::{Millis, millis};
+use crate::cookies;
+use crate::error::ApiError;
+use crate::extract::ClientInfo;
+use crate::failpoint::failpoint;
+use crate::store::{self, audit};
+use crate::tokens::{self, Purpose};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/auth/refresh", post(refresh))
+}
+
+#[tracing::instrument(name = "refresh", skip_all)]
+async fn refresh(State(state): State<AppState>, client: ClientInfo, jar: CookieJar) -> Response {
+    let secure = state.settings.cookie_secure;
+    let Some(token) = cookies::refresh_token(&jar, secure) else {
+        return (
+            cookies::clear_session(jar, secure),
+            ApiError::SessionRevoked,
+        )
+            .into_response();
+    };
+    match rotate(&state, &client, &token).await {
+        Ok((account, opened, now)) => {
+            session::respond(&state, jar, StatusCode::OK, account, &opened, now)
+                .unwrap_or_else(IntoResponse::into_response)
+        }
+        // A revoked session loses its cookies; a server-side failure leaves them alone.
+        Err(err @ ApiError::SessionRevoked) => {
+            (cookies::clear_session(jar, secure), err).into_response()
+        }
+        Err(err) => err.into_response(),
+    }
+}
+
+async fn rotate(
+    state: &AppState,
+    client: &ClientInfo,
+    token: &SecretString,
+) -> Result<(store::users::Account, OpenedSession, Millis), ApiError> {
+    let now = state.clock.now();
+    let hash = tokens::hash_opaque(Purpose::Refresh, token);
+    let successor = tokens::successor(&state.refresh_secret, token);
+    let successor_hash = tokens::hash_opaque(Purpose::Refresh, &successor);
+
+    // Transaction boundary: spending the token, storing its successor, extending the session and
+    // the audit event commit together.
+    let mut tx = state.store.begin().await?;
+    if let Some(live) = store::sessions::spend_refresh_token(&mut tx, &hash, now).await? {
+        let session_id = parse_id(&live.id)?;
+        let user_id = parse_id(&live.user_id)?;
+        tracing::Span::current().record("user_id", tracing::field::display(user_id));
+        let idle_expires_at =
+            (now + millis(state.settings.session_idle_timeout)).min(live.absolute_expires_at);
+        store::sessions::insert_refresh_token(&mut *tx, &successor_hash, session_id, now).await?;
+        store::sessions::touch_session(&mut *tx, session_id, now, idle_expires_at).await?;
+        audit::record(
+            &mut *tx,
+            audit::Kind::Refresh,
+            &client.actor(Some(user_id), Some(session_id)),
+            now,
+        )
+        .await?;
+        let account = store::users::find_account(&mut *tx, user_id)
+            .await?
+            .ok_or(ApiError::SessionRevoked)?;
+        failpoint!("refresh.before_commit");
+        tx.commit().await?;
+        let opened = OpenedSession {
+            id: session_id,
+            refresh_token: successor,
+            idle_expires_at,
+        };
+        return Ok((account, opened, now));
+    }
+    drop(tx);
+
+    let Some(known) = store::sessions::find_refresh_token(state.store.reader(), &hash).await?
+    else {
+        return Err(ApiError::SessionRevoked);
+    };
+    if !known.session_live(now) {
+        return Err(ApiError::SessionRevoked);
+    }
+    let session_id = parse_id(&known.session_id)?;
+    let user_id = parse_id(&known.user_id)?;
+    let spent_at = known.spent_at.unwrap_or(now);
+    let within_grace = now - spent_at <= millis(state.settings.refresh_grace_period);
+    if within_grace
+        && store::sessions::is_current_token(
+            state.store.reader(),
+            &successor_hash,
+            &known.session_id,
+        )
+        .await?
+    {
+        // The concurrent request's twin: hand out the same successor.
+        let account = store::users::find_account(state.store.reader(), user_id)
+            .await?
+            .ok_or(ApiError::SessionRevoked)?;
+        let opened = OpenedSession {
+            id: session_id,
+            refresh_token: successor,
+            idle_expires_at: known.idle_expires_at,
+        };
+        return Ok((account, opened, now));
+    }
+
+    // Reuse of a spent token: revoke the whole session. Its own transaction, committed although
+    // the request fails, because the security record must survive.
+    let mut tx = state.store.begin().await?;
+    if store::sessions::revoke_session(&mut *tx, session_id, "refresh_token_reuse", now).await? {
+        audit::record(
+            &mut *tx,
+            audit::Kind::RefreshReuseDetected,
+            &client.actor(Some(user_id), Some(session_id)),
+            now,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    tracing::warn!(session_id = %session_id, "refresh token reuse detected: session revoked");
+    Err(ApiError::SessionRevoked)
+}
+
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|e| ApiError::Internal(e.into()))
+}

@@ -1,0 +1,65 @@
+//! The audit trail. Events are written inside the transaction of the flow they record, so an
+//! event exists exactly when what it describes happened; events of failed attempts are written in
+//! their own transaction, because the failure must not erase them.
+
+use sqlx::{Any, Executor};
+use uuid::Uuid;
+
+use crate::clock::Millis;
+
+/// What happened, as stored in `audit_events.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Signup,
+    Login,
+    LoginFailed,
+    Refresh,
+    RefreshReuseDetected,
+    Logout,
+    ProfileUpdated,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Signup => "signup",
+            Kind::Login => "login",
+            Kind::LoginFailed => "login_failed",
+            Kind::Refresh => "refresh",
+            Kind::RefreshReuseDetected => "refresh_reuse_detected",
+            Kind::Logout => "logout",
+            Kind::ProfileUpdated => "profile_updated",
+        }
+    }
+}
+
+/// Who did it and from where.
+#[derive(Debug, Clone, Default)]
+pub struct Actor {
+    pub user_id: Option<Uuid>,
+    pub session_id: Option<Uuid>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+pub async fn record<'e>(
+    db: impl Executor<'e, Database = Any>,
+    kind: Kind,
+    actor: &Actor,
+    now: Millis,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit_events (id, kind, user_id, session_id, ip, user_agent, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(Uuid::now_v7().to_string())
+    .bind(kind.as_str())
+    .bind(actor.user_id.map(|id| id.to_string()))
+    .bind(actor.session_id.map(|id| id.to_string()))
+    .bind(actor.ip.as_deref())
+    .bind(actor.user_agent.as_deref())
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,60 @@
+//! Signing keys (see `crate::keys`).
+
+use super::Store;
+use crate::clock::Millis;
+use crate::keys::StoredKey;
+
+pub async fn active_count(store: &Store) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM signing_keys WHERE retired_at IS NULL")
+        .fetch_one(store.reader())
+        .await
+}
+
+/// Inserts the first key, unless another process got there first.
+pub async fn insert_first(store: &Store, key: &StoredKey) -> Result<(), sqlx::Error> {
+    let mut tx = store.begin().await?;
+    let active: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM signing_keys WHERE retired_at IS NULL")
+            .fetch_one(&mut *tx)
+            .await?;
+    if active == 0 {
+        insert(&mut tx, key).await?;
+    }
+    tx.commit().await
+}
+
+/// Retires every active key and inserts `key`, in one transaction.
+pub async fn rotate(store: &Store, key: &StoredKey) -> Result<(), sqlx::Error> {
+    let mut tx = store.begin().await?;
+    sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
+        .bind(key.created_at)
+        .execute(&mut *tx)
+        .await?;
+    insert(&mut tx, key).await?;
+    tx.commit().await
+}
+
+async fn insert(tx: &mut super::Tx, key: &StoredKey) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO signing_keys (kid, public_key, sealed_private_key, created_at, retired_at) \
+         VALUES ($1, $2, $3, $4, NULL)",
+    )
+    .bind(&key.kid)
+    .bind(&key.public_key)
+    .bind(&key.sealed_private_key)
+    .bind(key.created_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Keys that are active or were retired after `retired_after`, newest first.
+pub async fn live(store: &Store, retired_after: Millis) -> Result<Vec<StoredKey>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT kid, public_key, sealed_private_key, created_at, retired_at FROM signing_keys \
+         WHERE retired_at IS NULL OR retired_at > $1 ORDER BY created_at DESC, kid DESC",
+    )
+    .bind(retired_after)
+    .fetch_all(store.reader())
+    .await
+}

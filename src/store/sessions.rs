@@ -1,0 +1,193 @@
+//! Sessions and their refresh tokens.
+//!
+//! A session is one login (or signup). Its refresh tokens form a chain: the unspent one is current;
+//! spending it (one conditional UPDATE) and inserting the successor happen in one transaction, so
+//! two requests racing with the same token cannot both spend it.
+
+use sqlx::{Any, Executor, FromRow};
+use uuid::Uuid;
+
+use crate::clock::Millis;
+
+pub struct NewSession<'a> {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub now: Millis,
+    pub idle_expires_at: Millis,
+    pub absolute_expires_at: Millis,
+    pub user_agent: Option<&'a str>,
+    pub ip: Option<&'a str>,
+}
+
+pub async fn insert_session<'e>(
+    db: impl Executor<'e, Database = Any>,
+    s: &NewSession<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO sessions (id, user_id, created_at, last_used_at, idle_expires_at, \
+                               absolute_expires_at, user_agent, ip) \
+         VALUES ($1, $2, $3, $3, $4, $5, $6, $7)",
+    )
+    .bind(s.id.to_string())
+    .bind(s.user_id.to_string())
+    .bind(s.now)
+    .bind(s.idle_expires_at)
+    .bind(s.absolute_expires_at)
+    .bind(s.user_agent)
+    .bind(s.ip)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn insert_refresh_token<'e>(
+    db: impl Executor<'e, Database = Any>,
+    token_hash: &str,
+    session_id: Uuid,
+    now: Millis,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)",
+    )
+    .bind(token_hash)
+    .bind(session_id.to_string())
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A live session, as refresh needs it.
+#[derive(Debug, FromRow)]
+pub struct LiveSession {
+    pub id: String,
+    pub user_id: String,
+    pub absolute_expires_at: i64,
+}
+
+/// Spends the refresh token with this hash if it is unspent and its session is live, and returns
+/// that session. `None` means the token is unknown, spent, or its session is over.
+pub async fn spend_refresh_token(
+    tx: &mut super::Tx,
+    token_hash: &str,
+    now: Millis,
+) -> Result<Option<LiveSession>, sqlx::Error> {
+    let spent: Option<String> = sqlx::query_scalar(
+        "UPDATE refresh_tokens SET spent_at = $1 \
+         WHERE token_hash = $2 AND spent_at IS NULL AND session_id IN ( \
+             SELECT id FROM sessions \
+             WHERE revoked_at IS NULL AND idle_expires_at > $1 AND absolute_expires_at > $1) \
+         RETURNING session_id",
+    )
+    .bind(now)
+    .bind(token_hash)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(session_id) = spent else {
+        return Ok(None);
+    };
+    sqlx::query_as("SELECT id, user_id, absolute_expires_at FROM sessions WHERE id = $1")
+        .bind(session_id)
+        .fetch_optional(&mut **tx)
+        .await
+}
+
+/// Marks a session used and pushes its idle expiry out.
+pub async fn touch_session<'e>(
+    db: impl Executor<'e, Database = Any>,
+    session_id: Uuid,
+    now: Millis,
+    idle_expires_at: Millis,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE sessions SET last_used_at = $1, idle_expires_at = $2 WHERE id = $3")
+        .bind(now)
+        .bind(idle_expires_at)
+        .bind(session_id.to_string())
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// What is known of a refresh token that could not be spent.
+#[derive(Debug, FromRow)]
+pub struct TokenState {
+    pub session_id: String,
+    pub user_id: String,
+    pub spent_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub idle_expires_at: i64,
+    pub absolute_expires_at: i64,
+}
+
+impl TokenState {
+    pub fn session_live(&self, now: Millis) -> bool {
+        self.revoked_at.is_none() && self.idle_expires_at > now && self.absolute_expires_at > now
+    }
+}
+
+pub async fn find_refresh_token<'e>(
+    db: impl Executor<'e, Database = Any>,
+    token_hash: &str,
+) -> Result<Option<TokenState>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT rt.session_id, s.user_id, rt.spent_at, s.revoked_at, s.idle_expires_at, \
+                s.absolute_expires_at \
+         FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id WHERE rt.token_hash = $1",
+    )
+    .bind(token_hash)
+    .fetch_optional(db)
+    .await
+}
+
+/// Whether this is the current (unspent) refresh token of that session.
+pub async fn is_current_token<'e>(
+    db: impl Executor<'e, Database = Any>,
+    token_hash: &str,
+    session_id: &str,
+) -> Result<bool, sqlx::Error> {
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM refresh_tokens WHERE token_hash = $1 AND session_id = $2 AND spent_at IS NULL",
+    )
+    .bind(token_hash)
+    .bind(session_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(found.is_some())
+}
+
+/// Revokes a session; returns whether it was live until now.
+pub async fn revoke_session<'e>(
+    db: impl Executor<'e, Database = Any>,
+    session_id: Uuid,
+    reason: &str,
+    now: Millis,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(reason)
+    .bind(session_id.to_string())
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Whether the session exists, belongs to the user and has neither been revoked nor expired.
+pub async fn is_live<'e>(
+    db: impl Executor<'e, Database = Any>,
+    session_id: Uuid,
+    user_id: Uuid,
+    now: Millis,
+) -> Result<bool, sqlx::Error> {
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL \
+         AND idle_expires_at > $3 AND absolute_expires_at > $3",
+    )
+    .bind(session_id.to_string())
+    .bind(user_id.to_string())
+    .bind(now)
+    .fetch_optional(db)
+    .await?;
+    Ok(found.is_some())
+}

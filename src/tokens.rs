@@ -1,0 +1,176 @@
+//! The tokens latchkey issues.
+//!
+//! - Access tokens are JWTs signed with EdDSA (header `typ: at+jwt`, `kid`), claims `iss`, `aud`,
+//!   `sub` (user id), `sid` (session id), `iat`, `exp`, `jti`. Verification accepts only EdDSA and
+//!   only the keys of the key ring, checks `typ`, `iss`, `aud`, and `exp` against the service
+//!   clock with `LEEWAY`.
+//! - Opaque tokens (refresh, and later reset and verification) are 256 random bits, base64url.
+//!   Only a hash is stored, and the hash is domain-separated by purpose, so a token of one kind
+//!   can never be found where another kind is looked up.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use jsonwebtoken::{Algorithm, Header, Validation};
+use rand::RngCore;
+use rand::rngs::OsRng;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::clock::Millis;
+use crate::keys::{KeyRing, LEEWAY};
+
+const ACCESS_TYP: &str = "at+jwt";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: Uuid,
+    pub sid: Uuid,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: Uuid,
+}
+
+pub struct AccessToken {
+    pub token: SecretString,
+    pub expires_in: u64,
+}
+
+/// Signs an access token for `session_id` of `user_id`, valid `ttl_secs` from `now`.
+pub fn mint_access(
+    keys: &KeyRing,
+    issuer: &str,
+    user_id: Uuid,
+    session_id: Uuid,
+    now: Millis,
+    ttl_secs: u64,
+) -> anyhow::Result<AccessToken> {
+    let iat = now / 1000;
+    let claims = AccessClaims {
+        iss: issuer.to_owned(),
+        aud: issuer.to_owned(),
+        sub: user_id,
+        sid: session_id,
+        iat,
+        exp: iat + i64::try_from(ttl_secs)?,
+        jti: Uuid::new_v4(),
+    };
+    let (kid, key) = keys.signing_key();
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.typ = Some(ACCESS_TYP.to_owned());
+    header.kid = Some(kid);
+    let token = jsonwebtoken::encode(&header, &claims, &key)?;
+    Ok(AccessToken {
+        token: SecretString::from(token),
+        expires_in: ttl_secs,
+    })
+}
+
+/// The claims of a valid access token, or `None` for anything else.
+pub async fn verify_access(
+    keys: &KeyRing,
+    issuer: &str,
+    token: &str,
+    now: Millis,
+) -> Option<AccessClaims> {
+    let header = jsonwebtoken::decode_header(token).ok()?;
+    if header.alg != Algorithm::EdDSA || header.typ.as_deref() != Some(ACCESS_TYP) {
+        return None;
+    }
+    let key = keys.decoding_key(header.kid.as_deref()?).await?;
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.set_issuer(&[issuer]);
+    validation.set_audience(&[issuer]);
+    validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+    // `exp` is checked below against the service clock (which tests can move); the claims are
+    // typed integers, so a claim of the wrong JSON type fails to decode instead of being skipped.
+    validation.validate_exp = false;
+    let claims = jsonwebtoken::decode::<AccessClaims>(token, &key, &validation)
+        .ok()?
+        .claims;
+    let leeway = i64::try_from(LEEWAY.as_secs()).ok()?;
+    (claims.exp + leeway > now / 1000).then_some(claims)
+}
+
+/// What an opaque token is for; part of its stored hash.
+#[derive(Debug, Clone, Copy)]
+pub enum Purpose {
+    Refresh,
+}
+
+impl Purpose {
+    fn label(self) -> &'static str {
+        match self {
+            Purpose::Refresh => "latchkey refresh token v1",
+        }
+    }
+}
+
+/// A new opaque token: 256 random bits, base64url.
+pub fn new_opaque() -> SecretString {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    SecretString::from(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// The stored form of an opaque token: hex SHA-256 of its purpose and value.
+pub fn hash_opaque(purpose: Purpose, token: &SecretString) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(purpose.label().as_bytes());
+    hasher.update([0u8]);
+    hasher.update(token.expose_secret().as_bytes());
+    hex(&hasher.finalize())
+}
+
+/// The refresh token that replaces `predecessor` when it is rotated.
+///
+/// It is derived (HMAC with a secret of the service) rather than random, so that a request which
+/// presents the predecessor again within the grace window can be given the very same successor
+/// without the service ever storing a token in a recoverable form.
+pub fn successor(secret: &[u8; 32], predecessor: &SecretString) -> SecretString {
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC accepts keys of any length");
+    mac.update(predecessor.expose_secret().as_bytes());
+    SecretString::from(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opaque_tokens_are_256_random_bits() {
+        let a = new_opaque();
+        let b = new_opaque();
+        assert_eq!(URL_SAFE_NO_PAD.decode(a.expose_secret()).unwrap().len(), 32);
+        assert_ne!(a.expose_secret(), b.expose_secret());
+        assert_eq!(hash_opaque(Purpose::Refresh, &a).len(), 64);
+        assert_eq!(
+            hash_opaque(Purpose::Refresh, &a),
+            hash_opaque(Purpose::Refresh, &a)
+        );
+    }
+
+    #[test]
+    fn successors_are_deterministic_and_secret_dependent() {
+        let token = new_opaque();
+        let s1 = successor(&[1; 32], &token);
+        assert_eq!(
+            s1.expose_secret(),
+            successor(&[1; 32], &token).expose_secret()
+        );
+        assert_ne!(
+            s1.expose_secret(),
+            successor(&[2; 32], &token).expose_secret()
+        );
+        assert_ne!(s1.expose_secret(), token.expose_secret());
+    }
+}
