@@ -12,6 +12,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::extract::MAX_BODY_BYTES;
+use crate::jobs;
 use crate::keys::{Kek, KeyRing};
 use crate::middleware;
 use crate::password::Hasher;
@@ -77,7 +78,7 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    state.keys.spawn_reloader();
+    jobs::spawn(&state);
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

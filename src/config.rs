@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+#[cfg(test)]
+use secrecy::ExposeSecret;
 use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
@@ -107,6 +109,9 @@ pub struct Overrides {
     /// Seconds during which the previous refresh token still yields its successor.
     #[arg(long, env = "LATCHKEY_REFRESH_GRACE_PERIOD", global = true)]
     pub refresh_grace_period: Option<u64>,
+    /// Rotate the signing key automatically when it is this many seconds old (default: never).
+    #[arg(long, env = "LATCHKEY_KEY_ROTATION_INTERVAL", global = true)]
+    pub key_rotation_interval: Option<u64>,
     /// Argon2id memory cost in KiB.
     #[arg(long, env = "LATCHKEY_ARGON2_MEMORY_KIB", global = true)]
     pub argon2_memory_kib: Option<u32>,
@@ -141,6 +146,7 @@ impl Overrides {
                 .session_absolute_lifetime
                 .or(lower.session_absolute_lifetime),
             refresh_grace_period: self.refresh_grace_period.or(lower.refresh_grace_period),
+            key_rotation_interval: self.key_rotation_interval.or(lower.key_rotation_interval),
             argon2_memory_kib: self.argon2_memory_kib.or(lower.argon2_memory_kib),
             argon2_iterations: self.argon2_iterations.or(lower.argon2_iterations),
             hash_threads: self.hash_threads.or(lower.hash_threads),
@@ -167,6 +173,8 @@ pub struct Settings {
     pub session_idle_timeout: Duration,
     pub session_absolute_lifetime: Duration,
     pub refresh_grace_period: Duration,
+    /// `None`: keys rotate only with `latchkey keys rotate`.
+    pub key_rotation_interval: Option<Duration>,
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
     pub hash_threads: usize,
@@ -222,6 +230,7 @@ impl Settings {
             session_idle_timeout: secs(o.session_idle_timeout.unwrap_or(7 * 24 * 3600)),
             session_absolute_lifetime: secs(o.session_absolute_lifetime.unwrap_or(30 * 24 * 3600)),
             refresh_grace_period: secs(o.refresh_grace_period.unwrap_or(10)),
+            key_rotation_interval: o.key_rotation_interval.map(secs),
             argon2_memory_kib: o.argon2_memory_kib.unwrap_or(19_456),
             argon2_iterations: o.argon2_iterations.unwrap_or(2),
             hash_threads: o.hash_threads.unwrap_or_else(|| {
@@ -233,6 +242,12 @@ impl Settings {
             || settings.session_absolute_lifetime.is_zero()
         {
             bail!("token and session lifetimes must be positive");
+        }
+        if settings
+            .key_rotation_interval
+            .is_some_and(|i| i <= settings.access_token_ttl)
+        {
+            bail!("key_rotation_interval must be longer than access_token_ttl");
         }
         if settings.hash_threads == 0 {
             bail!("hash_threads must be at least 1");
@@ -249,4 +264,82 @@ impl Settings {
 /// `scheme://host[:port]` as browsers send it in `Origin`.
 fn origin_of(url: &Url) -> String {
     url.origin().ascii_serialization()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let s = Settings::resolve(Overrides::default()).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(s.database_url.expose_secret(), "sqlite://latchkey.db");
+        assert_eq!(s.public_url.as_str(), "http://localhost:8080/");
+        assert_eq!(s.issuer(), "http://localhost:8080");
+        assert_eq!(s.mail_from, "latchkey@localhost");
+        assert!(s.rate_limits && s.cookie_secure && s.smtp_url.is_none());
+        assert_eq!(s.allowed_origins, ["http://localhost:8080"]);
+        assert_eq!(s.access_token_ttl, Duration::from_secs(900));
+        assert_eq!(s.session_idle_timeout, Duration::from_secs(7 * 86_400));
+        assert_eq!(
+            s.session_absolute_lifetime,
+            Duration::from_secs(30 * 86_400)
+        );
+        assert_eq!(s.refresh_grace_period, Duration::from_secs(10));
+        assert_eq!((s.argon2_memory_kib, s.argon2_iterations), (19_456, 2));
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let file: Overrides = toml::from_str(
+            "listen = \"0.0.0.0:9000\"\npublic_url = \"https://file.example\"\ncookie_secure = false\n\
+             rate_limits = \"off\"\nallowed_origins = [\"https://app.example\"]\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "latchkey",
+            "--public-url",
+            "https://flag.example/",
+            "migrate",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Some(Command::Migrate)));
+        let s = Settings::resolve(cli.overrides.or(file)).unwrap();
+        assert_eq!(s.issuer(), "https://flag.example");
+        assert_eq!(s.listen, "0.0.0.0:9000".parse().unwrap());
+        assert!(!s.cookie_secure);
+        assert!(!s.rate_limits);
+        assert_eq!(
+            s.allowed_origins,
+            ["https://flag.example", "https://app.example"]
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_reason() {
+        assert!(toml::from_str::<Overrides>("no_such_setting = 1").is_err());
+        assert!(Cli::try_parse_from(["latchkey", "--rate-limits", "maybe"]).is_err());
+        assert!(Cli::try_parse_from(["latchkey", "--listen", "nowhere"]).is_err());
+        for bad in [
+            Overrides {
+                public_url: Some("ftp://example.com".into()),
+                ..Overrides::default()
+            },
+            Overrides {
+                public_url: Some("not a url".into()),
+                ..Overrides::default()
+            },
+            Overrides {
+                access_token_ttl: Some(0),
+                ..Overrides::default()
+            },
+            Overrides {
+                hash_threads: Some(0),
+                ..Overrides::default()
+            },
+        ] {
+            assert!(Settings::resolve(bad).is_err());
+        }
+    }
 }

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -22,19 +23,19 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use ed25519_dalek::pkcs8::EncodePrivateKey;
-use hmac::{Hmac, Mac};
 use jsonwebtoken::{DecodingKey, EncodingKey};
 use rand::RngCore;
 use rand::rngs::OsRng;
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use serde_json::{Value, json};
-use sha2::Sha256;
 
 use crate::clock::{Clock, Millis, millis};
 use crate::store::{self, Store};
 
 /// How often an instance reloads the key set from the database.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(60);
+/// The least time between two reloads caused by tokens with an unknown `kid`.
+const UNKNOWN_KID_RELOAD: Duration = Duration::from_secs(1);
 /// Clock skew tolerated when checking `exp`.
 pub const LEEWAY: Duration = Duration::from_secs(60);
 
@@ -136,10 +137,7 @@ impl Kek {
 
     /// A 32-byte secret derived from the KEK for one purpose (HMAC-SHA256 as a PRF).
     pub fn derive(&self, purpose: &str) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.expose_secret())
-            .expect("HMAC accepts keys of any length");
-        mac.update(purpose.as_bytes());
-        mac.finalize().into_bytes().into()
+        crate::tokens::hmac_sha256(self.0.expose_secret(), purpose.as_bytes())
     }
 }
 
@@ -180,6 +178,7 @@ pub struct KeyRing {
     clock: Clock,
     retention: Duration,
     loaded: Arc<RwLock<Arc<Loaded>>>,
+    last_unknown_reload: Arc<AtomicI64>,
 }
 
 impl KeyRing {
@@ -205,6 +204,7 @@ impl KeyRing {
             clock,
             retention,
             loaded,
+            last_unknown_reload: Arc::new(AtomicI64::new(0)),
         })
     }
 
@@ -265,10 +265,22 @@ impl KeyRing {
         (loaded.signing_kid.clone(), loaded.signing.clone())
     }
 
-    /// The verification key for `kid`, reloading once when it is unknown.
+    /// The verification key for `kid`. An unknown `kid` may be a key another instance has just
+    /// made: the set is reloaded, but at most once per `UNKNOWN_KID_RELOAD`, so that tokens with
+    /// made-up key ids cannot turn into a database query each.
     pub async fn decoding_key(&self, kid: &str) -> Option<DecodingKey> {
         if let Some((key, _)) = self.current().verifying.get(kid) {
             return Some(key.clone());
+        }
+        let now = self.clock.now();
+        let last = self.last_unknown_reload.load(Ordering::Relaxed);
+        if now - last < millis(UNKNOWN_KID_RELOAD)
+            || self
+                .last_unknown_reload
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return None;
         }
         if let Err(err) = self.reload().await {
             tracing::warn!(error = %err, "reloading signing keys failed");
@@ -292,26 +304,25 @@ impl KeyRing {
             .collect();
         json!({ "keys": keys })
     }
-
-    /// Reloads the key set every `RELOAD_INTERVAL` until the process ends.
-    pub fn spawn_reloader(&self) {
-        let ring = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(RELOAD_INTERVAL);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                if let Err(err) = ring.reload().await {
-                    tracing::warn!(error = %err, "reloading signing keys failed");
-                }
-            }
-        });
-    }
 }
 
 /// Retires the current keys and adds a new one: what `latchkey keys rotate` does.
 pub async fn rotate(store: &Store, kek: &Kek, now: Millis) -> anyhow::Result<String> {
     let key = generate(kek, now)?;
-    store::keys::rotate(store, &key).await?;
+    store::keys::rotate(store, &key, None).await?;
     Ok(key.kid)
+}
+
+/// Rotates only when the current key was made before `made_before` (automatic rotation). Of
+/// several instances trying at once, one rotates; the others find a fresh key and do nothing.
+pub async fn rotate_if_older(
+    store: &Store,
+    kek: &Kek,
+    now: Millis,
+    made_before: Millis,
+) -> anyhow::Result<Option<String>> {
+    let key = generate(kek, now)?;
+    Ok(store::keys::rotate(store, &key, Some(made_before))
+        .await?
+        .then_some(key.kid))
 }

@@ -2,6 +2,12 @@
 //!
 //! The modules below are listed in reading order, from the edge of the process inwards.
 
+// Outside tests, failures are values: no unwrap, expect or panic on a request path.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 /// Application state, router assembly and `serve(listener, state, shutdown)`.
 pub mod app;
 /// Wall-clock time in one place, so tests can move it.
@@ -18,6 +24,8 @@ pub mod error;
 pub mod extract;
 /// Deliberate failures for tests of the all-or-nothing promise (cargo feature `failpoints`).
 pub mod failpoint;
+/// Background jobs: key reloads and rotation, pruning of ended sessions.
+pub mod jobs;
 /// Signing keys: generation, encryption at rest, rotation and the JWKS.
 pub mod keys;
 /// Middleware shared by every route: request ids, cache headers, CSRF checks.

@@ -132,10 +132,18 @@ pub fn hash_opaque(purpose: Purpose, token: &SecretString) -> String {
 /// presents the predecessor again within the grace window can be given the very same successor
 /// without the service ever storing a token in a recoverable form.
 pub fn successor(secret: &[u8; 32], predecessor: &SecretString) -> SecretString {
+    let mac = hmac_sha256(secret, predecessor.expose_secret().as_bytes());
+    SecretString::from(URL_SAFE_NO_PAD.encode(mac))
+}
+
+/// HMAC-SHA256, the one keyed hash of the project.
+#[allow(clippy::expect_used)]
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    // HMAC accepts keys of any length: `new_from_slice` cannot fail.
     let mut mac =
-        <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC accepts keys of any length");
-    mac.update(predecessor.expose_secret().as_bytes());
-    SecretString::from(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+        <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC accepts keys of any length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -89,8 +89,18 @@ mod tests {
 
     #[test]
     fn accepts_exactly_254_characters() {
-        let raw = format!("{}@example.com", "a".repeat(242));
+        let domain = format!(
+            "{}.{}.{}.com",
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(57)
+        );
+        let raw = format!("{}@{domain}", "a".repeat(64));
         assert_eq!(raw.len(), 254);
         assert!(Email::parse(&raw).is_ok());
+        assert_eq!(
+            Email::parse(&format!("a{raw}")),
+            Err("must be at most 254 characters")
+        );
     }
 }

@@ -80,7 +80,7 @@ mod tests {
             "correct horse battery",
             "tr0ub4dor&3x",
             "8chars!z",
-            &"x1".repeat(64),
+            &format!("{}zz", "x1y".repeat(42)),
         ] {
             assert!(
                 NewPassword::parse(raw, &owner()).is_ok(),

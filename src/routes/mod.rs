@@ -12,6 +12,7 @@ mod logout;
 mod me;
 mod refresh;
 mod session;
+mod sessions;
 mod signup;
 
 use axum::Router;
@@ -25,6 +26,7 @@ pub fn router() -> Router<AppState> {
         .merge(login::router())
         .merge(refresh::router())
         .merge(logout::router())
+        .merge(sessions::router())
         .merge(me::router())
         .merge(jwks::router())
         .merge(health::router())

@@ -111,7 +111,7 @@ async fn rotate(
     let session_id = parse_id(&known.session_id)?;
     let user_id = parse_id(&known.user_id)?;
     let spent_at = known.spent_at.unwrap_or(now);
-    let within_grace = now - spent_at <= millis(state.settings.refresh_grace_period);
+    let within_grace = now - spent_at < millis(state.settings.refresh_grace_period);
     if within_grace
         && store::sessions::is_current_token(
             state.store.reader(),

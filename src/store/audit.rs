@@ -16,6 +16,8 @@ pub enum Kind {
     Refresh,
     RefreshReuseDetected,
     Logout,
+    LogoutAll,
+    SessionRevoked,
     ProfileUpdated,
 }
 
@@ -28,6 +30,8 @@ impl Kind {
             Kind::Refresh => "refresh",
             Kind::RefreshReuseDetected => "refresh_reuse_detected",
             Kind::Logout => "logout",
+            Kind::LogoutAll => "logout_all",
+            Kind::SessionRevoked => "session_revoked",
             Kind::ProfileUpdated => "profile_updated",
         }
     }

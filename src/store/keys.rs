@@ -23,15 +23,39 @@ pub async fn insert_first(store: &Store, key: &StoredKey) -> Result<(), sqlx::Er
     tx.commit().await
 }
 
-/// Retires every active key and inserts `key`, in one transaction.
-pub async fn rotate(store: &Store, key: &StoredKey) -> Result<(), sqlx::Error> {
+/// Retires every active key and inserts `key`, in one transaction; with `made_before`, only if the
+/// active keys were all made before then. Returns whether it rotated.
+pub async fn rotate(
+    store: &Store,
+    key: &StoredKey,
+    made_before: Option<Millis>,
+) -> Result<bool, sqlx::Error> {
     let mut tx = store.begin().await?;
-    sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
+    if let Some(cutoff) = made_before {
+        // A fresh active key means another instance rotated already.
+        let fresh: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM signing_keys WHERE retired_at IS NULL AND created_at >= $1",
+        )
+        .bind(cutoff)
+        .fetch_one(&mut *tx)
+        .await?;
+        if fresh > 0 {
+            return Ok(false);
+        }
+    }
+    // On PostgreSQL a concurrent rotation blocks here until the other commits, then finds no
+    // active key left to retire, and gives up.
+    let retired = sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
         .bind(key.created_at)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+    if retired == 0 && made_before.is_some() {
+        return Ok(false);
+    }
     insert(&mut tx, key).await?;
-    tx.commit().await
+    tx.commit().await?;
+    Ok(true)
 }
 
 async fn insert(tx: &mut super::Tx, key: &StoredKey) -> Result<(), sqlx::Error> {

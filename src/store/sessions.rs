@@ -191,3 +191,84 @@ pub async fn is_live<'e>(
     .await?;
     Ok(found.is_some())
 }
+
+/// Revokes one session if it belongs to `user_id`; returns whether it was live until now.
+pub async fn revoke_own_session<'e>(
+    db: impl Executor<'e, Database = Any>,
+    session_id: Uuid,
+    user_id: Uuid,
+    reason: &str,
+    now: Millis,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
+         WHERE id = $3 AND user_id = $4 AND revoked_at IS NULL \
+         AND idle_expires_at > $1 AND absolute_expires_at > $1",
+    )
+    .bind(now)
+    .bind(reason)
+    .bind(session_id.to_string())
+    .bind(user_id.to_string())
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Revokes every live session of a user; returns how many.
+pub async fn revoke_all_sessions<'e>(
+    db: impl Executor<'e, Database = Any>,
+    user_id: Uuid,
+    reason: &str,
+    now: Millis,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE user_id = $3 AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(reason)
+    .bind(user_id.to_string())
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// A session as its owner sees it.
+#[derive(Debug, FromRow)]
+pub struct SessionSummary {
+    pub id: String,
+    pub created_at: i64,
+    pub last_used_at: i64,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+pub async fn live_sessions<'e>(
+    db: impl Executor<'e, Database = Any>,
+    user_id: Uuid,
+    now: Millis,
+) -> Result<Vec<SessionSummary>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, created_at, last_used_at, user_agent, ip FROM sessions \
+         WHERE user_id = $1 AND revoked_at IS NULL AND idle_expires_at > $2 AND absolute_expires_at > $2 \
+         ORDER BY last_used_at DESC, id DESC",
+    )
+    .bind(user_id.to_string())
+    .bind(now)
+    .fetch_all(db)
+    .await
+}
+
+/// Deletes sessions (and, by cascade, their refresh tokens) that ended before `ended_before`.
+/// Safe to run from several instances at once: each row is deleted once, by whoever gets there.
+pub async fn prune<'e>(
+    db: impl Executor<'e, Database = Any>,
+    ended_before: Millis,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM sessions WHERE revoked_at < $1 OR idle_expires_at < $1 OR absolute_expires_at < $1",
+    )
+    .bind(ended_before)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}

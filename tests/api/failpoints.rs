@@ -1,1 +1,349 @@
+//! The contract's failpoints (`--features failpoints`): whatever fails before a commit leaves the
+//! database as it was, sets no cookie, answers 500 `internal`, and the server keeps serving.
+//!
+//! The `fail` crate's configuration is global to a process and the tests run in parallel threads,
+//! so each case runs the real binary as a subprocess with its own `FAILPOINTS`, on a fresh
+//! database, every action (`return` and `panic`) in turn.
+
+use sqlx::AnyPool;
+
+use crate::db_tests;
 use crate::helpers::*;
+
+db_tests!(
+    signup_failing_after_user_leaves_nothing_and_the_server_serves,
+    signup_failing_after_profile_leaves_nothing_and_the_server_serves,
+    signup_failing_before_commit_leaves_nothing_and_the_server_serves,
+    signup_failing_after_commit_keeps_an_account_that_can_log_in,
+    login_failing_before_commit_opens_no_session_and_records_no_login,
+    refresh_failing_before_commit_leaves_the_token_unspent,
+);
+
+/// What a failpoint does when it fires: fail the step with an error, or panic there.
+const ACTIONS: [&str; 2] = ["return", "panic"];
+
+/// The contract's 500, byte for byte: nothing about the cause leaks.
+const INTERNAL: &str =
+    r#"{"error":{"code":"internal","message":"Something went wrong on our side."}}"#;
+
+/// `latchkey serve` on a test database with `FAILPOINTS` set.
+async fn failing_server(db: &TestDb, failpoints: &str) -> ServerProcess {
+    let kek = latchkey::keys::Kek::generate_encoded();
+    ServerProcess::serve(db, &kek, &[("FAILPOINTS", failpoints)]).await
+}
+
+async fn count(pool: &AnyPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// A 500 `internal` in the contract's shape, with no cookie.
+async fn assert_internal_without_cookies(response: reqwest::Response, context: &str) {
+    assert_eq!(response.status(), 500, "{context}");
+    assert!(
+        response.headers().get("set-cookie").is_none(),
+        "{context}: no cookie on a failure, got {:?}",
+        response.headers().get_all("set-cookie")
+    );
+    assert!(
+        response.headers().contains_key("x-request-id"),
+        "{context}: X-Request-Id"
+    );
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(
+        content_type.as_deref(),
+        Some("application/json"),
+        "{context}: content type"
+    );
+    let body = response.text().await.unwrap();
+    assert_eq!(body, INTERNAL, "{context}: body");
+}
+
+/// Every table the signup transaction writes, and the invariant, at zero.
+async fn assert_no_account_rows(pool: &AnyPool, context: &str) {
+    for table in [
+        "users",
+        "profiles",
+        "sessions",
+        "refresh_tokens",
+        "audit_events",
+    ] {
+        assert_eq!(
+            count(pool, &format!("SELECT COUNT(*) FROM {table}")).await,
+            0,
+            "{context}: {table}"
+        );
+    }
+    assert_eq!(count(pool, ORPHANS).await, 0, "{context}: orphans");
+}
+
+/// A signup that fails at `point` (once) leaves no row, and the same signup then succeeds.
+async fn signup_failing_at_leaves_nothing(db: Db, point: &str) {
+    for action in ACTIONS {
+        let context = format!("{point}=1*{action} ({db:?})");
+        let test_db = TestDb::new(db).await;
+        let server = failing_server(&test_db, &format!("{point}=1*{action}")).await;
+        let pool = test_db.pool().await;
+
+        let failed = server.signup("alice@example.com").await;
+        assert_internal_without_cookies(failed, &context).await;
+        assert_no_account_rows(&pool, &context).await;
+
+        server.assert_serving(&context).await;
+        // Nothing of the failed attempt is in the way: not the email, not a lock.
+        let retried = server.signup("alice@example.com").await;
+        assert_eq!(retried.status(), 201, "{context}: the same signup again");
+        let session = Session::from_response(retried).await;
+        assert_eq!(session.cookies.len(), 2, "{context}: cookies of the retry");
+        assert_eq!(server.me(&session.access_token).await.status(), 200);
+        for table in ["users", "profiles", "sessions", "refresh_tokens"] {
+            assert_eq!(
+                count(&pool, &format!("SELECT COUNT(*) FROM {table}")).await,
+                1,
+                "{context}: {table} after the retry"
+            );
+        }
+        assert_eq!(count(&pool, ORPHANS).await, 0, "{context}: orphans");
+        pool.close().await;
+    }
+}
+
+async fn signup_failing_after_user_leaves_nothing_and_the_server_serves(db: Db) {
+    signup_failing_at_leaves_nothing(db, "signup.after_user").await;
+}
+
+async fn signup_failing_after_profile_leaves_nothing_and_the_server_serves(db: Db) {
+    signup_failing_at_leaves_nothing(db, "signup.after_profile").await;
+}
+
+async fn signup_failing_before_commit_leaves_nothing_and_the_server_serves(db: Db) {
+    signup_failing_at_leaves_nothing(db, "signup.before_commit").await;
+}
+
+async fn signup_failing_after_commit_keeps_an_account_that_can_log_in(db: Db) {
+    for action in ACTIONS {
+        let context = format!("signup.after_commit={action} ({db:?})");
+        let test_db = TestDb::new(db).await;
+        let server = failing_server(&test_db, &format!("signup.after_commit={action}")).await;
+        let pool = test_db.pool().await;
+
+        let failed = server.signup("alice@example.com").await;
+        assert_internal_without_cookies(failed, &context).await;
+        // The commit happened: the whole account exists, never half of it.
+        assert_eq!(
+            count(&pool, "SELECT COUNT(*) FROM users").await,
+            1,
+            "{context}"
+        );
+        assert_eq!(
+            count(&pool, "SELECT COUNT(*) FROM profiles").await,
+            1,
+            "{context}"
+        );
+        assert_eq!(count(&pool, ORPHANS).await, 0, "{context}: orphans");
+
+        server.assert_serving(&context).await;
+        let login = server.login("alice@example.com").await;
+        assert_eq!(
+            login.status(),
+            200,
+            "{context}: login to the committed account"
+        );
+        let session = Session::from_response(login).await;
+        assert_eq!(session.cookies.len(), 2, "{context}: cookies of the login");
+        assert_eq!(server.me(&session.access_token).await.status(), 200);
+        let again = server.signup("ALICE@example.com").await;
+        assert_eq!(again.status(), 409, "{context}: the account exists");
+        assert_eq!(
+            count(&pool, "SELECT COUNT(*) FROM users").await,
+            1,
+            "{context}"
+        );
+        pool.close().await;
+    }
+}
+
+async fn login_failing_before_commit_opens_no_session_and_records_no_login(db: Db) {
+    for action in ACTIONS {
+        let context = format!("login.before_commit=1*{action} ({db:?})");
+        let test_db = TestDb::new(db).await;
+        let server = failing_server(&test_db, &format!("login.before_commit=1*{action}")).await;
+        let pool = test_db.pool().await;
+
+        let signup = server.signup("alice@example.com").await;
+        assert_eq!(
+            signup.status(),
+            201,
+            "{context}: signup has no failpoint here"
+        );
+        assert_eq!(count(&pool, "SELECT COUNT(*) FROM sessions").await, 1);
+
+        let failed = server.login("alice@example.com").await;
+        assert_internal_without_cookies(failed, &context).await;
+        assert_eq!(
+            count(&pool, "SELECT COUNT(*) FROM sessions").await,
+            1,
+            "{context}: no session opened"
+        );
+        assert_eq!(
+            count(&pool, "SELECT COUNT(*) FROM refresh_tokens").await,
+            1,
+            "{context}: no refresh token issued"
+        );
+        assert_eq!(
+            count(
+                &pool,
+                "SELECT COUNT(*) FROM profiles WHERE last_login_at IS NULL"
+            )
+            .await,
+            1,
+            "{context}: last_login_at untouched"
+        );
+        assert_eq!(
+            count(
+                &pool,
+                "SELECT COUNT(*) FROM audit_events WHERE kind = 'login'"
+            )
+            .await,
+            0,
+            "{context}: no login event"
+        );
+
+        server.assert_serving(&context).await;
+        let retried = server.login("alice@example.com").await;
+        assert_eq!(retried.status(), 200, "{context}: the same login again");
+        let session = Session::from_response(retried).await;
+        assert_eq!(session.cookies.len(), 2, "{context}: cookies of the retry");
+        assert_eq!(server.me(&session.access_token).await.status(), 200);
+        assert_eq!(count(&pool, "SELECT COUNT(*) FROM sessions").await, 2);
+        assert_eq!(
+            count(
+                &pool,
+                "SELECT COUNT(*) FROM profiles WHERE last_login_at IS NOT NULL"
+            )
+            .await,
+            1,
+            "{context}: last_login_at set by the successful login"
+        );
+        assert_eq!(
+            count(
+                &pool,
+                "SELECT COUNT(*) FROM audit_events WHERE kind = 'login'"
+            )
+            .await,
+            1,
+            "{context}: one login event"
+        );
+        pool.close().await;
+    }
+}
+
+async fn refresh_failing_before_commit_leaves_the_token_unspent(db: Db) {
+    for action in ACTIONS {
+        let context = format!("refresh.before_commit=1*{action} ({db:?})");
+        let test_db = TestDb::new(db).await;
+        let server = failing_server(&test_db, &format!("refresh.before_commit=1*{action}")).await;
+        let pool = test_db.pool().await;
+
+        let signup = server.signup("alice@example.com").await;
+        assert_eq!(
+            signup.status(),
+            201,
+            "{context}: signup has no failpoint here"
+        );
+        let session = Session::from_response(signup).await;
+        let last_used = count(&pool, "SELECT last_used_at FROM sessions").await;
+        let idle_expires = count(&pool, "SELECT idle_expires_at FROM sessions").await;
+
+        let failed = server.refresh(&session.refresh_token).await;
+        assert_internal_without_cookies(failed, &context).await;
+        assert_eq!(
+            count(&pool, "SELECT COUNT(*) FROM refresh_tokens").await,
+            1,
+            "{context}: no successor stored"
+        );
+        assert_eq!(
+            count(
+                &pool,
+                "SELECT COUNT(*) FROM refresh_tokens WHERE spent_at IS NULL"
+            )
+            .await,
+            1,
+            "{context}: the presented token is unspent"
+        );
+        assert_eq!(
+            count(
+                &pool,
+                "SELECT COUNT(*) FROM audit_events WHERE kind = 'refresh'"
+            )
+            .await,
+            0,
+            "{context}: no refresh event"
+        );
+        assert_eq!(
+            count(
+                &pool,
+                "SELECT COUNT(*) FROM sessions WHERE revoked_at IS NULL"
+            )
+            .await,
+            1,
+            "{context}: the session is live"
+        );
+        assert_eq!(
+            count(&pool, "SELECT last_used_at FROM sessions").await,
+            last_used,
+            "{context}: session not touched"
+        );
+        assert_eq!(
+            count(&pool, "SELECT idle_expires_at FROM sessions").await,
+            idle_expires,
+            "{context}: session not extended"
+        );
+
+        server.assert_serving(&context).await;
+        // The very same token works: the rollback left it unspent, so this is no reuse.
+        let retried = server.refresh(&session.refresh_token).await;
+        assert_eq!(retried.status(), 200, "{context}: the same refresh again");
+        let rotated = Session::from_response(retried).await;
+        assert_ne!(rotated.refresh_token, session.refresh_token, "{context}");
+        assert_eq!(server.me(&rotated.access_token).await.status(), 200);
+        assert_eq!(
+            count(&pool, "SELECT COUNT(*) FROM refresh_tokens").await,
+            2,
+            "{context}: one successor"
+        );
+        assert_eq!(
+            count(
+                &pool,
+                "SELECT COUNT(*) FROM refresh_tokens WHERE spent_at IS NULL"
+            )
+            .await,
+            1,
+            "{context}: only the successor is unspent"
+        );
+        assert_eq!(
+            count(
+                &pool,
+                "SELECT COUNT(*) FROM audit_events WHERE kind = 'refresh'"
+            )
+            .await,
+            1,
+            "{context}: one refresh event"
+        );
+        assert_eq!(
+            count(
+                &pool,
+                "SELECT COUNT(*) FROM sessions WHERE revoked_at IS NULL"
+            )
+            .await,
+            1,
+            "{context}: the session is still live"
+        );
+        pool.close().await;
+    }
+}

@@ -3,9 +3,11 @@
 
 mod helpers;
 
+mod cli;
 mod errors;
 #[cfg(feature = "failpoints")]
 mod failpoints;
+mod keys;
 mod login;
 mod logout;
 mod me;

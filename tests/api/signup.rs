@@ -12,6 +12,7 @@ db_tests!(
     bad_signups_get_a_clear_4xx_and_change_nothing,
     fifty_concurrent_signups_with_one_email_make_one_account,
     a_hundred_concurrent_signups_make_a_hundred_accounts,
+    a_database_failure_mid_signup_rolls_everything_back_with_a_generic_500,
 );
 
 async fn signup_creates_user_profile_and_session_and_sets_cookies(db: Db) {
@@ -168,12 +169,15 @@ async fn signup_with_a_taken_email_is_409_whatever_the_case(db: Db) {
     assert_eq!(app.count("SELECT COUNT(*) FROM audit_events").await, 1);
 }
 
+/// A bad request: why it is bad, its content type and body, and the status, code and fields expected.
+type Case<'a> = (&'a str, &'a str, String, u16, &'a str, Option<Value>);
+
 async fn bad_signups_get_a_clear_4xx_and_change_nothing(db: Db) {
     let app = TestApp::spawn(db).await;
     let too_long_password = "Zx9".repeat(43); // 129 characters
     let huge = json!({"email": "a@example.com", "password": PASSWORD, "display_name": "x".repeat(17 * 1024)});
     // (reason, content type, body, status, code, fields)
-    let cases: Vec<(&str, &str, String, u16, &str, Option<Value>)> = vec![
+    let cases: Vec<Case> = vec![
         ("malformed JSON", "application/json", "{\"email\": ".into(), 400, "invalid_json", None),
         ("not JSON at all", "application/json", "email=a@example.com".into(), 400, "invalid_json", None),
         ("no content type", "", json!({"email": "a@example.com", "password": PASSWORD}).to_string(), 415, "unsupported_media_type", None),
@@ -255,6 +259,34 @@ async fn a_hundred_concurrent_signups_make_a_hundred_accounts(db: Db) {
     assert_eq!(app.count("SELECT COUNT(*) FROM users").await, 100);
     assert_eq!(app.count("SELECT COUNT(*) FROM profiles").await, 100);
     assert_eq!(app.count("SELECT COUNT(*) FROM sessions").await, 100);
+    assert_eq!(app.count(ORPHANS).await, 0);
+}
+
+async fn a_database_failure_mid_signup_rolls_everything_back_with_a_generic_500(db: Db) {
+    let app = TestApp::spawn(db).await;
+    // Sabotage: the audit insert, the last write of the transaction, now fails.
+    sqlx::query("DROP TABLE audit_events")
+        .execute(app.pool())
+        .await
+        .unwrap();
+
+    let response = app.signup("alice@example.com", PASSWORD).await;
+
+    assert_eq!(response.status(), 500);
+    assert!(response.headers().get("set-cookie").is_none());
+    assert!(response.headers().contains_key("x-request-id"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"error": {"code": "internal", "message": "Something went wrong on our side."}})
+    );
+    for table in ["users", "profiles", "sessions", "refresh_tokens"] {
+        assert_eq!(
+            app.count(&format!("SELECT COUNT(*) FROM {table}")).await,
+            0,
+            "{table}"
+        );
+    }
     assert_eq!(app.count(ORPHANS).await, 0);
 }
 

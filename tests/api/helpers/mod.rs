@@ -5,6 +5,8 @@
 //! is used to create one database per test. When it cannot be reached the PostgreSQL variants are
 //! skipped, loudly, unless `LATCHKEY_TEST_REQUIRE_POSTGRES=1` or `CI` is set: then they fail.
 
+mod process;
+
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::time::Duration;
@@ -400,3 +402,53 @@ pub fn attrs(list: &[&str]) -> Vec<String> {
 }
 
 pub use futures_util::future::join_all;
+pub use process::{ServerProcess, run};
+
+// Helpers for the session tests (refresh, logout, me).
+
+/// The body of every refused refresh: 401 `session_revoked`.
+pub fn session_revoked() -> Value {
+    serde_json::json!({"error": {"code": "session_revoked", "message": "This session has ended. Please log in again."}})
+}
+
+/// The body of every request without a valid access token: 401 `unauthenticated`.
+pub fn unauthenticated() -> Value {
+    serde_json::json!({"error": {"code": "unauthenticated", "message": "Authentication is required."}})
+}
+
+/// Asserts that a response clears both session cookies: empty values, Max-Age=0 and otherwise
+/// exactly the attributes they are set with (a browser only replaces a cookie of the same Path).
+pub fn assert_session_cookies_cleared(headers: &HeaderMap) {
+    let cookies = set_cookies(headers);
+    assert_eq!(cookies.len(), 2, "{cookies:?}");
+    let access = &cookies["__Host-lk_access"];
+    assert_eq!(access.value, "");
+    assert_eq!(
+        access.attributes,
+        attrs(&["httponly", "secure", "samesite=Lax", "path=/", "max-age=0"])
+    );
+    let refresh = &cookies["__Secure-lk_refresh"];
+    assert_eq!(refresh.value, "");
+    assert_eq!(
+        refresh.attributes,
+        attrs(&[
+            "httponly",
+            "secure",
+            "samesite=Strict",
+            "path=/auth",
+            "max-age=0"
+        ])
+    );
+}
+
+impl TestApp {
+    /// A POST without a body whose `Cookie` header is `cookie`.
+    pub async fn post_with_cookie(&self, path: &str, cookie: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap()
+    }
+}

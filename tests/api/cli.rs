@@ -1,0 +1,260 @@
+//! The binary as an operator runs it: defaults, configuration precedence, `migrate`, shutdown,
+//! and several processes on one database.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::db_tests;
+use crate::helpers::*;
+
+db_tests!(
+    two_processes_on_one_database_share_sessions_and_detect_reuse,
+    migrate_prepares_a_fresh_database_and_exits,
+);
+
+/// A fresh, empty working directory, removed with the value.
+struct WorkDir(std::path::PathBuf);
+
+impl WorkDir {
+    fn new() -> WorkDir {
+        let dir =
+            std::env::temp_dir().join(format!("latchkey-cli-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        WorkDir(dir)
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_latchkey_serves_sqlite_from_the_working_directory_and_stops_on_sigterm() {
+    let dir = WorkDir::new();
+    let mut server = ServerProcess::start(&["--listen", "127.0.0.1:0"], &[], &dir.0).await;
+    let log = server.log().join("\n");
+    assert!(log.contains("no key_encryption_key configured"), "{log}");
+    let first = server.signup("alice@example.com").await;
+    assert_eq!(first.status(), 201);
+    let token = Session::from_response(first).await.access_token;
+
+    // The development KEK is private to its owner; the database is in WAL mode.
+    let kek = dir.0.join("latchkey.kek");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&kek).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    sqlx::any::install_default_drivers();
+    let db_url = format!("sqlite://{}", dir.0.join("latchkey.db").display());
+    let pool = sqlx::AnyPool::connect(&db_url).await.unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    pool.close().await;
+
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(server.log().iter().any(|l| l.contains("latchkey stopped")));
+
+    // A restart in the same directory finds the same key and database.
+    let server = ServerProcess::start(&["serve", "--listen", "127.0.0.1:0"], &[], &dir.0).await;
+    server.assert_serving("after a restart").await;
+    assert_eq!(server.me(&token).await.status(), 200);
+    assert_eq!(server.login("alice@example.com").await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flags_win_over_the_environment_and_the_environment_over_the_file() {
+    let dir = WorkDir::new();
+    std::fs::write(
+        dir.0.join("latchkey.toml"),
+        "public_url = \"https://file.example\"\ncookie_secure = false\naccess_token_ttl = 600\n\
+         key_encryption_key = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n",
+    )
+    .unwrap();
+    let db = format!("sqlite://{}", dir.0.join("cfg.db").display());
+    let env = [
+        ("LATCHKEY_PUBLIC_URL", "https://env.example"),
+        ("LATCHKEY_ACCESS_TOKEN_TTL", "300"),
+    ];
+    let base = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        "latchkey.toml",
+        "--database-url",
+        &db,
+    ];
+
+    let server = ServerProcess::start(&base, &env, &dir.0).await;
+    let response = server.signup("alice@example.com").await;
+    assert_eq!(response.status(), 201);
+    let cookies = set_cookies(response.headers());
+    // From the file: insecure cookies, so no prefixes and no Secure.
+    assert_eq!(
+        cookies["lk_access"].attributes,
+        attrs(&["httponly", "samesite=Lax", "path=/", "max-age=300"])
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["expires_in"], 300, "the environment beats the file");
+    let claims = claims_of(body["access_token"].as_str().unwrap());
+    assert_eq!(claims["iss"], "https://env.example");
+    drop(server);
+
+    let mut args = base.to_vec();
+    args.extend([
+        "--public-url",
+        "https://flag.example",
+        "--access-token-ttl",
+        "120",
+    ]);
+    let server = ServerProcess::start(&args, &env, &dir.0).await;
+    let body: Value = server
+        .login("alice@example.com")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["expires_in"], 120, "the flag beats the environment");
+    assert_eq!(
+        claims_of(body["access_token"].as_str().unwrap())["iss"],
+        "https://flag.example"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_configuration_stops_the_process_with_a_reason() {
+    let dir = WorkDir::new();
+    std::fs::write(
+        dir.0.join("bad.toml"),
+        "listen = \"127.0.0.1:0\"\nno_such_setting = true\n",
+    )
+    .unwrap();
+    for (args, expected) in [
+        (vec!["--config", "bad.toml"], "no_such_setting"),
+        (vec!["--config", "missing.toml"], "cannot read config file"),
+        (
+            vec!["--public-url", "ftp://x.example"],
+            "public_url must be an http",
+        ),
+        (
+            vec!["--database-url", "mysql://x"],
+            "database_url must start with",
+        ),
+        (
+            vec!["--key-encryption-key", "too-short"],
+            "key_encryption_key must be base64 of 32 bytes",
+        ),
+    ] {
+        let mut args = args;
+        args.extend(["--listen", "127.0.0.1:0"]);
+        let output = run(&args, &dir.0);
+        assert!(!output.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+fn claims_of(token: &str) -> Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+async fn two_processes_on_one_database_share_sessions_and_detect_reuse(db: Db) {
+    let db = TestDb::new(db).await;
+    let kek = latchkey::keys::Kek::generate_encoded();
+    let grace = [("LATCHKEY_REFRESH_GRACE_PERIOD", "0")];
+    let a = ServerProcess::serve(&db, &kek, &grace).await;
+    let b = ServerProcess::serve(&db, &kek, &grace).await;
+    let pool = db.pool().await;
+
+    // Signed up on A, known on B.
+    let session = Session::from_response(a.signup("alice@example.com").await).await;
+    assert_eq!(b.me(&session.access_token).await.status(), 200);
+
+    // A token spent on A and replayed on B is reuse: the session dies everywhere.
+    let rotated = a.refresh(&session.refresh_token).await;
+    assert_eq!(rotated.status(), 200);
+    let rotated = Session::from_response(rotated).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(b.refresh(&session.refresh_token).await.status(), 401);
+    let revoked: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM sessions WHERE revoked_reason = 'refresh_token_reuse'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(revoked, 1);
+    assert_eq!(a.refresh(&rotated.refresh_token).await.status(), 401);
+    assert_eq!(a.me(&rotated.access_token).await.status(), 401);
+
+    // Logout on A is honoured by B at once.
+    let second = Session::from_response(b.login("alice@example.com").await).await;
+    assert_eq!(a.me(&second.access_token).await.status(), 200);
+    let logout = a
+        .client
+        .post(a.url("/auth/logout"))
+        .bearer_auth(&second.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 204);
+    assert_eq!(b.me(&second.access_token).await.status(), 401);
+    assert_eq!(b.refresh(&second.refresh_token).await.status(), 401);
+    pool.close().await;
+}
+
+async fn migrate_prepares_a_fresh_database_and_exits(db: Db) {
+    let db = TestDb::new(db).await;
+    let output = run(
+        &["migrate", "--database-url", &db.url],
+        &std::env::temp_dir(),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "migrations applied\n"
+    );
+    let pool = db.pool().await;
+    for table in [
+        "users",
+        "profiles",
+        "sessions",
+        "refresh_tokens",
+        "audit_events",
+        "signing_keys",
+    ] {
+        let rows: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, 0, "{table}");
+    }
+    // Migrating again is a no-op.
+    let again = run(
+        &["migrate", "--database-url", &db.url],
+        &std::env::temp_dir(),
+    );
+    assert!(again.status.success());
+    pool.close().await;
+}

@@ -1,0 +1,229 @@
+//! The real `latchkey` binary as a child process, for what an in-process server cannot show:
+//! process-global failpoints, the command line, several processes on one database.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{PASSWORD, PUBLIC_URL, TestDb};
+
+/// How long the binary may take to migrate its database and listen.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running `latchkey` process. Killed on drop; its log is printed when the test failed.
+pub struct ServerProcess {
+    child: Child,
+    pub address: String,
+    pub client: reqwest::Client,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl ServerProcess {
+    /// `latchkey serve` on a test database with the test flags and extra environment.
+    pub async fn serve(db: &TestDb, kek: &str, env: &[(&str, &str)]) -> ServerProcess {
+        let args = [
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &db.url,
+            "--key-encryption-key",
+            kek,
+            "--rate-limits",
+            "off",
+            "--public-url",
+            PUBLIC_URL,
+            "--hash-threads",
+            "2",
+        ];
+        ServerProcess::start(&args, env, &std::env::temp_dir()).await
+    }
+
+    /// The binary with exactly these arguments and extra environment, run in `dir`.
+    pub async fn start(args: &[&str], env: &[(&str, &str)], dir: &Path) -> ServerProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_latchkey"));
+        // Only what the test says configures it, whatever the environment of the test run holds.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("LATCHKEY_") {
+                command.env_remove(name);
+            }
+        }
+        command
+            .args(args)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start the latchkey binary");
+        let stderr = child.stderr.take().expect("piped stderr");
+
+        // The reader keeps draining stderr until the process ends, so the server never blocks on
+        // a full pipe; it reports the address from the "listening" line.
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<String>();
+        let thread_log = log.clone();
+        std::thread::spawn(move || {
+            let mut ready = Some(ready_tx);
+            let mut reader = BufReader::new(stderr);
+            let mut raw = Vec::new();
+            loop {
+                raw.clear();
+                match reader.read_until(b'\n', &mut raw) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let line = String::from_utf8_lossy(&raw).trim_end().to_owned();
+                if let Some(address) = listening_address(&line) {
+                    if let Some(tx) = ready.take() {
+                        let _ = tx.send(address);
+                    }
+                }
+                thread_log.lock().unwrap().push(line);
+            }
+        });
+
+        let address = match tokio::time::timeout(START_TIMEOUT, ready_rx).await {
+            Ok(Ok(address)) => address,
+            outcome => {
+                let _ = child.kill();
+                let status = child.wait();
+                let why = match outcome {
+                    Err(_) => format!("did not listen within {START_TIMEOUT:?}"),
+                    _ => format!("exited without listening ({status:?})"),
+                };
+                // Give the reader a moment to collect the last lines.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                panic!(
+                    "latchkey {args:?} {why}; its log:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
+            }
+        };
+        ServerProcess {
+            child,
+            address: format!("http://{address}"),
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// The lines the process has logged so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub async fn signup(&self, email: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/auth/signup"))
+            .json(&json!({"email": email, "password": PASSWORD}))
+            .send()
+            .await
+            .expect("signup request answered")
+    }
+
+    pub async fn login(&self, email: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/auth/login"))
+            .json(&json!({"email": email, "password": PASSWORD}))
+            .send()
+            .await
+            .expect("login request answered")
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/auth/refresh"))
+            .header("cookie", format!("__Secure-lk_refresh={refresh_token}"))
+            .send()
+            .await
+            .expect("refresh request answered")
+    }
+
+    pub async fn me(&self, access_token: &str) -> reqwest::Response {
+        self.client
+            .get(self.url("/auth/me"))
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .expect("me request answered")
+    }
+
+    /// The server answers the next requests, its database included.
+    pub async fn assert_serving(&self, context: &str) {
+        for path in ["/healthz", "/readyz"] {
+            let response = self
+                .client
+                .get(self.url(path))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{context}: GET {path} unanswered: {e}"));
+            assert_eq!(response.status(), 200, "{context}: GET {path}");
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("the process ends")
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            if let Ok(log) = self.log.lock() {
+                eprintln!(
+                    "--- latchkey log ({}) ---\n{}",
+                    self.address,
+                    log.join("\n")
+                );
+            }
+        }
+    }
+}
+
+/// `... latchkey listening on http://127.0.0.1:PORT address=127.0.0.1:PORT` → `127.0.0.1:PORT`.
+fn listening_address(line: &str) -> Option<String> {
+    const MARKER: &str = "latchkey listening on http://";
+    let start = line.find(MARKER)? + MARKER.len();
+    let address: String = line[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    (!address.is_empty()).then_some(address)
+}
+
+/// Runs a `latchkey` command to completion (`migrate`, `keys rotate`), without the test run's
+/// `LATCHKEY_*` environment, and returns its output.
+pub fn run(args: &[&str], dir: &Path) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_latchkey"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("LATCHKEY_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run latchkey")
+}
