@@ -1,7 +1,6 @@
 //! The application: its state, its router, and `serve`, the seam tests and `main` share.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -14,9 +13,13 @@ use crate::config::Settings;
 use crate::extract::MAX_BODY_BYTES;
 use crate::jobs;
 use crate::keys::{Kek, KeyRing};
+use crate::limits::Limiter;
+use crate::mail::{self, Mailer};
+use crate::metrics::Metrics;
 use crate::middleware;
 use crate::password::Hasher;
 use crate::routes;
+use crate::server::{self, ConnectionLimits};
 use crate::store::Store;
 
 /// Everything a request handler may use, cheap to clone.
@@ -31,30 +34,46 @@ pub struct AppState {
     pub issuer: Arc<str>,
     /// Derives refresh-token successors (see `tokens::successor`).
     pub refresh_secret: Arc<[u8; 32]>,
+    /// Renders emails for the outbox and delivers them (see `mail`).
+    pub mailer: Mailer,
+    /// Rate limits, counted in the database (see `limits`).
+    pub limits: Limiter,
+    /// What GET /metrics shows.
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
-    /// Connects to the database, migrates it, and loads (or makes) the signing keys.
+    /// Connects to the database, migrates it, loads (or makes) the signing keys and loads the
+    /// email templates.
     pub async fn build(settings: Settings, clock: Clock) -> anyhow::Result<AppState> {
+        let mailer = Mailer::new(&settings)?;
         let store = Store::connect(&settings.database_url).await?;
         store.migrate().await?;
         let kek = Kek::from_setting(settings.key_encryption_key.as_ref())?;
         let refresh_secret = Arc::new(kek.derive("latchkey refresh successor v1"));
+        let limit_secret = kek.derive("latchkey rate limit keys v1");
         let keys =
             KeyRing::load(store.clone(), kek, clock.clone(), settings.access_token_ttl).await?;
         let hasher = Hasher::new(
             settings.argon2_memory_kib,
             settings.argon2_iterations,
             settings.hash_threads,
-        )?;
+        )?
+        .with_queue(settings.hash_queue);
+        let issuer = settings.issuer().into();
+        let settings = Arc::new(settings);
+        let limits = Limiter::new(settings.clone(), store.clone(), clock.clone(), limit_secret);
         Ok(AppState {
-            issuer: settings.issuer().into(),
-            settings: Arc::new(settings),
+            issuer,
+            settings,
+            limits,
             store,
             hasher,
             keys,
             clock,
             refresh_secret,
+            mailer,
+            metrics: Arc::new(Metrics::new()),
         })
     }
 }
@@ -68,7 +87,14 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn(middleware::request_context))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::request_context,
+        ))
         .with_state(state)
 }
 
@@ -79,8 +105,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     jobs::spawn(&state);
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    mail::worker::spawn(&state);
+    let limits = ConnectionLimits {
+        max_connections: state.settings.max_connections,
+        header_read_timeout: state.settings.header_read_timeout,
+        max_header_bytes: state.settings.max_header_bytes,
+    };
+    server::run(listener, router(state), limits, shutdown).await
 }

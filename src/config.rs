@@ -4,16 +4,19 @@
 //! precedence is flags > environment > file > defaults (clap resolves the first two, this module
 //! merges the file under them). Secrets are `SecretString` from the moment they are read.
 
-use std::net::SocketAddr;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
 #[cfg(test)]
 use secrecy::ExposeSecret;
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 use url::Url;
 
 #[derive(Debug, Parser)]
@@ -21,6 +24,9 @@ use url::Url;
 pub struct Cli {
     #[command(flatten)]
     pub overrides: Overrides,
+    /// Print the result of an admin command as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -36,12 +42,62 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysCommand,
     },
+    /// Manage accounts.
+    Users {
+        #[command(subcommand)]
+        action: UsersCommand,
+    },
+    /// Manage sessions.
+    Sessions {
+        #[command(subcommand)]
+        action: SessionsCommand,
+    },
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Add a new signing key; older keys keep verifying the tokens they signed until those expire.
     Rotate,
+    /// List the signing keys, active and retired (no key material).
+    List,
+}
+
+/// A user is named by id or by email (case-insensitive).
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// List accounts, newest first.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Show an account and its live sessions.
+    Show { user: String },
+    /// Disable an account: it cannot log in, and its sessions are revoked.
+    Disable { user: String },
+    /// Enable a disabled account.
+    Enable { user: String },
+    /// Delete an account with its profile, sessions and tokens.
+    Delete { user: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// Revoke every session of a user.
+    Revoke {
+        #[arg(long)]
+        user: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective settings, secrets redacted; fail with a reason on a bad value.
+    Check,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -75,6 +131,24 @@ pub struct Overrides {
     /// Sender address of emails.
     #[arg(long, env = "LATCHKEY_MAIL_FROM", global = true)]
     pub mail_from: Option<String>,
+    /// Directory of email templates overriding the built-in ones (file by file).
+    #[arg(long, env = "LATCHKEY_MAIL_TEMPLATES", global = true)]
+    pub mail_templates: Option<PathBuf>,
+    /// Seconds between two reset or verification emails to one address (0: no limit).
+    #[arg(long, env = "LATCHKEY_MAIL_THROTTLE", global = true)]
+    pub mail_throttle: Option<u64>,
+    /// Delivery attempts of an email before it is given up (marked dead).
+    #[arg(long, env = "LATCHKEY_MAIL_MAX_ATTEMPTS", global = true)]
+    pub mail_max_attempts: Option<u32>,
+    /// Seconds between two looks at the outbox when nothing wakes the mail worker.
+    #[arg(long, env = "LATCHKEY_MAIL_POLL_INTERVAL", global = true)]
+    pub mail_poll_interval: Option<u64>,
+    /// Lifetime of a password reset link in seconds.
+    #[arg(long, env = "LATCHKEY_PASSWORD_RESET_TTL", global = true)]
+    pub password_reset_ttl: Option<u64>,
+    /// Lifetime of an email verification link in seconds.
+    #[arg(long, env = "LATCHKEY_EMAIL_VERIFICATION_TTL", global = true)]
+    pub email_verification_ttl: Option<u64>,
     /// Rate limits: on, or off for benchmarks and tests only.
     #[arg(long, env = "LATCHKEY_RATE_LIMITS", global = true)]
     pub rate_limits: Option<Toggle>,
@@ -121,6 +195,67 @@ pub struct Overrides {
     /// Threads that hash passwords (default: the number of cores).
     #[arg(long, env = "LATCHKEY_HASH_THREADS", global = true)]
     pub hash_threads: Option<usize>,
+    /// Hash jobs that may wait for a hashing thread; beyond, 503 at once (default: 4 per thread).
+    #[arg(long, env = "LATCHKEY_HASH_QUEUE", global = true)]
+    pub hash_queue: Option<usize>,
+    /// Signups per client IP, as COUNT/PERIOD (period in s, m or h), e.g. 20/1m.
+    #[arg(long, env = "LATCHKEY_SIGNUP_IP_LIMIT", global = true)]
+    pub signup_ip_limit: Option<Rate>,
+    /// Login attempts per client IP.
+    #[arg(long, env = "LATCHKEY_LOGIN_IP_LIMIT", global = true)]
+    pub login_ip_limit: Option<Rate>,
+    /// Failed logins per client IP.
+    #[arg(long, env = "LATCHKEY_LOGIN_FAILURE_IP_LIMIT", global = true)]
+    pub login_failure_ip_limit: Option<Rate>,
+    /// Failed logins per account before each further attempt must wait (doubling).
+    #[arg(long, env = "LATCHKEY_LOGIN_FAILURE_ACCOUNT_LIMIT", global = true)]
+    pub login_failure_account_limit: Option<Rate>,
+    /// Refreshes per client IP.
+    #[arg(long, env = "LATCHKEY_REFRESH_IP_LIMIT", global = true)]
+    pub refresh_ip_limit: Option<Rate>,
+    /// Password reset requests per email address.
+    #[arg(long, env = "LATCHKEY_FORGOT_ADDRESS_LIMIT", global = true)]
+    pub forgot_address_limit: Option<Rate>,
+    /// Password reset requests per client IP.
+    #[arg(long, env = "LATCHKEY_FORGOT_IP_LIMIT", global = true)]
+    pub forgot_ip_limit: Option<Rate>,
+    /// Password resets (token submissions) per client IP.
+    #[arg(long, env = "LATCHKEY_RESET_IP_LIMIT", global = true)]
+    pub reset_ip_limit: Option<Rate>,
+    /// Email verifications (token submissions) per client IP.
+    #[arg(long, env = "LATCHKEY_VERIFY_IP_LIMIT", global = true)]
+    pub verify_ip_limit: Option<Rate>,
+    /// Verification email resends per account.
+    #[arg(long, env = "LATCHKEY_VERIFY_RESEND_ACCOUNT_LIMIT", global = true)]
+    pub verify_resend_account_limit: Option<Rate>,
+    /// Proxies (IPs or CIDR ranges, comma-separated) whose X-Forwarded-For is believed.
+    #[arg(
+        long,
+        env = "LATCHKEY_TRUSTED_PROXIES",
+        global = true,
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Seconds a request may take before it is answered 503.
+    #[arg(long, env = "LATCHKEY_REQUEST_TIMEOUT", global = true)]
+    pub request_timeout: Option<u64>,
+    /// Seconds a client may take to send a request's headers (also the keep-alive idle limit).
+    #[arg(long, env = "LATCHKEY_HEADER_READ_TIMEOUT", global = true)]
+    pub header_read_timeout: Option<u64>,
+    /// Largest request head (request line and headers) in bytes; larger gets 431.
+    #[arg(long, env = "LATCHKEY_MAX_HEADER_BYTES", global = true)]
+    pub max_header_bytes: Option<usize>,
+    /// Open connections served at once; further clients wait to be accepted.
+    #[arg(long, env = "LATCHKEY_MAX_CONNECTIONS", global = true)]
+    pub max_connections: Option<usize>,
+    /// Signup answers 202 whether or not the address has an account, and emails its owner.
+    #[arg(long, env = "LATCHKEY_CONCEAL_EXISTING_ACCOUNTS", global = true)]
+    pub conceal_existing_accounts: Option<bool>,
+    /// Allow a public URL other than localhost without secure cookies or a configured
+    /// key-encryption key (never in production).
+    #[arg(long, env = "LATCHKEY_INSECURE_DEV", global = true)]
+    #[serde(default)]
+    pub insecure_dev: bool,
     /// A TOML file with the same settings (flags and environment win).
     #[arg(long, env = "LATCHKEY_CONFIG", global = true)]
     #[serde(skip)]
@@ -136,6 +271,12 @@ impl Overrides {
             public_url: self.public_url.or(lower.public_url),
             smtp_url: self.smtp_url.or(lower.smtp_url),
             mail_from: self.mail_from.or(lower.mail_from),
+            mail_templates: self.mail_templates.or(lower.mail_templates),
+            mail_throttle: self.mail_throttle.or(lower.mail_throttle),
+            mail_max_attempts: self.mail_max_attempts.or(lower.mail_max_attempts),
+            mail_poll_interval: self.mail_poll_interval.or(lower.mail_poll_interval),
+            password_reset_ttl: self.password_reset_ttl.or(lower.password_reset_ttl),
+            email_verification_ttl: self.email_verification_ttl.or(lower.email_verification_ttl),
             rate_limits: self.rate_limits.or(lower.rate_limits),
             cookie_secure: self.cookie_secure.or(lower.cookie_secure),
             key_encryption_key: self.key_encryption_key.or(lower.key_encryption_key),
@@ -150,34 +291,104 @@ impl Overrides {
             argon2_memory_kib: self.argon2_memory_kib.or(lower.argon2_memory_kib),
             argon2_iterations: self.argon2_iterations.or(lower.argon2_iterations),
             hash_threads: self.hash_threads.or(lower.hash_threads),
+            hash_queue: self.hash_queue.or(lower.hash_queue),
+            signup_ip_limit: self.signup_ip_limit.or(lower.signup_ip_limit),
+            login_ip_limit: self.login_ip_limit.or(lower.login_ip_limit),
+            login_failure_ip_limit: self.login_failure_ip_limit.or(lower.login_failure_ip_limit),
+            login_failure_account_limit: self
+                .login_failure_account_limit
+                .or(lower.login_failure_account_limit),
+            refresh_ip_limit: self.refresh_ip_limit.or(lower.refresh_ip_limit),
+            forgot_address_limit: self.forgot_address_limit.or(lower.forgot_address_limit),
+            forgot_ip_limit: self.forgot_ip_limit.or(lower.forgot_ip_limit),
+            reset_ip_limit: self.reset_ip_limit.or(lower.reset_ip_limit),
+            verify_ip_limit: self.verify_ip_limit.or(lower.verify_ip_limit),
+            verify_resend_account_limit: self
+                .verify_resend_account_limit
+                .or(lower.verify_resend_account_limit),
+            trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
+            request_timeout: self.request_timeout.or(lower.request_timeout),
+            header_read_timeout: self.header_read_timeout.or(lower.header_read_timeout),
+            max_header_bytes: self.max_header_bytes.or(lower.max_header_bytes),
+            max_connections: self.max_connections.or(lower.max_connections),
+            conceal_existing_accounts: self
+                .conceal_existing_accounts
+                .or(lower.conceal_existing_accounts),
+            insecure_dev: self.insecure_dev || lower.insecure_dev,
             config: self.config.or(lower.config),
         }
     }
 }
 
 /// The resolved settings of one process.
-#[derive(Debug, Clone)]
+/// `Serialize` shows it to an operator (`latchkey config check`): secrets come out redacted.
+#[derive(Debug, Clone, Serialize)]
 pub struct Settings {
     pub listen: SocketAddr,
+    #[serde(serialize_with = "show::url")]
     pub database_url: SecretString,
+    #[serde(serialize_with = "show::display")]
     pub public_url: Url,
+    #[serde(serialize_with = "show::opt_url")]
     pub smtp_url: Option<SecretString>,
     pub mail_from: String,
+    /// `None`: the built-in templates only.
+    pub mail_templates: Option<PathBuf>,
+    /// Zero: no throttle.
+    #[serde(serialize_with = "show::secs")]
+    pub mail_throttle: Duration,
+    pub mail_max_attempts: u32,
+    #[serde(serialize_with = "show::secs")]
+    pub mail_poll_interval: Duration,
+    #[serde(serialize_with = "show::secs")]
+    pub password_reset_ttl: Duration,
+    #[serde(serialize_with = "show::secs")]
+    pub email_verification_ttl: Duration,
     pub rate_limits: bool,
     pub cookie_secure: bool,
     /// `None`: a development key is kept in `latchkey.kek` in the working directory.
+    #[serde(serialize_with = "show::opt_redacted")]
     pub key_encryption_key: Option<SecretString>,
     /// Origins (scheme://host[:port]) allowed to send unsafe requests.
     pub allowed_origins: Vec<String>,
+    #[serde(serialize_with = "show::secs")]
     pub access_token_ttl: Duration,
+    #[serde(serialize_with = "show::secs")]
     pub session_idle_timeout: Duration,
+    #[serde(serialize_with = "show::secs")]
     pub session_absolute_lifetime: Duration,
+    #[serde(serialize_with = "show::secs")]
     pub refresh_grace_period: Duration,
     /// `None`: keys rotate only with `latchkey keys rotate`.
+    #[serde(serialize_with = "show::opt_secs")]
     pub key_rotation_interval: Option<Duration>,
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
     pub hash_threads: usize,
+    /// Hash jobs allowed to wait for a thread; one more is refused with 503 `overloaded`.
+    pub hash_queue: usize,
+    pub signup_ip_limit: Rate,
+    pub login_ip_limit: Rate,
+    pub login_failure_ip_limit: Rate,
+    /// Failures before the first wait; the wait starts at the period and doubles per failure.
+    pub login_failure_account_limit: Rate,
+    pub refresh_ip_limit: Rate,
+    pub forgot_address_limit: Rate,
+    pub forgot_ip_limit: Rate,
+    pub reset_ip_limit: Rate,
+    pub verify_ip_limit: Rate,
+    pub verify_resend_account_limit: Rate,
+    /// Peers whose `X-Forwarded-For` is believed; empty: the socket peer is the client.
+    #[serde(serialize_with = "show::displays")]
+    pub trusted_proxies: Vec<IpNet>,
+    #[serde(serialize_with = "show::secs")]
+    pub request_timeout: Duration,
+    #[serde(serialize_with = "show::secs")]
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+    pub conceal_existing_accounts: bool,
+    pub insecure_dev: bool,
 }
 
 impl Settings {
@@ -208,6 +419,17 @@ impl Settings {
                 .with_context(|| format!("allowed origin {origin:?} is not a URL"))?;
             allowed_origins.push(origin_of(&url));
         }
+        let trusted_proxies = o
+            .trusted_proxies
+            .unwrap_or_default()
+            .iter()
+            .map(|p| p.trim())
+            .filter(|p| !p.is_empty())
+            .map(parse_proxy)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let hash_threads = o.hash_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+        });
         let secs = Duration::from_secs;
         let settings = Settings {
             listen: o
@@ -222,6 +444,12 @@ impl Settings {
             mail_from: o
                 .mail_from
                 .unwrap_or_else(|| "latchkey@localhost".to_owned()),
+            mail_templates: o.mail_templates,
+            mail_throttle: secs(o.mail_throttle.unwrap_or(60)),
+            mail_max_attempts: o.mail_max_attempts.unwrap_or(8),
+            mail_poll_interval: secs(o.mail_poll_interval.unwrap_or(5)),
+            password_reset_ttl: secs(o.password_reset_ttl.unwrap_or(30 * 60)),
+            email_verification_ttl: secs(o.email_verification_ttl.unwrap_or(24 * 3600)),
             rate_limits: o.rate_limits.unwrap_or(Toggle::On) == Toggle::On,
             cookie_secure: o.cookie_secure.unwrap_or(true),
             key_encryption_key: o.key_encryption_key.map(SecretString::from),
@@ -233,10 +461,33 @@ impl Settings {
             key_rotation_interval: o.key_rotation_interval.map(secs),
             argon2_memory_kib: o.argon2_memory_kib.unwrap_or(19_456),
             argon2_iterations: o.argon2_iterations.unwrap_or(2),
-            hash_threads: o.hash_threads.unwrap_or_else(|| {
-                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
-            }),
+            hash_threads,
+            // Four waiting jobs per thread: a few hundred milliseconds of queue at the default
+            // cost, after which waiting longer helps nobody and 503 tells clients to back off.
+            hash_queue: o.hash_queue.unwrap_or(4 * hash_threads),
+            signup_ip_limit: o.signup_ip_limit.unwrap_or(Rate::per_minute(20)),
+            login_ip_limit: o.login_ip_limit.unwrap_or(Rate::per_minute(30)),
+            login_failure_ip_limit: o.login_failure_ip_limit.unwrap_or(Rate::per_minute(10)),
+            login_failure_account_limit: o
+                .login_failure_account_limit
+                .unwrap_or(Rate::new(5, secs(5 * 60))),
+            refresh_ip_limit: o.refresh_ip_limit.unwrap_or(Rate::new(150, secs(5 * 60))),
+            forgot_address_limit: o.forgot_address_limit.unwrap_or(Rate::per_minute(5)),
+            forgot_ip_limit: o.forgot_ip_limit.unwrap_or(Rate::per_minute(20)),
+            reset_ip_limit: o.reset_ip_limit.unwrap_or(Rate::per_minute(10)),
+            verify_ip_limit: o.verify_ip_limit.unwrap_or(Rate::per_minute(10)),
+            verify_resend_account_limit: o
+                .verify_resend_account_limit
+                .unwrap_or(Rate::new(3, secs(15 * 60))),
+            trusted_proxies,
+            request_timeout: secs(o.request_timeout.unwrap_or(10)),
+            header_read_timeout: secs(o.header_read_timeout.unwrap_or(30)),
+            max_header_bytes: o.max_header_bytes.unwrap_or(16 * 1024),
+            max_connections: o.max_connections.unwrap_or(512),
+            conceal_existing_accounts: o.conceal_existing_accounts.unwrap_or(false),
+            insecure_dev: o.insecure_dev,
         };
+        settings.refuse_insecure_production()?;
         if settings.access_token_ttl.is_zero()
             || settings.session_idle_timeout.is_zero()
             || settings.session_absolute_lifetime.is_zero()
@@ -252,7 +503,50 @@ impl Settings {
         if settings.hash_threads == 0 {
             bail!("hash_threads must be at least 1");
         }
+        if settings.request_timeout.is_zero() || settings.header_read_timeout.is_zero() {
+            bail!("request_timeout and header_read_timeout must be positive");
+        }
+        if settings.max_connections == 0 {
+            bail!("max_connections must be at least 1");
+        }
+        if settings.max_header_bytes < 1024 {
+            bail!("max_header_bytes must be at least 1024");
+        }
+        if settings.password_reset_ttl.is_zero() || settings.email_verification_ttl.is_zero() {
+            bail!("password_reset_ttl and email_verification_ttl must be positive");
+        }
+        if settings.mail_max_attempts == 0 || settings.mail_poll_interval.is_zero() {
+            bail!("mail_max_attempts and mail_poll_interval must be at least 1");
+        }
         Ok(settings)
+    }
+
+    /// A public URL other than localhost means production: there, cookies must be `Secure` and
+    /// the signing keys sealed with a configured key-encryption key (the development KEK lives in
+    /// a file next to the process). `--insecure-dev` overrides this, for a test deployment.
+    fn refuse_insecure_production(&self) -> anyhow::Result<()> {
+        let local = matches!(
+            self.public_url.host_str(),
+            Some("localhost" | "127.0.0.1" | "[::1]")
+        );
+        if local || self.insecure_dev {
+            return Ok(());
+        }
+        if !self.cookie_secure {
+            bail!(
+                "cookie_secure = false with the public URL {}: refusing to run an insecure production \
+                 set-up (pass --insecure-dev to allow it)",
+                self.public_url
+            );
+        }
+        if self.key_encryption_key.is_none() {
+            bail!(
+                "no key_encryption_key with the public URL {}: configure LATCHKEY_KEY_ENCRYPTION_KEY \
+                 (pass --insecure-dev to use a development key)",
+                self.public_url
+            );
+        }
+        Ok(())
     }
 
     /// The JWT issuer and audience: the public URL, without a trailing slash.
@@ -264,6 +558,85 @@ impl Settings {
 /// `scheme://host[:port]` as browsers send it in `Origin`.
 fn origin_of(url: &Url) -> String {
     url.origin().ascii_serialization()
+}
+
+/// A trusted proxy: a CIDR range, or one address.
+fn parse_proxy(proxy: &str) -> anyhow::Result<IpNet> {
+    proxy
+        .parse::<IpNet>()
+        .or_else(|_| proxy.parse::<IpAddr>().map(IpNet::from))
+        .with_context(|| {
+            format!("trusted proxy {proxy:?} is neither an IP address nor a CIDR range")
+        })
+}
+
+/// A rate limit as configured: at most `max` events per `period`, written `COUNT/PERIOD` with the
+/// period in seconds, minutes or hours (`20/1m`, `150/5m`, `5/30s`, `3/1h`; a bare number is
+/// seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Rate {
+    pub max: u32,
+    pub period: Duration,
+}
+
+impl Rate {
+    pub const fn new(max: u32, period: Duration) -> Rate {
+        Rate { max, period }
+    }
+
+    pub const fn per_minute(max: u32) -> Rate {
+        Rate::new(max, Duration::from_secs(60))
+    }
+}
+
+impl Serialize for Rate {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl FromStr for Rate {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Rate, String> {
+        let bad =
+            || format!("{s:?} is not a rate such as 20/1m (COUNT/PERIOD, period in s, m or h)");
+        let (max, period) = s.trim().split_once('/').ok_or_else(bad)?;
+        let max: u32 = max.trim().parse().map_err(|_| bad())?;
+        let period = period.trim();
+        let (number, unit) = match period.char_indices().last() {
+            Some((i, 's')) => (&period[..i], 1),
+            Some((i, 'm')) => (&period[..i], 60),
+            Some((i, 'h')) => (&period[..i], 3600),
+            _ => (period, 1),
+        };
+        let number: u64 = match number {
+            "" => 1,
+            n => n.parse().map_err(|_| bad())?,
+        };
+        if max == 0 || number == 0 {
+            return Err(format!("{s:?}: the count and the period must be positive"));
+        }
+        Ok(Rate::new(
+            max,
+            Duration::from_secs(number.saturating_mul(unit)),
+        ))
+    }
+}
+
+impl TryFrom<String> for Rate {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Rate, String> {
+        s.parse()
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}s", self.max, self.period.as_secs())
+    }
 }
 
 #[cfg(test)]
@@ -288,12 +661,18 @@ mod tests {
         );
         assert_eq!(s.refresh_grace_period, Duration::from_secs(10));
         assert_eq!((s.argon2_memory_kib, s.argon2_iterations), (19_456, 2));
+        assert_eq!(s.password_reset_ttl, Duration::from_secs(30 * 60));
+        assert_eq!(s.email_verification_ttl, Duration::from_secs(24 * 3600));
+        assert_eq!(s.mail_throttle, Duration::from_secs(60));
+        assert_eq!(s.mail_max_attempts, 8);
+        assert_eq!(s.mail_poll_interval, Duration::from_secs(5));
+        assert!(s.mail_templates.is_none());
     }
 
     #[test]
     fn flags_win_over_the_file_and_the_file_over_defaults() {
         let file: Overrides = toml::from_str(
-            "listen = \"0.0.0.0:9000\"\npublic_url = \"https://file.example\"\ncookie_secure = false\n\
+            "listen = \"0.0.0.0:9000\"\npublic_url = \"https://file.example\"\ncookie_secure = false\ninsecure_dev = true\n\
              rate_limits = \"off\"\nallowed_origins = [\"https://app.example\"]\n",
         )
         .unwrap();
@@ -338,8 +717,175 @@ mod tests {
                 hash_threads: Some(0),
                 ..Overrides::default()
             },
+            Overrides {
+                public_url: Some("https://auth.example.com".into()),
+                cookie_secure: Some(false),
+                key_encryption_key: Some(crate::keys::Kek::generate_encoded()),
+                ..Overrides::default()
+            },
+            Overrides {
+                public_url: Some("https://auth.example.com".into()),
+                ..Overrides::default()
+            },
+            Overrides {
+                password_reset_ttl: Some(0),
+                ..Overrides::default()
+            },
+            Overrides {
+                mail_max_attempts: Some(0),
+                ..Overrides::default()
+            },
         ] {
             assert!(Settings::resolve(bad).is_err());
+        }
+    }
+
+    #[test]
+    fn abuse_protections_have_the_documented_defaults() {
+        let s = Settings::resolve(Overrides {
+            hash_threads: Some(3),
+            ..Overrides::default()
+        })
+        .unwrap();
+        let rate = |max, secs| Rate::new(max, Duration::from_secs(secs));
+        assert_eq!(s.signup_ip_limit, rate(20, 60));
+        assert_eq!(s.login_ip_limit, rate(30, 60));
+        assert_eq!(s.login_failure_ip_limit, rate(10, 60));
+        assert_eq!(s.login_failure_account_limit, rate(5, 300));
+        assert_eq!(s.refresh_ip_limit, rate(150, 300));
+        assert_eq!(s.forgot_address_limit, rate(5, 60));
+        assert_eq!(s.forgot_ip_limit, rate(20, 60));
+        assert_eq!(s.reset_ip_limit, rate(10, 60));
+        assert_eq!(s.verify_ip_limit, rate(10, 60));
+        assert_eq!(s.verify_resend_account_limit, rate(3, 900));
+        assert_eq!(s.hash_queue, 12);
+        assert!(s.trusted_proxies.is_empty());
+        assert_eq!(s.request_timeout, Duration::from_secs(10));
+        assert_eq!(s.header_read_timeout, Duration::from_secs(30));
+        assert_eq!((s.max_header_bytes, s.max_connections), (16 * 1024, 512));
+        assert!(!s.conceal_existing_accounts);
+    }
+
+    #[test]
+    fn rates_and_trusted_proxies_parse_from_every_source() {
+        for (text, max, secs) in [
+            ("20/1m", 20, 60),
+            ("150/5m", 150, 300),
+            ("5/30s", 5, 30),
+            ("3/1h", 3, 3600),
+            ("7/45", 7, 45),
+            (" 10 / m ", 10, 60),
+        ] {
+            assert_eq!(
+                text.parse::<Rate>(),
+                Ok(Rate::new(max, Duration::from_secs(secs))),
+                "{text}"
+            );
+        }
+        for bad in ["", "20", "0/1m", "5/0s", "x/1m", "5/1d", "-1/1m"] {
+            assert!(bad.parse::<Rate>().is_err(), "{bad}");
+        }
+        let file: Overrides = toml::from_str(
+            "login_ip_limit = \"3/1m\"\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "latchkey",
+            "--signup-ip-limit",
+            "2/10s",
+            "--trusted-proxies",
+            "192.0.2.1,2001:db8::/32",
+        ])
+        .unwrap();
+        let s = Settings::resolve(cli.overrides.or(file)).unwrap();
+        assert_eq!(s.login_ip_limit, Rate::new(3, Duration::from_secs(60)));
+        assert_eq!(s.signup_ip_limit, Rate::new(2, Duration::from_secs(10)));
+        let proxies: Vec<String> = s.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(proxies, ["192.0.2.1/32", "2001:db8::/32"]);
+        assert!(toml::from_str::<Overrides>("login_ip_limit = \"lots\"").is_err());
+        assert!(
+            Settings::resolve(Overrides {
+                trusted_proxies: Some(vec!["proxy.example".into()]),
+                ..Overrides::default()
+            })
+            .is_err()
+        );
+    }
+}
+
+/// How settings are shown to an operator: durations in seconds, secrets redacted (a URL keeps all
+/// but its password).
+mod show {
+    use std::fmt::Display;
+    use std::time::Duration;
+
+    use secrecy::{ExposeSecret, SecretString};
+    use serde::Serializer;
+
+    pub fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub fn opt_secs<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_u64(d.as_secs()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn url<S: Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&redact_url(secret.expose_secret()))
+    }
+
+    pub fn opt_url<S: Serializer>(secret: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+        match secret {
+            Some(secret) => url(secret, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn opt_redacted<S: Serializer>(
+        secret: &Option<SecretString>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match secret {
+            Some(_) => s.serialize_str("<redacted>"),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn display<S: Serializer, T: Display>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(value)
+    }
+
+    pub fn displays<S: Serializer, T: Display>(values: &[T], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(values.iter().map(ToString::to_string))
+    }
+
+    /// A URL with its password replaced.
+    pub fn redact_url(raw: &str) -> String {
+        match url::Url::parse(raw) {
+            Ok(mut url) if url.password().is_some() => {
+                let _ = url.set_password(Some("redacted"));
+                url.to_string()
+            }
+            Ok(url) => url.to_string(),
+            Err(_) => "<unparseable>".to_owned(),
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::redact_url;
+
+        #[test]
+        fn passwords_in_urls_are_redacted() {
+            assert_eq!(
+                redact_url("postgres://app:s3cret@db:5432/x"),
+                "postgres://app:redacted@db:5432/x"
+            );
+            assert_eq!(redact_url("sqlite://latchkey.db"), "sqlite://latchkey.db");
+            assert_eq!(redact_url("smtp://mail:25"), "smtp://mail:25");
         }
     }
 }

@@ -48,6 +48,9 @@ pub enum ApiError {
     Overloaded,
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// The request outlived the request timeout (see `middleware::timeout`).
+    #[error("request timed out")]
+    TimedOut,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -127,7 +130,11 @@ impl ApiError {
                 "overloaded",
                 "The service is busy. Please try again shortly.",
             ),
-            Unavailable(_) => (
+            // A timeout is the server failing to answer in time (a slow database, a backlog), so
+            // it is a 503 like an unreachable database, not a 408: 408 means "you were too slow
+            // to send your request", and browsers may replay a request answered 408 on their own,
+            // which must not happen to a signup or a login.
+            Unavailable(_) | TimedOut => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "The service is temporarily unavailable.",
@@ -153,12 +160,23 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// A full hashing queue is the contract's 503 `overloaded`; a failed hash is an internal error.
+impl From<crate::password::HashError> for ApiError {
+    fn from(err: crate::password::HashError) -> Self {
+        match err {
+            crate::password::HashError::Overloaded => ApiError::Overloaded,
+            crate::password::HashError::Failed(err) => ApiError::Internal(err),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = self.parts();
         match &self {
             ApiError::Internal(err) => tracing::error!(error = ?err, "request failed"),
             ApiError::Unavailable(err) => tracing::error!(error = %err, "database unavailable"),
+            ApiError::TimedOut => tracing::warn!("request timed out"),
             _ => {}
         }
         let mut error = json!({ "code": code, "message": message });
@@ -168,7 +186,7 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(json!({ "error": error }))).into_response();
         let retry_after = match &self {
             ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
-            ApiError::Overloaded | ApiError::Unavailable(_) => Some(1),
+            ApiError::Overloaded | ApiError::Unavailable(_) | ApiError::TimedOut => Some(1),
             _ => None,
         };
         if let Some(secs) = retry_after {

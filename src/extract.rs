@@ -1,12 +1,13 @@
 //! Request extractors. Input is parsed here, at the edge, into the shapes handlers work with, and
 //! every rejection is an `ApiError` so it comes out in the contract's JSON shape.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use axum_extra::extract::CookieJar;
+use ipnet::{IpNet, Ipv6Net};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
@@ -82,7 +83,10 @@ fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-/// Where a request comes from, for sessions and audit events.
+/// Where a request comes from, for sessions, audit events and rate limits.
+///
+/// `ip` is the client's address as `client_ip` decides it: the socket peer, or, when the peer is
+/// a configured trusted proxy, what the proxies recorded in `X-Forwarded-For`.
 #[derive(Debug, Clone, Default)]
 pub struct ClientInfo {
     pub ip: Option<String>,
@@ -90,6 +94,19 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
+    /// The subject of per-IP rate limits: the address, or for IPv6 its /64. One IPv6 host is
+    /// usually handed a whole /64 and can pick a fresh address for every request, so counting
+    /// single IPv6 addresses would limit nobody.
+    pub fn rate_key(&self) -> String {
+        match self.ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()) {
+            Some(IpAddr::V6(v6)) => Ipv6Net::new(v6, 64)
+                .map(|net| net.trunc().to_string())
+                .unwrap_or_else(|_| v6.to_string()),
+            Some(ip) => ip.to_string(),
+            None => "unknown".to_owned(),
+        }
+    }
+
     pub fn actor(&self, user_id: Option<Uuid>, session_id: Option<Uuid>) -> store::audit::Actor {
         store::audit::Actor {
             user_id,
@@ -100,14 +117,20 @@ impl ClientInfo {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
+impl<S> FromRequestParts<S> for ClientInfo
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let state = AppState::from_ref(state);
         let ip = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
+            .map(|c| client_ip(c.0.ip(), &parts.headers, &state.settings.trusted_proxies))
+            .map(|ip| ip.to_string());
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
@@ -115,6 +138,42 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
             .map(|ua| ua.chars().take(512).collect());
         Ok(ClientInfo { ip, user_agent })
     }
+}
+
+/// The client's address. Without trusted proxies it is the socket peer, and `X-Forwarded-For`
+/// is ignored: anyone can send that header, and believing it would let a client choose the IP
+/// its rate limits count and its sessions show. When the peer is a trusted proxy, the header is
+/// read from the right (each proxy appends the address it received the request from), skipping
+/// trusted hops; the first untrusted address is the client. Everything to its left was written
+/// by the client itself and is ignored. An entry that is no address stops the walk at the last
+/// trusted hop, the closest address that is known to be true.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let mut client = peer.to_canonical();
+    if !is_trusted(&client) {
+        return client;
+    }
+    // Several X-Forwarded-For headers form one list, in order (RFC 9110 §5.3).
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .flat_map(|value| value.to_str().unwrap_or("not an address").split(','))
+        .collect();
+    for hop in hops.iter().rev() {
+        let hop = hop.trim();
+        let Some(ip) = hop
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| hop.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        else {
+            break;
+        };
+        client = ip.to_canonical();
+        if !is_trusted(&client) {
+            break;
+        }
+    }
+    client
 }
 
 /// The caller's live session: a valid access token (bearer header or access cookie) whose session
@@ -145,6 +204,24 @@ pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<Authenticated>, ApiError> {
+    let Some(claims) = access_claims(state, headers).await else {
+        return Ok(None);
+    };
+    let now = state.clock.now();
+    if !store::sessions::is_live(state.store.reader(), claims.sid, claims.sub, now).await? {
+        return Ok(None);
+    }
+    tracing::Span::current().record("user_id", tracing::field::display(claims.sub));
+    Ok(Some(Authenticated {
+        user_id: claims.sub,
+        session_id: claims.sid,
+    }))
+}
+
+/// The claims of the request's access token (bearer, else cookie) when it is one the server
+/// issued and it has not expired. Whether its session is still live is NOT checked here: callers
+/// check it in the same query as what they read (`authenticate`, `GET /auth/me`).
+pub async fn access_claims(state: &AppState, headers: &HeaderMap) -> Option<tokens::AccessClaims> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -162,19 +239,82 @@ pub async fn authenticate(
             state.settings.cookie_secure,
         ) {
             Some(token) => token,
-            None => return Ok(None),
+            None => return None,
         },
     };
-    let now = state.clock.now();
-    let Some(claims) = tokens::verify_access(&state.keys, &state.issuer, &token, now).await else {
-        return Ok(None);
-    };
-    if !store::sessions::is_live(state.store.reader(), claims.sid, claims.sub, now).await? {
-        return Ok(None);
+    tokens::verify_access(&state.keys, &state.issuer, &token, state.clock.now()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
     }
-    tracing::Span::current().record("user_id", tracing::field::display(claims.sub));
-    Ok(Some(Authenticated {
-        user_id: claims.sub,
-        session_id: claims.sid,
-    }))
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies_and_read_from_the_right() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+        // (socket peer, X-Forwarded-For, the client it makes)
+        for (peer, forwarded, client) in [
+            // An untrusted peer: the header is ignored.
+            ("203.0.113.9", "198.51.100.1", "203.0.113.9"),
+            // A trusted peer without a header is the client.
+            ("10.0.0.1", "", "10.0.0.1"),
+            ("10.0.0.1", "198.51.100.1", "198.51.100.1"),
+            // Trusted hops skipped; what the client wrote itself, on the left, ignored.
+            (
+                "10.0.0.1",
+                "1.1.1.1, 198.51.100.1, 10.0.0.7",
+                "198.51.100.1",
+            ),
+            // Only trusted hops: the farthest one.
+            ("10.0.0.1", "10.0.0.9, 10.0.0.7", "10.0.0.9"),
+            // Garbage stops the walk at the last trusted hop.
+            ("10.0.0.1", "198.51.100.1, garbage", "10.0.0.1"),
+            ("10.0.0.1", "garbage, 10.0.0.7", "10.0.0.7"),
+            // Addresses with ports, IPv6, IPv4-mapped IPv6.
+            ("10.0.0.1", "198.51.100.1:4711", "198.51.100.1"),
+            ("10.0.0.1", "[2001:db8::1]:4711", "2001:db8::1"),
+            ("::1", "2001:db8::1", "2001:db8::1"),
+            ("::ffff:10.0.0.1", "198.51.100.1", "198.51.100.1"),
+            ("10.0.0.1", "::ffff:198.51.100.1", "198.51.100.1"),
+        ] {
+            let mut headers = HeaderMap::new();
+            if !forwarded.is_empty() {
+                headers.insert("x-forwarded-for", forwarded.parse().unwrap());
+            }
+            let why = format!("{peer} with {forwarded:?}");
+            assert_eq!(client_ip(ip(peer), &headers, &trusted), ip(client), "{why}");
+        }
+        let mut headers = HeaderMap::new();
+        headers.append("x-forwarded-for", "198.51.100.1".parse().unwrap());
+        headers.append("x-forwarded-for", "198.51.100.2, 10.0.0.3".parse().unwrap());
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &headers, &trusted),
+            ip("198.51.100.2"),
+            "several headers are one list"
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &headers, &[]),
+            ip("10.0.0.1"),
+            "no trusted proxies: the peer"
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_are_rate_limited_per_64() {
+        let key = |ip: &str| {
+            ClientInfo {
+                ip: Some(ip.to_owned()),
+                user_agent: None,
+            }
+            .rate_key()
+        };
+        assert_eq!(key("203.0.113.9"), "203.0.113.9");
+        assert_eq!(key("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2::ffff"), key("2001:db8:1:2:aaaa::1"));
+        assert_eq!(ClientInfo::default().rate_key(), "unknown");
+    }
 }

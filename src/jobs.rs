@@ -1,5 +1,6 @@
 //! Background work of every instance: reload the signing keys, rotate them when automatic
-//! rotation is configured, and prune sessions that ended long ago.
+//! rotation is configured, and prune sessions, one-time tokens, outbox rows, throttle slots and
+//! rate-limit counters that ended. (The mail worker is `mail::worker`.)
 //!
 //! Every job is safe with several instances on one database: key reloads only read; rotation is a
 //! conditional update that only one instance can win for a given key; pruning deletes rows that
@@ -16,6 +17,8 @@ use crate::store;
 pub const PRUNE_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// How often ended sessions are pruned.
 pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Sent and dead emails stay in the outbox this long (their bodies are erased at once).
+pub const OUTBOX_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Starts the jobs; they run until the process ends.
 pub fn spawn(state: &AppState) {
@@ -36,6 +39,12 @@ pub fn spawn(state: &AppState) {
                         Ok(n) => tracing::info!(sessions = n, "pruned ended sessions"),
                         Err(err) => tracing::warn!(error = ?err, "pruning sessions failed"),
                     }
+                    if let Err(err) = prune_mail(&state).await {
+                        tracing::warn!(error = ?err, "pruning mail records failed");
+                    }
+                    if let Err(err) = state.limits.prune().await {
+                        tracing::warn!(error = ?err, "pruning rate-limit counters failed");
+                    }
                 }
             }
         }
@@ -54,6 +63,20 @@ pub async fn rotate_and_reload(state: &AppState) -> anyhow::Result<()> {
         }
     }
     state.keys.reload().await
+}
+
+/// Deletes one-time tokens that expired more than `PRUNE_AFTER` ago, emails sent or given up more
+/// than `OUTBOX_KEEP` ago, and throttle slots that have ended.
+pub async fn prune_mail(state: &AppState) -> anyhow::Result<()> {
+    let now = state.clock.now();
+    // Transaction boundary: housekeeping only. Every row deleted is one no request or worker can
+    // use any more, so several instances may run this at once.
+    let mut tx = state.store.begin().await?;
+    store::one_time_tokens::prune(&mut *tx, now - millis(PRUNE_AFTER)).await?;
+    store::outbox::prune(&mut *tx, now - millis(OUTBOX_KEEP)).await?;
+    store::mail_throttle::prune(&mut *tx, now - millis(state.settings.mail_throttle)).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Deletes sessions that ended more than `PRUNE_AFTER` ago; returns how many.

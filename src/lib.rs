@@ -1,6 +1,7 @@
 //! latchkey: an account and session service whose flows are all or nothing.
 //!
-//! The modules below are listed in reading order, from the edge of the process inwards.
+//! A first reading: `app` (state and router), `routes` (one module per use case), `store` (every
+//! SQL statement), then the pieces they use: `domain`, `password`, `tokens`, `keys`, `cookies`.
 
 // Outside tests, failures are values: no unwrap, expect or panic on a request path.
 #![cfg_attr(
@@ -8,6 +9,8 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+/// The operator's commands (users, sessions, keys, configuration).
+pub mod admin;
 /// Application state, router assembly and `serve(listener, state, shutdown)`.
 pub mod app;
 /// Wall-clock time in one place, so tests can move it.
@@ -28,12 +31,20 @@ pub mod failpoint;
 pub mod jobs;
 /// Signing keys: generation, encryption at rest, rotation and the JWKS.
 pub mod keys;
-/// Middleware shared by every route: request ids, cache headers, CSRF checks.
+/// Rate limits per client IP and per account, counted in the database for every instance.
+pub mod limits;
+/// Emails: templates, the outbox worker and SMTP delivery.
+pub mod mail;
+/// Prometheus metrics in an explicit registry.
+pub mod metrics;
+/// Middleware shared by every route: request ids, cache headers, timeouts, CSRF checks.
 pub mod middleware;
-/// Argon2id hashing and verification on a bounded blocking pool.
+/// Argon2id hashing and verification on a bounded blocking pool behind a bounded queue.
 pub mod password;
 /// The HTTP use cases, one module each.
 pub mod routes;
+/// The HTTP/1 server: connection cap, header limits and timeouts, graceful shutdown.
+pub mod server;
 /// Every SQL statement of the project.
 pub mod store;
 /// Logging set-up: spans per request, never a secret in a field.

@@ -2,9 +2,12 @@
 
 use anyhow::Context;
 use clap::Parser;
+use latchkey::admin::{self, Output};
 use latchkey::app::{self, AppState};
 use latchkey::clock::Clock;
-use latchkey::config::{Cli, Command, KeysCommand, Settings};
+use latchkey::config::{
+    Cli, Command, ConfigCommand, KeysCommand, SessionsCommand, Settings, UsersCommand,
+};
 use latchkey::{keys, store, telemetry};
 
 #[tokio::main]
@@ -14,18 +17,22 @@ async fn main() -> anyhow::Result<()> {
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
     let settings = Settings::load(cli.overrides)?;
+    let out = if cli.json { Output::Json } else { Output::Text };
+    let clock = Clock::default();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
         Command::Migrate => {
-            let store = store::Store::connect(&settings.database_url).await?;
-            store.migrate().await?;
+            connect(&settings).await?;
             println!("migrations applied");
             Ok(())
         }
+        Command::Config {
+            action: ConfigCommand::Check,
+        } => admin::config_check(&settings, out),
         Command::Keys {
             action: KeysCommand::Rotate,
         } => {
-            let state = AppState::build(settings, Clock::default()).await?;
+            let state = AppState::build(settings, clock).await?;
             let kid = keys::rotate(&state.store, state.keys.kek(), state.clock.now()).await?;
             println!(
                 "new signing key {kid}; running instances pick it up within {}s",
@@ -33,7 +40,36 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Keys {
+            action: KeysCommand::List,
+        } => admin::list_keys(&connect(&settings).await?, out).await,
+        Command::Users { action } => {
+            let store = connect(&settings).await?;
+            match action {
+                UsersCommand::List { limit } => admin::list_users(&store, &clock, limit, out).await,
+                UsersCommand::Show { user } => admin::show_user(&store, &clock, &user, out).await,
+                UsersCommand::Disable { user } => {
+                    admin::set_disabled(&store, &clock, &user, true, out).await
+                }
+                UsersCommand::Enable { user } => {
+                    admin::set_disabled(&store, &clock, &user, false, out).await
+                }
+                UsersCommand::Delete { user } => {
+                    admin::delete_user(&store, &clock, &user, out).await
+                }
+            }
+        }
+        Command::Sessions {
+            action: SessionsCommand::Revoke { user },
+        } => admin::revoke_sessions(&connect(&settings).await?, &clock, &user, out).await,
     }
+}
+
+/// The database, migrated: admin commands work on the schema this binary knows.
+async fn connect(settings: &Settings) -> anyhow::Result<store::Store> {
+    let store = store::Store::connect(&settings.database_url).await?;
+    store.migrate().await?;
+    Ok(store)
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

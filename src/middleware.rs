@@ -3,13 +3,14 @@
 //! - `request_context`: gives every request an id (the client's `X-Request-Id` when it is sane,
 //!   else a new UUID), opens the request's span with it, logs one line per response, echoes the id
 //!   in the response and marks responses `Cache-Control: no-store` unless a handler chose otherwise.
+//! - `timeout`: a request that is not answered within the request timeout gets 503.
 //! - `csrf`: rejects unsafe methods sent by a browser from a foreign origin.
 //! - `panic_response`: a panic in a handler becomes the contract's 500 `internal` error.
 
 use std::any::Any;
 use std::time::Instant;
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -17,20 +18,33 @@ use tracing::Instrument;
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::metrics::label;
 
 const REQUEST_ID: &str = "x-request-id";
 
-pub async fn request_context(mut req: Request, next: Next) -> Response {
+pub async fn request_context(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let id = req
         .headers()
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|id| is_sane(id))
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    // The route template, not the path: bounded label values, and no ids in metric names.
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let method = req.method().to_string();
     let span = tracing::info_span!(
         "request",
         request_id = %id,
-        method = %req.method(),
+        method = %method,
+        route = %route,
         path = %req.uri().path(),
         user_id = tracing::field::Empty,
     );
@@ -39,13 +53,28 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
     }
     let started = Instant::now();
     let mut response = next.run(req).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
     span.in_scope(|| {
         tracing::info!(
-            status = response.status().as_u16(),
-            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
             "response"
         );
     });
+    let metrics = &state.metrics;
+    metrics
+        .requests
+        .get_or_create(&[
+            label("route", &*route),
+            label("method", &*method),
+            label("status", status.to_string()),
+        ])
+        .inc();
+    metrics
+        .request_seconds
+        .get_or_create(&[label("route", route), label("method", method)])
+        .observe(elapsed.as_secs_f64());
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&id) {
         headers.insert(REQUEST_ID, value);
@@ -64,9 +93,14 @@ fn is_sane(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// Unsafe methods from a browser on a foreign origin get 403 `csrf_rejected`. Browsers send
-/// `Origin` on every cross-origin request and `Sec-Fetch-Site` on every request; clients that send
-/// neither (curl, servers) are not browsers and carry no ambient cookies to abuse.
+/// Unsafe methods from a browser on a foreign origin get 403 `csrf_rejected`, before any handler
+/// runs (so a cross-site request spends no token and no rate-limit count). Browsers send `Origin`
+/// on every unsafe request and `Sec-Fetch-Site` on every request; clients that send neither (curl,
+/// servers) are not browsers and carry no ambient cookies to abuse.
+///
+/// `Origin`, when present, decides: a page cannot forge it, and it names the origin exactly, so
+/// a configured origin on another site (whose requests browsers mark `Sec-Fetch-Site:
+/// cross-site`) is accepted. Without `Origin`, `Sec-Fetch-Site: cross-site` still rejects.
 pub async fn csrf(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let unsafe_method = matches!(
         *req.method(),
@@ -74,22 +108,36 @@ pub async fn csrf(State(state): State<AppState>, req: Request, next: Next) -> Re
     );
     if unsafe_method {
         let headers = req.headers();
-        let cross_site = headers
-            .get("sec-fetch-site")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
-        let foreign_origin = headers.get(header::ORIGIN).is_some_and(|origin| {
-            let origin = origin.to_str().unwrap_or("null");
-            !state
-                .settings
-                .allowed_origins
-                .iter()
-                .any(|allowed| allowed == origin)
-        });
-        if cross_site || foreign_origin {
+        let rejected = match headers.get(header::ORIGIN) {
+            Some(origin) => {
+                let origin = origin.to_str().unwrap_or("null");
+                !state
+                    .settings
+                    .allowed_origins
+                    .iter()
+                    .any(|allowed| allowed == origin)
+            }
+            None => headers
+                .get("sec-fetch-site")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site")),
+        };
+        if rejected {
             return ApiError::CsrfRejected.into_response();
         }
     }
     next.run(req).await
+}
+
+/// Requests not answered within `request_timeout` get the contract's 503 `unavailable` (see
+/// `ApiError::TimedOut` for why 503 and not 408). The handler's future is dropped, which rolls
+/// back a transaction it had open, so the all-or-nothing promise holds; a slow client sending
+/// its body byte by byte is cut off the same way, since the body is read inside the handler.
+/// A hash already running finishes on its thread and keeps its place in the queue until then.
+pub async fn timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(state.settings.request_timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::TimedOut.into_response(),
+    }
 }
 
 pub fn panic_response(_panic: Box<dyn Any + Send + 'static>) -> Response {

@@ -5,16 +5,29 @@
 //! threads keeps at most that many running at once. Callers hash *before* they open a transaction,
 //! so no connection or lock is ever held while a hash is computed.
 //!
+//! Load shedding: the queue in front of those threads is bounded. A job is admitted only while
+//! fewer than `threads + queue` jobs are running or waiting; past that, `reserve` fails at once
+//! with `HashError::Overloaded` (503 `overloaded` with `Retry-After`). A flood of signups or logins
+//! is then refused in microseconds instead of piling up requests, memory and timeouts, and the
+//! endpoints that never hash (/auth/me, refresh, JWKS, health) do not wait behind it.
+//!
 //! Logins for unknown accounts verify a dummy hash with the same parameters, so the response time
 //! does not reveal whether an account exists.
+//!
+//! The Argon2id implementation itself sits behind a small trait in `argon2id`, chosen by
+//! measurement (see the README's "Performance" section).
+
+pub mod argon2id;
 
 use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::PasswordHash;
+use argon2::{Params, Version};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::Semaphore;
+
+use self::argon2id::{Argon2id, Cost};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The outcome of checking a password against a stored hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,30 +38,81 @@ pub struct Verified {
     pub needs_rehash: bool,
 }
 
+/// Why a hash or a verification did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// The queue is full: the caller answers 503 `overloaded` at once.
+    #[error("password hashing queue full")]
+    Overloaded,
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
 #[derive(Clone)]
 pub struct Hasher {
-    params: Params,
-    permits: Arc<Semaphore>,
+    cost: Cost,
+    /// The Argon2id implementation (`argon2id::CHOSEN`).
+    argon2: &'static dyn Argon2id,
+    threads: usize,
+    /// Jobs running or waiting: `capacity` (`threads + queue`) permits, taken without waiting.
+    admitted: Arc<Semaphore>,
+    capacity: usize,
+    /// Jobs running: `threads` permits.
+    running: Arc<Semaphore>,
     dummy_hash: Arc<str>,
 }
 
 impl Hasher {
+    /// A hasher with `threads` hashing threads and a queue of four waiting jobs per thread.
     pub fn new(memory_kib: u32, iterations: u32, threads: usize) -> anyhow::Result<Hasher> {
-        let params = Params::new(memory_kib, iterations, 1, None)
-            .map_err(|e| anyhow!("invalid Argon2 parameters: {e}"))?;
+        let cost = Cost {
+            memory_kib,
+            iterations,
+        };
+        let argon2 = argon2id::CHOSEN;
+        // Also checks the parameters: invalid ones fail here, at start.
         let dummy = SecretString::from("latchkey dummy password for unknown accounts");
-        let dummy_hash = hash_blocking(&params, &dummy)?;
+        let dummy_hash = hash_blocking(argon2, cost, &dummy)?;
         Ok(Hasher {
-            params,
-            permits: Arc::new(Semaphore::new(threads)),
+            cost,
+            argon2,
+            threads,
+            admitted: Arc::new(Semaphore::new(threads.saturating_mul(5))),
+            capacity: threads.saturating_mul(5),
+            running: Arc::new(Semaphore::new(threads)),
             dummy_hash: dummy_hash.into(),
         })
     }
 
+    /// Lets at most `queue` jobs wait for a thread; one more is refused.
+    pub fn with_queue(mut self, queue: usize) -> Hasher {
+        self.capacity = self.threads.saturating_add(queue);
+        self.admitted = Arc::new(Semaphore::new(self.capacity));
+        self
+    }
+
+    /// Jobs running or waiting now (for the metrics).
+    pub fn jobs_in_flight(&self) -> usize {
+        self.capacity
+            .saturating_sub(self.admitted.available_permits())
+    }
+
+    /// Takes a place in the queue now, or fails at once with `Overloaded` when it is full. A
+    /// caller that must not do anything else before it knows the hash can run (login reserves
+    /// its rate-limit counters only once it has a place) reserves first, then hashes with it.
+    pub fn reserve(&self) -> Result<HashSlot, HashError> {
+        let admitted = Arc::clone(&self.admitted)
+            .try_acquire_owned()
+            .map_err(|_| HashError::Overloaded)?;
+        Ok(HashSlot {
+            hasher: self.clone(),
+            admitted,
+        })
+    }
+
     /// Hashes a password into a PHC string.
-    pub async fn hash(&self, password: SecretString) -> anyhow::Result<String> {
-        let params = self.params.clone();
-        self.run(move || hash_blocking(&params, &password)).await?
+    pub async fn hash(&self, password: SecretString) -> Result<String, HashError> {
+        self.reserve()?.hash(password).await
     }
 
     /// Verifies a password against a stored PHC hash, or against the dummy hash when there is no
@@ -57,12 +121,37 @@ impl Hasher {
         &self,
         password: SecretString,
         stored: Option<String>,
-    ) -> anyhow::Result<Verified> {
-        let params = self.params.clone();
+    ) -> Result<Verified, HashError> {
+        self.reserve()?.verify(password, stored).await
+    }
+}
+
+/// A place in the hashing queue, good for one hash or one verification.
+pub struct HashSlot {
+    hasher: Hasher,
+    admitted: OwnedSemaphorePermit,
+}
+
+impl HashSlot {
+    /// Hashes a password into a PHC string.
+    pub async fn hash(self, password: SecretString) -> Result<String, HashError> {
+        let (argon2, cost) = (self.hasher.argon2, self.hasher.cost);
+        Ok(self
+            .run(move || hash_blocking(argon2, cost, &password))
+            .await??)
+    }
+
+    /// See `Hasher::verify`.
+    pub async fn verify(
+        self,
+        password: SecretString,
+        stored: Option<String>,
+    ) -> Result<Verified, HashError> {
+        let (argon2, cost) = (self.hasher.argon2, self.hasher.cost);
         let known = stored.is_some();
-        let phc = stored.unwrap_or_else(|| self.dummy_hash.to_string());
+        let phc = stored.unwrap_or_else(|| self.hasher.dummy_hash.to_string());
         let verified = self
-            .run(move || verify_blocking(&params, &password, &phc))
+            .run(move || verify_blocking(argon2, cost, &password, &phc))
             .await??;
         Ok(Verified {
             matches: verified.matches && known,
@@ -71,51 +160,68 @@ impl Hasher {
     }
 
     async fn run<T: Send + 'static>(
-        &self,
+        self,
         work: impl FnOnce() -> T + Send + 'static,
-    ) -> anyhow::Result<T> {
-        let permit = Arc::clone(&self.permits)
+    ) -> Result<T, HashError> {
+        let running = Arc::clone(&self.hasher.running)
             .acquire_owned()
             .await
             .context("hasher closed")?;
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+        let admitted = self.admitted;
+        // Both permits go with the job: a request that gives up (timeout, closed connection)
+        // cannot free its place while its hash still occupies a thread.
+        let job = tokio::task::spawn_blocking(move || {
+            let _permits = (admitted, running);
+            lower_this_threads_priority();
             work()
-        })
-        .await
-        .context("hashing task failed")
+        });
+        Ok(job.await.context("hashing task failed")?)
     }
 }
 
-fn argon2(params: &Params) -> Argon2<'static> {
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+/// Hashing threads run at a lower CPU priority (nice 10) than the async workers. With one hashing
+/// thread per core, a flood of signups keeps every core busy hashing; the requests that never
+/// hash (GET /auth/me, refresh, JWKS) must still be scheduled at once, and hashing still gets
+/// every cycle they leave. Only hashing uses tokio's blocking pool here, so a thread lowered
+/// once stays a hashing thread. Measured in the README's "Performance" (mixed load).
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        use std::cell::Cell;
+        thread_local!(static LOWERED: Cell<bool> = const { Cell::new(false) });
+        if !LOWERED.replace(true) {
+            // SAFETY: plain system call without pointers; on Linux, `who = 0` with
+            // PRIO_PROCESS names the calling thread alone. A failure leaves the priority as it
+            // was, which is harmless.
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+            }
+        }
+    }
 }
 
-fn hash_blocking(params: &Params, password: &SecretString) -> anyhow::Result<String> {
-    let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    let hash = argon2(params)
-        .hash_password(password.expose_secret().as_bytes(), &salt)
-        .map_err(|e| anyhow!("argon2 hashing failed: {e}"))?;
-    Ok(hash.to_string())
+fn hash_blocking(
+    argon2: &dyn Argon2id,
+    cost: Cost,
+    password: &SecretString,
+) -> anyhow::Result<String> {
+    argon2.hash(cost, password.expose_secret().as_bytes())
 }
 
 fn verify_blocking(
-    params: &Params,
+    argon2: &dyn Argon2id,
+    cost: Cost,
     password: &SecretString,
     phc: &str,
 ) -> anyhow::Result<Verified> {
     let parsed =
         PasswordHash::new(phc).map_err(|e| anyhow!("stored hash is not a PHC string: {e}"))?;
-    let matches = argon2(params)
-        .verify_password(password.expose_secret().as_bytes(), &parsed)
-        .is_ok();
+    let matches = argon2.verify(phc, password.expose_secret().as_bytes())?;
     let current = Params::try_from(&parsed).ok();
     let needs_rehash = parsed.algorithm.as_str() != "argon2id"
         || parsed.version != Some(Version::V0x13.into())
         || current.is_none_or(|p| {
-            p.m_cost() != params.m_cost()
-                || p.t_cost() != params.t_cost()
-                || p.p_cost() != params.p_cost()
+            p.m_cost() != cost.memory_kib || p.t_cost() != cost.iterations || p.p_cost() != 1
         });
     Ok(Verified {
         matches,
@@ -168,6 +274,21 @@ mod tests {
             .await
             .unwrap();
         assert!(!v.matches);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_refused_at_once_and_frees_up_after_the_job() {
+        let hasher = Hasher::new(1024, 1, 1).unwrap().with_queue(1);
+        let first = hasher.reserve().unwrap();
+        let second = hasher.reserve().unwrap();
+        assert!(matches!(hasher.reserve(), Err(HashError::Overloaded)));
+        assert!(matches!(
+            hasher.hash(secret("correct horse")).await,
+            Err(HashError::Overloaded)
+        ));
+        first.hash(secret("correct horse")).await.unwrap();
+        drop(second);
+        hasher.reserve().unwrap();
     }
 
     #[tokio::test]

@@ -4,7 +4,7 @@
 //!   `sub` (user id), `sid` (session id), `iat`, `exp`, `jti`. Verification accepts only EdDSA and
 //!   only the keys of the key ring, checks `typ`, `iss`, `aud`, and `exp` against the service
 //!   clock with `LEEWAY`.
-//! - Opaque tokens (refresh, and later reset and verification) are 256 random bits, base64url.
+//! - Opaque tokens (refresh, password reset, email verification) are 256 random bits, base64url.
 //!   Only a hash is stored, and the hash is domain-separated by purpose, so a token of one kind
 //!   can never be found where another kind is looked up.
 
@@ -97,15 +97,28 @@ pub async fn verify_access(
 }
 
 /// What an opaque token is for; part of its stored hash.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
     Refresh,
+    PasswordReset,
+    EmailVerification,
 }
 
 impl Purpose {
     fn label(self) -> &'static str {
         match self {
             Purpose::Refresh => "latchkey refresh token v1",
+            Purpose::PasswordReset => "latchkey password reset token v1",
+            Purpose::EmailVerification => "latchkey email verification token v1",
+        }
+    }
+
+    /// The name stored next to one-time tokens (`one_time_tokens.purpose`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Refresh => "refresh",
+            Purpose::PasswordReset => "password_reset",
+            Purpose::EmailVerification => "email_verification",
         }
     }
 }
@@ -165,6 +178,20 @@ mod tests {
             hash_opaque(Purpose::Refresh, &a),
             hash_opaque(Purpose::Refresh, &a)
         );
+    }
+
+    #[test]
+    fn one_token_hashes_differently_for_each_purpose() {
+        let token = new_opaque();
+        let hashes = [
+            Purpose::Refresh,
+            Purpose::PasswordReset,
+            Purpose::EmailVerification,
+        ]
+        .map(|p| hash_opaque(p, &token));
+        assert_ne!(hashes[0], hashes[1]);
+        assert_ne!(hashes[0], hashes[2]);
+        assert_ne!(hashes[1], hashes[2]);
     }
 
     #[test]

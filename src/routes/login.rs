@@ -2,6 +2,12 @@
 //! parameters, and the audit event are written in one transaction; tokens and cookies only after
 //! it committed. A failed attempt is recorded in a transaction of its own, since the request's
 //! failure must not erase it.
+//!
+//! Abuse resistance, in order: a place in the hashing queue (503 `overloaded` at once when it is
+//! full, before anything is counted or written), then the rate-limit counters of the attempt
+//! (429 `rate_limited`; see `limits`), committed as a failure before the password is checked and
+//! taken back if it matches. Unknown and known addresses go through exactly the same steps:
+//! the same counters keyed by the address as typed, the same hash work, the same 401 or 429.
 
 use axum::Router;
 use axum::extract::State;
@@ -20,6 +26,8 @@ use crate::domain::{Email, required};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ClientInfo};
 use crate::failpoint::failpoint;
+use crate::metrics::Metrics;
+use crate::password::HashError;
 use crate::store::{self, audit};
 
 pub fn router() -> Router<AppState> {
@@ -41,6 +49,9 @@ async fn login(
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
     let (email, password) = parse(req)?;
+    // Shed load first: a refused request costs no counter and no write.
+    let slot = state.hasher.reserve()?;
+    let attempt = state.limits.login_attempt(&client, &email).await?;
     let found = store::users::find_credentials(state.store.reader(), &email).await?;
     let user_id = found
         .as_ref()
@@ -48,8 +59,7 @@ async fn login(
         .transpose()
         .map_err(anyhow::Error::from)?;
     // Unknown accounts verify a dummy hash: same work, same answer, same code.
-    let verified = state
-        .hasher
+    let verified = slot
         .verify(password.clone(), found.map(|c| c.password_hash))
         .await?;
     let now = state.clock.now();
@@ -63,11 +73,20 @@ async fn login(
         )
         .await?;
         tx.commit().await?;
+        Metrics::outcome(&state.metrics.logins, "failure");
         return Err(ApiError::InvalidCredentials);
     };
     tracing::Span::current().record("user_id", tracing::field::display(user_id));
+    // The password is right: this attempt was no failure, and the account owes no wait.
+    state.limits.login_succeeded(attempt).await?;
+    // The upgrade can wait for the next login when the queue is full: refusing a correct
+    // password for it would turn load into failed logins.
     let rehashed = match verified.needs_rehash {
-        true => Some(state.hasher.hash(password).await?),
+        true => match state.hasher.hash(password).await {
+            Ok(hash) => Some(hash),
+            Err(HashError::Overloaded) => None,
+            Err(err) => return Err(err.into()),
+        },
         false => None,
     };
 
@@ -90,6 +109,7 @@ async fn login(
         .ok_or(ApiError::InvalidCredentials)?;
     failpoint!("login.before_commit");
     tx.commit().await?;
+    Metrics::outcome(&state.metrics.logins, "success");
 
     session::respond(&state, jar, StatusCode::OK, account, &opened, now)
 }

@@ -50,7 +50,8 @@ async fn logout(
         let now = state.clock.now();
         // Transaction boundary: the revocation and its audit event.
         let mut tx = state.store.begin().await?;
-        if store::sessions::revoke_session(&mut *tx, session_id, "logout", now).await? {
+        let revoked = store::sessions::revoke_session(&mut *tx, session_id, "logout", now).await?;
+        if revoked {
             audit::record(
                 &mut *tx,
                 audit::Kind::Logout,
@@ -60,6 +61,9 @@ async fn logout(
             .await?;
         }
         tx.commit().await?;
+        if revoked {
+            state.metrics.revoked("logout", 1);
+        }
     }
     Ok((StatusCode::NO_CONTENT, cookies::clear_session(jar, secure)))
 }

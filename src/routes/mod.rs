@@ -3,13 +3,19 @@
 //! The account flows (signup, login, refresh, logout) follow one pattern: parse the input, do the
 //! slow work (password hashing) before any transaction, begin a write transaction, call `store`
 //! functions with it, commit, and only then mint tokens and set cookies (`session::respond`).
+//! Flows that send email write it to the outbox in that same transaction (`links`) and wake the
+//! mail worker after the commit.
 
 mod body;
+mod email;
 mod health;
 mod jwks;
+mod links;
 mod login;
 mod logout;
 mod me;
+mod metrics;
+mod password;
 mod refresh;
 mod session;
 mod sessions;
@@ -26,10 +32,13 @@ pub fn router() -> Router<AppState> {
         .merge(login::router())
         .merge(refresh::router())
         .merge(logout::router())
+        .merge(password::router())
+        .merge(email::router())
         .merge(sessions::router())
         .merge(me::router())
         .merge(jwks::router())
         .merge(health::router())
+        .merge(metrics::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
 }

@@ -11,7 +11,8 @@
 //!   fails with 401 `session_revoked`;
 //! - it is unknown, or its session is over: 401 `session_revoked`.
 //!
-//! Failed refreshes clear both cookies.
+//! Failed refreshes clear both cookies, except a rate-limited one (429): its session is fine.
+//! Refreshes are limited per client IP (`limits::Limit::Refresh`) before anything is looked at.
 
 use axum::Router;
 use axum::extract::State;
@@ -29,6 +30,8 @@ use crate::cookies;
 use crate::error::ApiError;
 use crate::extract::ClientInfo;
 use crate::failpoint::failpoint;
+use crate::limits::Limit;
+use crate::metrics::Metrics;
 use crate::store::{self, audit};
 use crate::tokens::{self, Purpose};
 
@@ -39,6 +42,9 @@ pub fn router() -> Router<AppState> {
 #[tracing::instrument(name = "refresh", skip_all)]
 async fn refresh(State(state): State<AppState>, client: ClientInfo, jar: CookieJar) -> Response {
     let secure = state.settings.cookie_secure;
+    if let Err(err) = state.limits.check(Limit::Refresh, &client.rate_key()).await {
+        return err.into_response();
+    }
     let Some(token) = cookies::refresh_token(&jar, secure) else {
         return (
             cookies::clear_session(jar, secure),
@@ -53,6 +59,7 @@ async fn refresh(State(state): State<AppState>, client: ClientInfo, jar: CookieJ
         }
         // A revoked session loses its cookies; a server-side failure leaves them alone.
         Err(err @ ApiError::SessionRevoked) => {
+            Metrics::outcome(&state.metrics.refreshes, "rejected");
             (cookies::clear_session(jar, secure), err).into_response()
         }
         Err(err) => err.into_response(),
@@ -92,6 +99,7 @@ async fn rotate(
             .ok_or(ApiError::SessionRevoked)?;
         failpoint!("refresh.before_commit");
         tx.commit().await?;
+        Metrics::outcome(&state.metrics.refreshes, "rotated");
         let opened = OpenedSession {
             id: session_id,
             refresh_token: successor,
@@ -121,6 +129,7 @@ async fn rotate(
         .await?
     {
         // The concurrent request's twin: hand out the same successor.
+        Metrics::outcome(&state.metrics.refreshes, "grace");
         let account = store::users::find_account(state.store.reader(), user_id)
             .await?
             .ok_or(ApiError::SessionRevoked)?;
@@ -145,6 +154,8 @@ async fn rotate(
         .await?;
     }
     tx.commit().await?;
+    state.metrics.reuse_detected.inc();
+    state.metrics.revoked("refresh_token_reuse", 1);
     tracing::warn!(session_id = %session_id, "refresh token reuse detected: session revoked");
     Err(ApiError::SessionRevoked)
 }

@@ -34,10 +34,12 @@ async fn logout_all(
     let now = state.clock.now();
     // Transaction boundary: the revocations and their audit event.
     let mut tx = state.store.begin().await?;
-    store::sessions::revoke_all_sessions(&mut *tx, auth.user_id, "logout_all", now).await?;
+    let revoked =
+        store::sessions::revoke_all_sessions(&mut *tx, auth.user_id, "logout_all", now).await?;
     let actor = client.actor(Some(auth.user_id), Some(auth.session_id));
     audit::record(&mut *tx, audit::Kind::LogoutAll, &actor, now).await?;
     tx.commit().await?;
+    state.metrics.revoked("logout_all", revoked);
     Ok((
         StatusCode::NO_CONTENT,
         cookies::clear_session(jar, state.settings.cookie_secure),
@@ -116,6 +118,7 @@ async fn revoke(
     )
     .await?;
     tx.commit().await?;
+    state.metrics.revoked("revoked_by_user", 1);
     // Revoking the session this request came from is a logout: its cookies go too.
     let jar = if session_id == auth.session_id {
         cookies::clear_session(jar, state.settings.cookie_secure)

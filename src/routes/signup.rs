@@ -1,23 +1,35 @@
-//! POST /auth/signup: user, profile, first session and audit event in ONE transaction; tokens
-//! and cookies only after it committed.
+//! POST /auth/signup: user, profile, first session, audit event and the verification email (in
+//! the outbox) in ONE transaction; tokens and cookies only after it committed.
+//!
+//! Signups are limited per client IP (`limits::Limit::Signup`), counted before the password is
+//! hashed, so a flood from one address costs no Argon2 work; a full hashing queue answers 503.
+//!
+//! With `conceal_existing_accounts`, signup no longer tells whether an address has an account
+//! (its 409 `email_taken` is otherwise the one documented exception to enumeration resistance):
+//! both cases answer 202 `{}` after the same hash. A new address gets its account and its
+//! verification email but no session, since the other case cannot have one; its owner logs in
+//! next. An existing address gets nothing written but an email to its owner.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::{Json, Router};
 use axum_extra::extract::CookieJar;
 use secrecy::SecretString;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::session;
+use super::{links, session};
 use crate::app::AppState;
-use crate::domain::NewAccount;
+use crate::clock::Millis;
+use crate::domain::{Email, NewAccount};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ClientInfo};
 use crate::failpoint::failpoint;
+use crate::limits::Limit;
 use crate::store::{self, audit};
+use crate::tokens::Purpose;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/auth/signup", post(signup))
@@ -44,32 +56,55 @@ async fn signup(
         req.display_name.as_deref(),
     )
     .map_err(ApiError::Validation)?;
+    state
+        .limits
+        .check(Limit::Signup, &client.rate_key())
+        .await?;
     // Hash before the transaction opens: no connection or lock is held while Argon2 runs.
     let password_hash = state.hasher.hash(account.password.into_secret()).await?;
     let user_id = Uuid::now_v7();
     tracing::Span::current().record("user_id", tracing::field::display(user_id));
     let now = state.clock.now();
+    let conceal = state.settings.conceal_existing_accounts;
 
     // Transaction boundary: everything below up to `commit` is one unit. Any early return drops
     // `tx`, which rolls it back.
     let mut tx = state.store.begin().await?;
-    store::users::insert_user(&mut *tx, user_id, &account.email, &password_hash, now)
-        .await
-        .map_err(|err| {
-            if store::is_unique_violation(&err) {
-                ApiError::EmailTaken
-            } else {
-                err.into()
-            }
-        })?;
+    if let Err(err) =
+        store::users::insert_user(&mut *tx, user_id, &account.email, &password_hash, now).await
+    {
+        if !store::is_unique_violation(&err) {
+            return Err(err.into());
+        }
+        if !conceal {
+            return Err(ApiError::EmailTaken);
+        }
+        drop(tx);
+        return account_exists(&state, &account.email, now).await;
+    }
     failpoint!("signup.after_user");
     store::users::insert_profile(&mut *tx, user_id, account.display_name.as_ref(), now).await?;
     failpoint!("signup.after_profile");
-    let opened = session::open(&mut tx, &state, user_id, &client, now).await?;
+    // Concealment: no session, or the answer would tell a new address from a taken one.
+    let opened = match conceal {
+        false => Some(session::open(&mut tx, &state, user_id, &client, now).await?),
+        true => None,
+    };
     audit::record(
         &mut *tx,
         audit::Kind::Signup,
-        &client.actor(Some(user_id), Some(opened.id)),
+        &client.actor(Some(user_id), opened.as_ref().map(|o| o.id)),
+        now,
+    )
+    .await?;
+    // The verification email is written with the account: it exists exactly when the account does.
+    // The address of a new account has no throttle slot taken yet, so this always sends.
+    links::send_link(
+        &mut tx,
+        &state,
+        user_id,
+        &account.email,
+        Purpose::EmailVerification,
         now,
     )
     .await?;
@@ -78,7 +113,36 @@ async fn signup(
         .ok_or_else(|| anyhow::anyhow!("account vanished inside its own transaction"))?;
     failpoint!("signup.before_commit");
     tx.commit().await?;
+    state.metrics.signups.inc();
+    state.mailer.wake();
     failpoint!("signup.after_commit");
 
-    session::respond(&state, jar, StatusCode::CREATED, created, &opened, now)
+    match opened {
+        Some(opened) => session::respond(&state, jar, StatusCode::CREATED, created, &opened, now),
+        None => Ok(accepted()),
+    }
+}
+
+/// Concealment, taken address: the same 202 as a new one; the owner hears of the attempt by
+/// email (in a transaction of its own, the only write), the requester learns nothing.
+async fn account_exists(
+    state: &AppState,
+    email: &Email,
+    now: Millis,
+) -> Result<Response, ApiError> {
+    let mut tx = state.store.begin().await?;
+    // The address on file, not the one typed: they are equal only case-insensitively.
+    if let Some(contact) = store::users::find_contact_by_email(&mut *tx, email).await? {
+        let on_file = Email::parse(&contact.email)
+            .map_err(|problem| anyhow::anyhow!("stored email is invalid: {problem}"))?;
+        links::notify_account_exists(&mut tx, state, &on_file, now).await?;
+    }
+    tx.commit().await?;
+    state.mailer.wake();
+    Ok(accepted())
+}
+
+/// The one answer of a concealed signup, whatever the address.
+fn accepted() -> Response {
+    (StatusCode::ACCEPTED, Json(serde_json::json!({}))).into_response()
 }

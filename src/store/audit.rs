@@ -19,6 +19,16 @@ pub enum Kind {
     LogoutAll,
     SessionRevoked,
     ProfileUpdated,
+    PasswordResetRequested,
+    PasswordReset,
+    PasswordChanged,
+    PasswordChangeFailed,
+    EmailVerificationRequested,
+    EmailVerified,
+    UserDisabled,
+    UserEnabled,
+    UserDeleted,
+    SessionsRevokedByAdmin,
 }
 
 impl Kind {
@@ -33,6 +43,16 @@ impl Kind {
             Kind::LogoutAll => "logout_all",
             Kind::SessionRevoked => "session_revoked",
             Kind::ProfileUpdated => "profile_updated",
+            Kind::PasswordResetRequested => "password_reset_requested",
+            Kind::PasswordReset => "password_reset",
+            Kind::PasswordChanged => "password_changed",
+            Kind::PasswordChangeFailed => "password_change_failed",
+            Kind::EmailVerificationRequested => "email_verification_requested",
+            Kind::EmailVerified => "email_verified",
+            Kind::UserDisabled => "user_disabled",
+            Kind::UserEnabled => "user_enabled",
+            Kind::UserDeleted => "user_deleted",
+            Kind::SessionsRevokedByAdmin => "sessions_revoked_by_admin",
         }
     }
 }

@@ -31,25 +31,18 @@ pub async fn rotate(
     made_before: Option<Millis>,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = store.begin().await?;
-    if let Some(cutoff) = made_before {
-        // A fresh active key means another instance rotated already.
-        let fresh: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM signing_keys WHERE retired_at IS NULL AND created_at >= $1",
-        )
-        .bind(cutoff)
-        .fetch_one(&mut *tx)
-        .await?;
-        if fresh > 0 {
-            return Ok(false);
-        }
-    }
-    // On PostgreSQL a concurrent rotation blocks here until the other commits, then finds no
-    // active key left to retire, and gives up.
-    let retired = sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
-        .bind(key.created_at)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    // Conditional rotation retires only keys older than the cutoff. Of two instances racing, the
+    // second either blocks on the first's row lock and then finds the old key retired (PostgreSQL
+    // re-checks the condition), or starts after the first committed and finds only the fresh key,
+    // too young to retire: either way it retires nothing and adds nothing.
+    let retired = sqlx::query(
+        "UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL AND created_at < $2",
+    )
+    .bind(key.created_at)
+    .bind(made_before.unwrap_or(i64::MAX))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     if retired == 0 && made_before.is_some() {
         return Ok(false);
     }

@@ -11,8 +11,13 @@
 //! `BEGIN IMMEDIATE`, so it takes the write lock at its start and never fails half-way to upgrade
 //! a read lock. PostgreSQL: one pool for both.
 
+pub mod admin;
 pub mod audit;
 pub mod keys;
+pub mod mail_throttle;
+pub mod one_time_tokens;
+pub mod outbox;
+pub mod rate_limits;
 pub mod sessions;
 pub mod users;
 
@@ -48,6 +53,11 @@ impl Store {
             let options = || {
                 AnyPoolOptions::new()
                     .acquire_timeout(Duration::from_secs(10))
+                    // A connection to a local file cannot go stale, and sqlx's default ping before
+                    // every acquire is one more round trip to the connection's worker thread:
+                    // on GET /auth/me it was a quarter of the server's CPU (see the README's
+                    // "Performance").
+                    .test_before_acquire(false)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             conn.execute(
@@ -114,6 +124,24 @@ impl Store {
     /// The pool for reads outside a transaction.
     pub fn reader(&self) -> &AnyPool {
         &self.read
+    }
+
+    /// Connections (in use, idle) of the read and the write pool; on PostgreSQL they are one pool.
+    pub fn pool_usage(&self) -> [(&'static str, u32, usize); 2] {
+        let usage = |pool: &AnyPool| {
+            let idle = pool.num_idle();
+            (
+                pool.size()
+                    .saturating_sub(u32::try_from(idle).unwrap_or(u32::MAX)),
+                idle,
+            )
+        };
+        let (read_busy, read_idle) = usage(&self.read);
+        let (write_busy, write_idle) = usage(&self.write);
+        [
+            ("read", read_busy, read_idle),
+            ("write", write_busy, write_idle),
+        ]
     }
 
     /// Whether the database answers (for /readyz).

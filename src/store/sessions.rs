@@ -222,11 +222,34 @@ pub async fn revoke_all_sessions<'e>(
     now: Millis,
 ) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
-        "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE user_id = $3 AND revoked_at IS NULL",
+        "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
+         WHERE user_id = $3 AND revoked_at IS NULL AND idle_expires_at > $1 AND absolute_expires_at > $1",
     )
     .bind(now)
     .bind(reason)
     .bind(user_id.to_string())
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Revokes every live session of a user except `keep` (the one changing the password); returns
+/// how many.
+pub async fn revoke_other_sessions<'e>(
+    db: impl Executor<'e, Database = Any>,
+    user_id: Uuid,
+    keep: Uuid,
+    reason: &str,
+    now: Millis,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
+         WHERE user_id = $3 AND id <> $4 AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(reason)
+    .bind(user_id.to_string())
+    .bind(keep.to_string())
     .execute(db)
     .await?;
     Ok(done.rows_affected())

@@ -69,10 +69,13 @@ pub async fn find_credentials<'e>(
     db: impl Executor<'e, Database = Any>,
     email: &Email,
 ) -> Result<Option<Credentials>, sqlx::Error> {
-    sqlx::query_as("SELECT id, password_hash FROM users WHERE email_normalized = $1")
-        .bind(email.normalized())
-        .fetch_optional(db)
-        .await
+    // A disabled account is no account, as far as login can tell.
+    sqlx::query_as(
+        "SELECT id, password_hash FROM users WHERE email_normalized = $1 AND disabled_at IS NULL",
+    )
+    .bind(email.normalized())
+    .fetch_optional(db)
+    .await
 }
 
 pub async fn find_account<'e>(
@@ -85,6 +88,28 @@ pub async fn find_account<'e>(
          FROM users u JOIN profiles p ON p.user_id = u.id WHERE u.id = $1",
     )
     .bind(user_id.to_string())
+    .fetch_optional(db)
+    .await
+}
+
+/// The account of `user_id` if `session_id` is one of its live sessions: the liveness check of
+/// an authenticated request and the read of `GET /auth/me` in one query.
+pub async fn find_live_account<'e>(
+    db: impl Executor<'e, Database = Any>,
+    user_id: Uuid,
+    session_id: Uuid,
+    now: Millis,
+) -> Result<Option<Account>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT u.id, u.email, u.email_verified_at, u.created_at, p.display_name, \
+                p.created_at AS profile_created_at, p.updated_at AS profile_updated_at, p.last_login_at \
+         FROM sessions s JOIN users u ON u.id = s.user_id JOIN profiles p ON p.user_id = u.id \
+         WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL \
+         AND s.idle_expires_at > $3 AND s.absolute_expires_at > $3",
+    )
+    .bind(session_id.to_string())
+    .bind(user_id.to_string())
+    .bind(now)
     .fetch_optional(db)
     .await
 }
@@ -130,4 +155,102 @@ pub async fn set_password_hash<'e>(
         .execute(db)
         .await?;
     Ok(())
+}
+
+/// What the email flows need to know of a user: where to write and whether it is verified.
+#[derive(Debug, Clone, FromRow)]
+pub struct Contact {
+    pub id: String,
+    /// As given at signup.
+    pub email: String,
+    pub email_verified_at: Option<i64>,
+}
+
+pub async fn find_contact_by_email<'e>(
+    db: impl Executor<'e, Database = Any>,
+    email: &Email,
+) -> Result<Option<Contact>, sqlx::Error> {
+    sqlx::query_as("SELECT id, email, email_verified_at FROM users WHERE email_normalized = $1")
+        .bind(email.normalized())
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn find_contact<'e>(
+    db: impl Executor<'e, Database = Any>,
+    user_id: Uuid,
+) -> Result<Option<Contact>, sqlx::Error> {
+    sqlx::query_as("SELECT id, email, email_verified_at FROM users WHERE id = $1")
+        .bind(user_id.to_string())
+        .fetch_optional(db)
+        .await
+}
+
+/// What a password change needs: the address (new passwords are checked against it) and the hash.
+#[derive(Debug, FromRow)]
+pub struct OwnCredentials {
+    pub email: String,
+    pub password_hash: String,
+}
+
+pub async fn find_own_credentials<'e>(
+    db: impl Executor<'e, Database = Any>,
+    user_id: Uuid,
+) -> Result<Option<OwnCredentials>, sqlx::Error> {
+    sqlx::query_as("SELECT email, password_hash FROM users WHERE id = $1")
+        .bind(user_id.to_string())
+        .fetch_optional(db)
+        .await
+}
+
+/// Replaces the password hash only if it is still `expected`, the hash the current password was
+/// verified against: a change never silently overwrites a reset or change that won a race.
+pub async fn replace_password_hash<'e>(
+    db: impl Executor<'e, Database = Any>,
+    user_id: Uuid,
+    expected: &str,
+    password_hash: &str,
+    now: Millis,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3 AND password_hash = $4",
+    )
+    .bind(password_hash)
+    .bind(now)
+    .bind(user_id.to_string())
+    .bind(expected)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Marks the address verified if it is still the user's (normalized) address; keeps the time of
+/// the first verification. Returns whether the user has that address.
+pub async fn mark_email_verified<'e>(
+    db: impl Executor<'e, Database = Any>,
+    user_id: Uuid,
+    email_normalized: &str,
+    now: Millis,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE users SET email_verified_at = COALESCE(email_verified_at, $1) \
+         WHERE id = $2 AND email_normalized = $3",
+    )
+    .bind(now)
+    .bind(user_id.to_string())
+    .bind(email_normalized)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Users without a profile: the all-or-nothing invariant, which must always be 0.
+pub async fn count_without_profile<'e>(
+    db: impl Executor<'e, Database = Any>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM users u LEFT JOIN profiles p ON p.user_id = u.id WHERE p.user_id IS NULL",
+    )
+    .fetch_one(db)
+    .await
 }

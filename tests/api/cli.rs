@@ -11,6 +11,7 @@ use crate::helpers::*;
 db_tests!(
     two_processes_on_one_database_share_sessions_and_detect_reuse,
     migrate_prepares_a_fresh_database_and_exits,
+    no_secret_reaches_the_log_of_a_full_journey,
 );
 
 /// A fresh, empty working directory, removed with the value.
@@ -77,7 +78,7 @@ async fn flags_win_over_the_environment_and_the_environment_over_the_file() {
     let dir = WorkDir::new();
     std::fs::write(
         dir.0.join("latchkey.toml"),
-        "public_url = \"https://file.example\"\ncookie_secure = false\naccess_token_ttl = 600\n\
+        "public_url = \"https://file.example\"\ncookie_secure = false\ninsecure_dev = true\naccess_token_ttl = 600\n\
          key_encryption_key = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n",
     )
     .unwrap();
@@ -257,4 +258,96 @@ async fn migrate_prepares_a_fresh_database_and_exits(db: Db) {
     );
     assert!(again.status.success());
     pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
+    let dir = WorkDir::new();
+    // Hashing this slowly keeps a signup in flight long enough to send SIGTERM in the middle.
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--argon2-memory-kib",
+        "65536",
+        "--argon2-iterations",
+        "12",
+    ];
+    let mut server = ServerProcess::start(&args, &[], &dir.0).await;
+    let request = server
+        .client
+        .post(server.url("/auth/signup"))
+        .json(&serde_json::json!({
+            "email": "alice@example.com", "password": PASSWORD
+        }));
+    let in_flight = tokio::spawn(request.send());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let status = tokio::task::block_in_place(|| server.terminate());
+
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the request in flight is answered");
+    assert_eq!(response.status(), 201);
+    assert!(status.success(), "{status:?}");
+    let log = server.log().join("\n");
+    assert!(log.contains("shutting down"), "{log}");
+}
+
+async fn no_secret_reaches_the_log_of_a_full_journey(db: Db) {
+    let db = TestDb::new(db).await;
+    let kek = latchkey::keys::Kek::generate_encoded();
+    let env = [("RUST_LOG", "debug"), ("LATCHKEY_LOG_FORMAT", "json")];
+    let server = ServerProcess::serve(&db, &kek, &env).await;
+
+    let signup = Session::from_response(server.signup("alice@example.com").await).await;
+    let login = Session::from_response(server.login("alice@example.com").await).await;
+    assert_eq!(server.me(&login.access_token).await.status(), 200);
+    let refreshed = Session::from_response(server.refresh(&login.refresh_token).await).await;
+    let wrong = server
+        .client
+        .post(server.url("/auth/login"))
+        .json(&serde_json::json!({"email": "alice@example.com", "password": "a wrong password 42"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let logout = server
+        .client
+        .post(server.url("/auth/logout"))
+        .bearer_auth(&refreshed.access_token)
+        .send()
+        .await;
+    assert_eq!(logout.unwrap().status(), 204);
+
+    let log = server.log();
+    assert!(log.len() > 10, "the journey was logged");
+    for line in &log {
+        assert!(
+            serde_json::from_str::<Value>(line).is_ok(),
+            "not JSON: {line}"
+        );
+    }
+    let log = log.join("\n");
+    assert!(
+        log.contains("request_id"),
+        "requests are logged with their id"
+    );
+    let secrets = [
+        ("password", PASSWORD.to_owned()),
+        ("wrong password", "a wrong password 42".to_owned()),
+        ("key-encryption key", kek.clone()),
+        ("signup access token", signup.access_token.clone()),
+        ("signup refresh token", signup.refresh_token.clone()),
+        ("login access token", login.access_token.clone()),
+        ("login refresh token", login.refresh_token.clone()),
+        ("refreshed access token", refreshed.access_token.clone()),
+        ("refreshed refresh token", refreshed.refresh_token.clone()),
+    ];
+    for (what, secret) in secrets {
+        assert!(!log.contains(&secret), "the {what} is in the log");
+        // Not even a JWT's signature or payload alone.
+        for part in secret.split('.').filter(|p| p.len() > 20) {
+            assert!(!log.contains(part), "part of the {what} is in the log");
+        }
+    }
 }

@@ -10,6 +10,7 @@ db_tests!(
     unknown_routes_and_methods_get_the_json_error_shape,
     request_ids_are_echoed_when_sane_and_made_otherwise,
     unsafe_requests_from_foreign_origins_are_rejected,
+    csrf_checks_cover_every_unsafe_method_and_spend_nothing,
     health_and_readiness_answer,
     jwks_lists_the_signing_key_that_verifies_access_tokens,
 );
@@ -120,6 +121,101 @@ async fn unsafe_requests_from_foreign_origins_are_rejected(db: Db) {
         .client
         .get(app.url("/healthz"))
         .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+async fn csrf_checks_cover_every_unsafe_method_and_spend_nothing(db: Db) {
+    let app = TestApp::spawn_with(db, |o| {
+        o.allowed_origins = Some(vec!["https://app.other-site.example".into()])
+    })
+    .await;
+    let session = app.signed_up("alice@example.com").await;
+    let csrf = json!({"error": {"code": "csrf_rejected", "message": "Cross-site requests are not allowed."}});
+    let cookies = format!(
+        "__Host-lk_access={}; __Secure-lk_refresh={}",
+        session.access_token, session.refresh_token
+    );
+    let session_id = app.text("SELECT id FROM sessions").await.unwrap();
+    let sessions_path = format!("/auth/sessions/{session_id}");
+    let requests = [
+        (
+            reqwest::Method::POST,
+            "/auth/login",
+            Some(json!({"email": "alice@example.com", "password": PASSWORD})),
+        ),
+        (reqwest::Method::POST, "/auth/refresh", None),
+        (reqwest::Method::POST, "/auth/logout", None),
+        (reqwest::Method::POST, "/auth/logout-all", None),
+        (
+            reqwest::Method::PATCH,
+            "/auth/me/profile",
+            Some(json!({"display_name": "Mallory"})),
+        ),
+        (
+            reqwest::Method::PUT,
+            "/auth/me/profile",
+            Some(json!({"display_name": "Mallory"})),
+        ),
+        (reqwest::Method::DELETE, sessions_path.as_str(), None),
+    ];
+    // A page on another site, riding on the victim's cookies: every unsafe method is refused
+    // before its handler runs, whether `Origin` or only `Sec-Fetch-Site` gives it away (in any
+    // case).
+    for (header, value) in [
+        ("origin", "https://evil.example"),
+        ("sec-fetch-site", "Cross-Site"),
+    ] {
+        for (method, path, body) in &requests {
+            let mut request = app
+                .client
+                .request(method.clone(), app.url(path))
+                .header("cookie", &cookies)
+                .header(header, value);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 403, "{method} {path} with {header}");
+            assert!(response.headers().get("set-cookie").is_none());
+            assert_eq!(
+                response.json::<Value>().await.unwrap(),
+                csrf,
+                "{method} {path}"
+            );
+        }
+    }
+    // Nothing was spent or changed: the session lives, its refresh token still rotates, the
+    // profile is untouched and no login happened.
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM sessions WHERE revoked_at IS NULL")
+            .await,
+        1
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM audit_events").await, 1);
+    assert_eq!(app.me(&session.access_token).await.status(), 200);
+    assert_eq!(app.refresh(&session.refresh_token).await.status(), 200);
+
+    // A configured origin on another site is accepted although browsers mark its requests
+    // cross-site: `Origin` is exact and cannot be forged by a page, so it decides.
+    let response = app
+        .client
+        .post(app.url("/auth/login"))
+        .header("origin", "https://app.other-site.example")
+        .header("sec-fetch-site", "cross-site")
+        .json(&json!({"email": "alice@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // A navigation the user typed (`Sec-Fetch-Site: none`) is no cross-site request.
+    let response = app
+        .client
+        .post(app.url("/auth/login"))
+        .header("sec-fetch-site", "none")
+        .json(&json!({"email": "alice@example.com", "password": PASSWORD}))
         .send()
         .await
         .unwrap();

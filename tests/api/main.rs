@@ -3,13 +3,19 @@
 
 mod helpers;
 
+mod admin;
 mod cli;
+mod email;
 mod errors;
 #[cfg(feature = "failpoints")]
 mod failpoints;
 mod keys;
+mod limits;
 mod login;
 mod logout;
 mod me;
+mod metrics;
+mod password;
 mod refresh;
+mod sessions;
 mod signup;

@@ -224,8 +224,14 @@ async fn bad_signups_get_a_clear_4xx_and_change_nothing(db: Db) {
     }
 }
 
+/// Room in the hashing queue for every request at once: these tests are about the database, not
+/// about load shedding (see `limits::a_signup_flood_gets_fast_503s_…`).
+fn queue_for_all(o: &mut latchkey::config::Overrides) {
+    o.hash_queue = Some(100);
+}
+
 async fn fifty_concurrent_signups_with_one_email_make_one_account(db: Db) {
-    let app = TestApp::spawn(db).await;
+    let app = TestApp::spawn_with(db, queue_for_all).await;
     let requests = (0..50).map(|i| {
         let email = if i % 2 == 0 {
             "race@example.com"
@@ -252,7 +258,7 @@ async fn fifty_concurrent_signups_with_one_email_make_one_account(db: Db) {
 }
 
 async fn a_hundred_concurrent_signups_make_a_hundred_accounts(db: Db) {
-    let app = TestApp::spawn(db).await;
+    let app = TestApp::spawn_with(db, queue_for_all).await;
     let emails: Vec<String> = (0..100).map(|i| format!("user{i}@example.com")).collect();
     let statuses = futures_statuses(emails.iter().map(|e| app.signup(e, PASSWORD))).await;
     assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");

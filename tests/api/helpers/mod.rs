@@ -6,6 +6,7 @@
 //! skipped, loudly, unless `LATCHKEY_TEST_REQUIRE_POSTGRES=1` or `CI` is set: then they fail.
 
 mod process;
+mod smtp;
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -403,6 +404,7 @@ pub fn attrs(list: &[&str]) -> Vec<String> {
 
 pub use futures_util::future::join_all;
 pub use process::{ServerProcess, run};
+pub use smtp::SmtpSink;
 
 // Helpers for the session tests (refresh, logout, me).
 

@@ -54,8 +54,8 @@ impl ServerProcess {
         }
         command
             .args(args)
-            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -79,10 +79,10 @@ impl ServerProcess {
                     Ok(_) => {}
                 }
                 let line = String::from_utf8_lossy(&raw).trim_end().to_owned();
-                if let Some(address) = listening_address(&line) {
-                    if let Some(tx) = ready.take() {
-                        let _ = tx.send(address);
-                    }
+                if let Some(address) = listening_address(&line)
+                    && let Some(tx) = ready.take()
+                {
+                    let _ = tx.send(address);
                 }
                 thread_log.lock().unwrap().push(line);
             }
@@ -188,25 +188,25 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if std::thread::panicking() {
-            if let Ok(log) = self.log.lock() {
-                eprintln!(
-                    "--- latchkey log ({}) ---\n{}",
-                    self.address,
-                    log.join("\n")
-                );
-            }
+        if std::thread::panicking()
+            && let Ok(log) = self.log.lock()
+        {
+            eprintln!(
+                "--- latchkey log ({}) ---\n{}",
+                self.address,
+                log.join("\n")
+            );
         }
     }
 }
 
-/// `... latchkey listening on http://127.0.0.1:PORT address=127.0.0.1:PORT` → `127.0.0.1:PORT`.
+/// `... latchkey listening on http://127.0.0.1:PORT …` → `127.0.0.1:PORT`, in either log format.
 fn listening_address(line: &str) -> Option<String> {
     const MARKER: &str = "latchkey listening on http://";
     let start = line.find(MARKER)? + MARKER.len();
     let address: String = line[start..]
         .chars()
-        .take_while(|c| !c.is_whitespace())
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']'))
         .collect();
     (!address.is_empty()).then_some(address)
 }

@@ -1,0 +1,312 @@
+//! latchkey's benchmark: throughput, latency, CPU and memory of every hot endpoint, next to the
+//! ceilings that bound them, measured in the same run.
+//!
+//!     cargo run --release --example bench -- [--postgres-url URL] [--duration-secs N]
+//!
+//! It builds the release server (`cargo build --release --bin latchkey`), starts it as a child
+//! process on 127.0.0.1 with rate limits off against a fresh SQLite database in a temporary
+//! directory (and then, with `--postgres-url`, against a fresh PostgreSQL database created on that
+//! server and dropped afterwards), and drives it over loopback with a closed-loop load generator
+//! (N workers, each sending its next request when the previous one is answered, for a fixed
+//! duration). Results go to `bench/results/` as JSON and Markdown (a timestamped pair, and
+//! `latest.json`/`latest.md`).
+//!
+//! The load generator runs in this process, on the same cores as the server: every figure is what
+//! the server achieves while sharing the machine with its clients. Server CPU is read from
+//! `/proc/<pid>/stat`, peak memory from `VmHWM` in `/proc/<pid>/status` (reset before each
+//! scenario through `/proc/<pid>/clear_refs`), so this runs on Linux only.
+//!
+//! Every address is on the loopback interface, and every loop is bounded by the duration.
+
+mod ceilings;
+mod load;
+mod report;
+mod server;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use latchkey::config::{Overrides, Settings};
+use latchkey::password::argon2id::Cost;
+
+use crate::load::{Op, Sample};
+use crate::report::{Backend, Row};
+
+/// Concurrency levels of every scenario.
+const LEVELS: [usize; 2] = [8, 64];
+
+struct Args {
+    postgres_url: Option<String>,
+    duration: Duration,
+    out: PathBuf,
+    /// Only these scenarios (for profiling one endpoint); every one when empty.
+    only: Vec<String>,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = Args {
+        postgres_url: None,
+        duration: Duration::from_secs(5),
+        out: PathBuf::from("bench/results"),
+        only: Vec::new(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--postgres-url" => args.postgres_url = Some(value()?),
+            "--duration-secs" => {
+                let secs: u64 = value()?.parse().context("--duration-secs is a number")?;
+                if secs == 0 || secs > 120 {
+                    bail!("--duration-secs must be between 1 and 120");
+                }
+                args.duration = Duration::from_secs(secs);
+            }
+            "--out" => args.out = PathBuf::from(value()?),
+            "--only" => args.only = value()?.split(',').map(str::to_owned).collect(),
+            "-h" | "--help" => {
+                println!(
+                    "usage: cargo run --release --example bench -- \
+                     [--postgres-url postgres://USER@127.0.0.1:5432/DB] [--duration-secs N] [--out DIR]\n\
+                     \x20      [--only healthz,jwks,signup,login,refresh,me,mixed] (profiling; writes no results)"
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    if let Some(url) = &args.postgres_url {
+        server::check_loopback(url)?;
+    }
+    Ok(args)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let binary = server::build_release_binary()?;
+    let defaults = Settings::resolve(Overrides::default())?;
+    let cost = Cost {
+        memory_kib: defaults.argon2_memory_kib,
+        iterations: defaults.argon2_iterations,
+    };
+    let machine = report::Machine::detect(defaults.hash_threads);
+    println!("{}", machine.line());
+    let scratch = server::scratch_dir()?;
+
+    let profiling = !args.only.is_empty();
+    println!(
+        "\n## Hashers: Argon2id m={} KiB, t={}, p=1, in-process",
+        cost.memory_kib, cost.iterations
+    );
+    let hashers = match profiling {
+        false => ceilings::hashers(cost, machine.cores, args.duration),
+        true => Vec::new(),
+    };
+    for h in &hashers {
+        println!(
+            "{:<24} {:>6.1} hashes/s on 1 thread, {:>6.1} on {} threads{}",
+            h.name,
+            h.one_thread,
+            h.all_cores,
+            machine.cores,
+            if h.chosen { "  (the service's)" } else { "" }
+        );
+    }
+    let argon2_ceiling = hashers
+        .iter()
+        .find(|h| h.chosen)
+        .map_or(f64::NAN, |h| h.all_cores);
+    let eddsa_us = ceilings::eddsa_verify_us(&scratch).await?;
+    println!("EdDSA access-token verification: {eddsa_us:.1} µs in-process");
+
+    let mut backends = Vec::new();
+    let sqlite_url = |name: &str| format!("sqlite://{}", scratch.join(name).display());
+    backends.push(
+        run_backend(
+            "SQLite",
+            &binary,
+            &args,
+            (sqlite_url("ceiling.db"), sqlite_url("server.db")),
+            argon2_ceiling,
+            eddsa_us,
+            machine.hash_threads,
+        )
+        .await?,
+    );
+    if let Some(admin) = &args.postgres_url {
+        let ceiling_db = server::PgDatabase::create(admin, "ceiling").await?;
+        let server_db = server::PgDatabase::create(admin, "server").await?;
+        let result = run_backend(
+            "PostgreSQL",
+            &binary,
+            &args,
+            (ceiling_db.url.clone(), server_db.url.clone()),
+            argon2_ceiling,
+            eddsa_us,
+            machine.hash_threads,
+        )
+        .await;
+        ceiling_db.drop_database().await;
+        server_db.drop_database().await;
+        backends.push(result?);
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    if profiling {
+        return Ok(());
+    }
+
+    let run = report::Run {
+        machine,
+        cost,
+        duration: args.duration,
+        hashers,
+        eddsa_verify_us: eddsa_us,
+        backends,
+    };
+    let written = run.write(&args.out)?;
+    println!("\n{}", run.markdown());
+    println!("written: {}", written.join(", "));
+    Ok(())
+}
+
+/// Every scenario against one database: the transaction ceiling in-process, then the server.
+async fn run_backend(
+    name: &'static str,
+    binary: &std::path::Path,
+    args: &Args,
+    (ceiling_url, server_url): (String, String),
+    argon2_ceiling: f64,
+    eddsa_us: f64,
+    hash_threads: usize,
+) -> anyhow::Result<Backend> {
+    println!("\n## {name}");
+    let wanted = |key: &str| args.only.is_empty() || args.only.iter().any(|o| o == key);
+    let mut refresh_ceiling = Vec::new();
+    for c in LEVELS.into_iter().filter(|_| args.only.is_empty()) {
+        let rate = ceilings::refresh_transactions(&ceiling_url, c, args.duration).await?;
+        println!("refresh transaction ceiling, concurrency {c}: {rate:.0} tx/s");
+        refresh_ceiling.push((c, rate));
+    }
+
+    let log =
+        std::env::temp_dir().join(format!("latchkey-bench-{}-{name}.log", std::process::id()));
+    let server = server::Server::start(binary, &server_url, log.clone())?;
+    println!("server pid {} at {}", server.pid, server.base);
+    let client = load::client()?;
+    let mut rows = Vec::new();
+    let mut measure = async |op: Op, c: usize, sessions: &mut Vec<load::Session>| {
+        server.reset_peak_rss();
+        let cpu_before = server.cpu_seconds()?;
+        let sample = load::run(&client, &server.base, op, c, args.duration, sessions).await;
+        let cpu = server.cpu_seconds()? - cpu_before;
+        let row = Row::new(op, c, &sample, cpu, server.peak_rss_mib()?);
+        println!("{}", row.line());
+        rows.push(row);
+        anyhow::Ok(())
+    };
+
+    let mut sessions = load::sessions(&client, &server.base, 64).await?;
+    for op in [
+        Op::Healthz,
+        Op::Jwks,
+        Op::Signup,
+        Op::Login,
+        Op::Refresh,
+        Op::Me,
+    ] {
+        if !wanted(op.key()) {
+            continue;
+        }
+        for c in LEVELS {
+            measure(op, c, &mut sessions).await?;
+        }
+    }
+
+    let mixed = match wanted("mixed") {
+        true => Some(mixed(&server, &client, args.duration, &mut sessions).await?),
+        false => None,
+    };
+    server.stop();
+    let _ = std::fs::remove_file(&log);
+
+    Ok(Backend {
+        name,
+        refresh_ceiling,
+        argon2_ceiling,
+        eddsa_us,
+        hash_threads,
+        rows,
+        mixed,
+    })
+}
+
+/// Mixed load: `GET /auth/me` alone, then the same next to a flood of signups at concurrency 64.
+async fn mixed(
+    server: &server::Server,
+    client: &reqwest::Client,
+    duration: Duration,
+    sessions: &mut Vec<load::Session>,
+) -> anyhow::Result<report::Mixed> {
+    let me_workers = 8;
+    let me_duration = duration.saturating_sub(Duration::from_millis(600));
+    server.reset_peak_rss();
+    let idle = load::run(
+        client,
+        &server.base,
+        Op::Me,
+        me_workers,
+        me_duration,
+        sessions,
+    )
+    .await;
+    let mut flood_sessions = Vec::new();
+    let (flood, under) = tokio::join!(
+        load::run(
+            client,
+            &server.base,
+            Op::Signup,
+            64,
+            duration,
+            &mut flood_sessions
+        ),
+        async {
+            // Measured while the flood is on: it starts 300 ms after the flood and ends before it.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let mut mine = sessions.clone();
+            load::run(
+                client,
+                &server.base,
+                Op::Me,
+                me_workers,
+                me_duration,
+                &mut mine,
+            )
+            .await
+        },
+    );
+    let mixed = report::Mixed::new(me_workers, &idle, &under, &flood, server.peak_rss_mib()?);
+    println!("{}", mixed.line());
+    Ok(mixed)
+}
+
+impl Row {
+    fn new(op: Op, concurrency: usize, s: &Sample, cpu_seconds: f64, peak_rss_mib: f64) -> Row {
+        Row {
+            op,
+            concurrency,
+            requests: s.ok,
+            errors: s.errors,
+            per_sec: s.rate(),
+            p50_ms: s.percentile_ms(50.0),
+            p99_ms: s.percentile_ms(99.0),
+            cpu_us_per_request: if s.ok + s.errors > 0 {
+                cpu_seconds * 1e6 / (s.ok + s.errors) as f64
+            } else {
+                0.0
+            },
+            peak_rss_mib,
+        }
+    }
+}

@@ -1,0 +1,463 @@
+//! The results: the machine, the ceilings, one row per scenario, the issue's targets; as JSON and
+//! as Markdown.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use latchkey::password::argon2id::Cost;
+use serde_json::{Value, json};
+
+use crate::ceilings::Hasher;
+use crate::load::{Op, Sample};
+
+pub struct Machine {
+    pub cores: usize,
+    pub hash_threads: usize,
+    cpu: String,
+    memory_gib: f64,
+    kernel: String,
+    /// 1-minute load average when the run started: other work on the machine skews every figure.
+    load_before: String,
+}
+
+impl Machine {
+    pub fn detect(hash_threads: usize) -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let field = |text: &str, key: &str| {
+            text.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+                .unwrap_or_default()
+        };
+        let memory_kib: f64 = field(&meminfo, "MemTotal")
+            .trim_end_matches(" kB")
+            .parse()
+            .unwrap_or(0.0);
+        Machine {
+            cores: std::thread::available_parallelism().map_or(1, usize::from),
+            hash_threads,
+            cpu: field(&cpuinfo, "model name"),
+            memory_gib: memory_kib / 1024.0 / 1024.0,
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            load_before: std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        }
+    }
+
+    pub fn line(&self) -> String {
+        format!(
+            "machine: {} cores, {}, {:.0} GiB, Linux {}, load average {} at the start; server: {} hashing threads",
+            self.cores, self.cpu, self.memory_gib, self.kernel, self.load_before, self.hash_threads
+        )
+    }
+}
+
+pub struct Row {
+    pub op: Op,
+    pub concurrency: usize,
+    pub requests: u64,
+    pub errors: u64,
+    pub per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub cpu_us_per_request: f64,
+    pub peak_rss_mib: f64,
+}
+
+impl Row {
+    pub fn line(&self) -> String {
+        format!(
+            "{:<28} c={:<3} {:>8.1} req/s  p50 {:>8.2} ms  p99 {:>8.2} ms  errors {:>5}  cpu {:>8.1} µs/req  rss {:>6.1} MiB",
+            self.op.label(),
+            self.concurrency,
+            self.per_sec,
+            self.p50_ms,
+            self.p99_ms,
+            self.errors,
+            self.cpu_us_per_request,
+            self.peak_rss_mib
+        )
+    }
+}
+
+/// `/auth/me` alone, and next to a flood of signups at concurrency 64.
+pub struct Mixed {
+    me_concurrency: usize,
+    idle_p50_ms: f64,
+    idle_p99_ms: f64,
+    idle_per_sec: f64,
+    flood_p50_ms: f64,
+    flood_p99_ms: f64,
+    flood_per_sec: f64,
+    flood_errors: u64,
+    signups_per_sec: f64,
+    signup_errors: u64,
+    peak_rss_mib: f64,
+}
+
+impl Mixed {
+    pub fn new(
+        me_concurrency: usize,
+        idle: &Sample,
+        under: &Sample,
+        flood: &Sample,
+        peak_rss_mib: f64,
+    ) -> Mixed {
+        Mixed {
+            me_concurrency,
+            idle_p50_ms: idle.percentile_ms(50.0),
+            idle_p99_ms: idle.percentile_ms(99.0),
+            idle_per_sec: idle.rate(),
+            flood_p50_ms: under.percentile_ms(50.0),
+            flood_p99_ms: under.percentile_ms(99.0),
+            flood_per_sec: under.rate(),
+            flood_errors: under.errors + idle.errors,
+            signups_per_sec: flood.rate(),
+            signup_errors: flood.errors,
+            peak_rss_mib,
+        }
+    }
+
+    pub fn line(&self) -> String {
+        format!(
+            "mixed: GET /auth/me c={} idle p99 {:.2} ms ({:.0} req/s); during a signup flood (c=64, {:.1} signups/s) p99 {:.2} ms ({:.0} req/s): {:.1}×",
+            self.me_concurrency,
+            self.idle_p99_ms,
+            self.idle_per_sec,
+            self.signups_per_sec,
+            self.flood_p99_ms,
+            self.flood_per_sec,
+            self.flood_p99_ms / self.idle_p99_ms.max(1e-9)
+        )
+    }
+}
+
+pub struct Backend {
+    pub name: &'static str,
+    /// Refresh transactions per second, per concurrency.
+    pub refresh_ceiling: Vec<(usize, f64)>,
+    pub argon2_ceiling: f64,
+    pub eddsa_us: f64,
+    pub hash_threads: usize,
+    pub rows: Vec<Row>,
+    /// `None` only when profiling other scenarios (`--only`).
+    pub mixed: Option<Mixed>,
+}
+
+impl Backend {
+    fn row(&self, op: Op, concurrency: usize) -> Option<&Row> {
+        self.rows
+            .iter()
+            .find(|r| r.op == op && r.concurrency == concurrency)
+    }
+
+    fn tx_ceiling(&self, concurrency: usize) -> Option<f64> {
+        self.refresh_ceiling
+            .iter()
+            .find(|(c, _)| *c == concurrency)
+            .map(|(_, rate)| *rate)
+    }
+
+    /// The per-request CPU floor of `/auth/me`: the HTTP stack plus one signature check.
+    fn me_floor_us(&self, concurrency: usize) -> Option<f64> {
+        self.row(Op::Healthz, concurrency)
+            .map(|h| h.cpu_us_per_request + self.eddsa_us)
+    }
+
+    /// How a row compares with what bounds it.
+    fn versus(&self, row: &Row) -> Option<(f64, String)> {
+        match row.op {
+            Op::Signup | Op::Login => {
+                let f = row.per_sec / self.argon2_ceiling;
+                Some((f, format!("{:.0} % of Argon2", f * 100.0)))
+            }
+            Op::Refresh => self.tx_ceiling(row.concurrency).map(|c| {
+                let f = row.per_sec / c;
+                (f, format!("{:.0} % of the transaction", f * 100.0))
+            }),
+            Op::Me => self.me_floor_us(row.concurrency).map(|floor| {
+                let f = row.cpu_us_per_request / floor;
+                (f, format!("{f:.2}× the CPU floor"))
+            }),
+            Op::Healthz | Op::Jwks => None,
+        }
+    }
+
+    /// The issue's targets: (what, measured, met).
+    fn targets(&self) -> Vec<(String, String, bool)> {
+        let mut t = Vec::new();
+        for op in [Op::Signup, Op::Login] {
+            for c in crate::LEVELS {
+                if let Some((f, _)) = self.row(op, c).and_then(|r| self.versus(r)) {
+                    t.push((
+                        format!("{} c={c} ≥ 90 % of the Argon2 ceiling", op.label()),
+                        format!("{:.0} %", f * 100.0),
+                        f >= 0.9,
+                    ));
+                }
+            }
+        }
+        if let (Some(me), Some(floor)) = (self.row(Op::Me, 64), self.me_floor_us(64)) {
+            t.push((
+                "GET /auth/me c=64 CPU ≤ 1.5 × (GET /healthz CPU + one EdDSA verification)".into(),
+                format!(
+                    "{:.1} µs vs 1.5 × {:.1} µs = {:.1} µs ({:.2}×)",
+                    me.cpu_us_per_request,
+                    floor,
+                    1.5 * floor,
+                    me.cpu_us_per_request / floor
+                ),
+                me.cpu_us_per_request <= 1.5 * floor,
+            ));
+            t.push((
+                "GET /auth/me c=64 well over 10,000 req/s".into(),
+                format!("{:.0} req/s", me.per_sec),
+                me.per_sec > 10_000.0,
+            ));
+        }
+        if let Some(m) = &self.mixed {
+            t.push((
+                "GET /auth/me p99 during a signup flood ≤ 2 × idle".into(),
+                format!(
+                    "{:.2} ms vs {:.2} ms idle ({:.1}×)",
+                    m.flood_p99_ms,
+                    m.idle_p99_ms,
+                    m.flood_p99_ms / m.idle_p99_ms.max(1e-9)
+                ),
+                m.flood_p99_ms <= 2.0 * m.idle_p99_ms,
+            ));
+        }
+        for c in crate::LEVELS {
+            if let Some((f, _)) = self.row(Op::Refresh, c).and_then(|r| self.versus(r)) {
+                t.push((
+                    format!("POST /auth/refresh c={c} ≥ 50 % of the transaction ceiling"),
+                    format!("{:.0} %", f * 100.0),
+                    f >= 0.5,
+                ));
+            }
+        }
+        let budget = 64.0 + self.hash_threads as f64 * 19.0;
+        let peak = self
+            .rows
+            .iter()
+            .filter(|r| r.concurrency == 64)
+            .map(|r| r.peak_rss_mib)
+            .chain(self.mixed.as_ref().map(|m| m.peak_rss_mib))
+            .fold(0.0, f64::max);
+        t.push((
+            format!(
+                "server RSS at c=64 ≤ 64 MiB + {} hashing threads × 19 MiB = {budget:.0} MiB",
+                self.hash_threads
+            ),
+            format!("{peak:.1} MiB"),
+            peak <= budget,
+        ));
+        t
+    }
+}
+
+pub struct Run {
+    pub machine: Machine,
+    pub cost: Cost,
+    pub duration: Duration,
+    pub hashers: Vec<Hasher>,
+    pub eddsa_verify_us: f64,
+    pub backends: Vec<Backend>,
+}
+
+impl Run {
+    pub fn json(&self, at: &str) -> Value {
+        let m = &self.machine;
+        json!({
+            "at": at,
+            "machine": {
+                "cores": m.cores, "cpu": m.cpu, "memory_gib": m.memory_gib, "kernel": m.kernel,
+                "load_average_at_start": m.load_before,
+                "server_hash_threads": m.hash_threads,
+            },
+            "argon2": { "memory_kib": self.cost.memory_kib, "iterations": self.cost.iterations, "parallelism": 1 },
+            "duration_secs": self.duration.as_secs(),
+            "hashers": self.hashers.iter().map(|h| json!({
+                "name": h.name, "chosen": h.chosen,
+                "hashes_per_sec_one_thread": h.one_thread,
+                "hashes_per_sec_all_cores": h.all_cores,
+            })).collect::<Vec<_>>(),
+            "eddsa_verify_us": self.eddsa_verify_us,
+            "backends": self.backends.iter().map(|b| json!({
+                "database": b.name,
+                "ceilings": {
+                    "argon2_hashes_per_sec": b.argon2_ceiling,
+                    "refresh_transactions_per_sec": b.refresh_ceiling.iter()
+                        .map(|(c, r)| json!({"concurrency": c, "per_sec": r})).collect::<Vec<_>>(),
+                    "eddsa_verify_us": b.eddsa_us,
+                },
+                "scenarios": b.rows.iter().map(|r| json!({
+                    "endpoint": r.op.label(), "concurrency": r.concurrency,
+                    "requests": r.requests, "errors": r.errors, "per_sec": r.per_sec,
+                    "p50_ms": r.p50_ms, "p99_ms": r.p99_ms,
+                    "server_cpu_us_per_request": r.cpu_us_per_request,
+                    "peak_rss_mib": r.peak_rss_mib,
+                    "versus_ceiling": b.versus(r).map(|(f, _)| f),
+                })).collect::<Vec<_>>(),
+                "mixed": b.mixed.as_ref().map(|m| json!({
+                    "me_concurrency": m.me_concurrency,
+                    "idle": {"p50_ms": m.idle_p50_ms, "p99_ms": m.idle_p99_ms, "per_sec": m.idle_per_sec},
+                    "during_signup_flood": {"p50_ms": m.flood_p50_ms, "p99_ms": m.flood_p99_ms,
+                        "per_sec": m.flood_per_sec, "me_errors": m.flood_errors,
+                        "signups_per_sec": m.signups_per_sec, "signup_errors": m.signup_errors},
+                    "peak_rss_mib": m.peak_rss_mib,
+                })),
+                "targets": b.targets().into_iter().map(|(what, measured, met)| json!({
+                    "target": what, "measured": measured, "met": met,
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        let m = &self.machine;
+        let _ = writeln!(
+            md,
+            "Machine: {} cores ({}), {:.0} GiB, Linux {}, 1-minute load average {} when the run \
+             started. Server: release build, {} hashing threads, rate limits off, load generator on \
+             the same cores over loopback, {} s per scenario.\n",
+            m.cores,
+            m.cpu,
+            m.memory_gib,
+            m.kernel,
+            m.load_before,
+            m.hash_threads,
+            self.duration.as_secs()
+        );
+        let _ = writeln!(
+            md,
+            "Argon2id m={} KiB, t={}, p=1, in-process:\n\n| implementation | hashes/s, 1 thread | hashes/s, {} threads | |\n|---|---:|---:|---|",
+            self.cost.memory_kib, self.cost.iterations, m.cores
+        );
+        for h in &self.hashers {
+            let _ = writeln!(
+                md,
+                "| {} | {:.1} | {:.1} | {} |",
+                h.name,
+                h.one_thread,
+                h.all_cores,
+                if h.chosen { "used by the service" } else { "" }
+            );
+        }
+        let _ = writeln!(
+            md,
+            "\nOne EdDSA access-token verification: {:.1} µs.",
+            self.eddsa_verify_us
+        );
+        for b in &self.backends {
+            let _ = writeln!(md, "\n### {}\n", b.name);
+            let tx: Vec<String> = b
+                .refresh_ceiling
+                .iter()
+                .map(|(c, r)| format!("{r:.0}/s at concurrency {c}"))
+                .collect();
+            let _ = writeln!(
+                md,
+                "Ceilings: Argon2 {:.1} hashes/s; refresh transaction {}; GET /healthz {}.\n",
+                b.argon2_ceiling,
+                tx.join(", "),
+                crate::LEVELS
+                    .iter()
+                    .filter_map(|c| b.row(Op::Healthz, *c))
+                    .map(|r| format!("{:.0} req/s at c={}", r.per_sec, r.concurrency))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let _ = writeln!(
+                md,
+                "| endpoint | c | req/s | p50 ms | p99 ms | errors | server CPU µs/req | peak RSS MiB | vs ceiling |\n\
+                 |---|---:|---:|---:|---:|---:|---:|---:|---|"
+            );
+            for r in &b.rows {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {:.1} | {:.2} | {:.2} | {} | {:.0} | {:.1} | {} |",
+                    r.op.label(),
+                    r.concurrency,
+                    r.per_sec,
+                    r.p50_ms,
+                    r.p99_ms,
+                    r.errors,
+                    r.cpu_us_per_request,
+                    r.peak_rss_mib,
+                    b.versus(r).map(|(_, s)| s).unwrap_or_default()
+                );
+            }
+            if let Some(x) = &b.mixed {
+                let _ = writeln!(
+                    md,
+                    "\nMixed: GET /auth/me at c={}: idle p50 {:.2} ms, p99 {:.2} ms ({:.0} req/s); during a \
+                 signup flood at c=64 ({:.1} signups/s, {} errors) p50 {:.2} ms, p99 {:.2} ms ({:.0} req/s).\n",
+                    x.me_concurrency,
+                    x.idle_p50_ms,
+                    x.idle_p99_ms,
+                    x.idle_per_sec,
+                    x.signups_per_sec,
+                    x.signup_errors,
+                    x.flood_p50_ms,
+                    x.flood_p99_ms,
+                    x.flood_per_sec
+                );
+            }
+            let _ = writeln!(md, "| target | measured | met |\n|---|---|---|");
+            for (what, measured, met) in b.targets() {
+                let _ = writeln!(
+                    md,
+                    "| {what} | {measured} | {} |",
+                    if met { "yes" } else { "**no**" }
+                );
+            }
+        }
+        md
+    }
+
+    /// Writes `<timestamp>.json`/`.md` and `latest.json`/`.md` into `dir`; returns the paths.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<Vec<String>> {
+        let now = time::OffsetDateTime::now_utc();
+        let at = now
+            .format(&time::format_description::well_known::Rfc3339)
+            .context("cannot format the time")?;
+        let stamp = format!(
+            "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+            now.year(),
+            u8::from(now.month()),
+            now.day(),
+            now.hour(),
+            now.minute(),
+            now.second()
+        );
+        let json = serde_json::to_string_pretty(&self.json(&at))? + "\n";
+        let md = format!("## Benchmark, {at}\n\n{}", self.markdown());
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut written = Vec::new();
+        for (name, text) in [
+            (format!("{stamp}.json"), &json),
+            (format!("{stamp}.md"), &md),
+            ("latest.json".to_owned(), &json),
+            ("latest.md".to_owned(), &md),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            written.push(path.display().to_string());
+        }
+        Ok(written)
+    }
+}

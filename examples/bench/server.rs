@@ -1,0 +1,228 @@
+//! The server under test: built, started as a child process, watched through /proc, stopped.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use sqlx::Connection as _;
+
+/// Builds (or finds up to date) `target/release/latchkey` with the cargo that runs this example.
+pub fn build_release_binary() -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    println!("building the release server: cargo build --release --bin latchkey");
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--bin", "latchkey"])
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!("cargo build --release failed");
+    }
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+    let binary = target.join("release").join("latchkey");
+    if !binary.exists() {
+        bail!("{} is missing after the build", binary.display());
+    }
+    Ok(binary)
+}
+
+/// A fresh temporary directory for this run's SQLite files and server log.
+pub fn scratch_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("latchkey-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// The load only ever goes to this machine.
+pub fn check_loopback(url: &str) -> anyhow::Result<()> {
+    let parsed = url::Url::parse(url).context("--postgres-url is not a URL")?;
+    match parsed.host() {
+        Some(url::Host::Domain("localhost")) => Ok(()),
+        Some(url::Host::Ipv4(ip)) if ip.is_loopback() => Ok(()),
+        Some(url::Host::Ipv6(ip)) if ip.is_loopback() => Ok(()),
+        _ => bail!("--postgres-url must point at this machine (127.0.0.1, ::1 or localhost)"),
+    }
+}
+
+pub struct Server {
+    child: Child,
+    pub pid: u32,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    ticks_per_second: f64,
+}
+
+impl Server {
+    /// Starts `latchkey serve` on a free loopback port against `database_url`, with rate limits
+    /// off, and waits for its "listening" log line. Its log goes to `log_path`.
+    pub fn start(binary: &Path, database_url: &str, log_path: PathBuf) -> anyhow::Result<Server> {
+        let help = Command::new(binary)
+            .arg("--help")
+            .output()
+            .context("cannot run the server binary")?;
+        let help = String::from_utf8_lossy(&help.stdout);
+        let mut command = Command::new(binary);
+        command
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(["--database-url", database_url])
+            .args([
+                "--key-encryption-key",
+                &latchkey::keys::Kek::generate_encoded(),
+            ])
+            .env_remove("LATCHKEY_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // Settings that may not exist in every version of the server.
+        if help.contains("--rate-limits") {
+            command.args(["--rate-limits", "off"]);
+        }
+        // The closed loop keeps at most 64 signups or logins in flight: a queue that holds them
+        // all measures throughput, not load shedding (which answers the 65th with 503 at once).
+        if help.contains("--hash-queue") {
+            command.args(["--hash-queue", "64"]);
+        }
+        let mut child = command.spawn().context("cannot start the server")?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            // Drains the log for the server's whole life, so it never blocks on a full pipe.
+            let mut log = std::fs::File::create(&log_path).ok();
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(log) = log.as_mut() {
+                    let _ = writeln!(log, "{line}");
+                }
+                if let Some(at) = line.find("latchkey listening on http://") {
+                    let address = line[at + "latchkey listening on http://".len()..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(address);
+                    }
+                }
+            }
+        });
+        let address = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(address) => address,
+            Err(_) => {
+                let _ = child.kill();
+                bail!("the server did not say where it listens within 60 s (see its log)");
+            }
+        };
+        let pid = child.id();
+        Ok(Server {
+            child,
+            pid,
+            base: format!("http://{address}"),
+            ticks_per_second: clock_ticks(),
+        })
+    }
+
+    /// User + system CPU time the server has used so far.
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
+        // Fields after the command name (which may hold spaces) start at field 3 (state).
+        let rest = stat.rsplit_once(')').context("odd /proc stat")?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: f64 = fields.get(11).context("no utime")?.parse()?;
+        let stime: f64 = fields.get(12).context("no stime")?.parse()?;
+        Ok((utime + stime) / self.ticks_per_second)
+    }
+
+    /// Resets the peak resident set size (Linux ≥ 4.0).
+    pub fn reset_peak_rss(&self) {
+        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.pid), "5");
+    }
+
+    /// Peak resident set size since the last reset, in MiB.
+    pub fn peak_rss_mib(&self) -> anyhow::Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .context("no VmHWM")?
+            .parse()?;
+        Ok(kib / 1024.0)
+    }
+
+    /// SIGTERM, then SIGKILL if it has not stopped within 10 s.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `sysconf(_SC_CLK_TCK)`, the unit of /proc CPU times (100 on every usual Linux).
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// A database made for this run on the given PostgreSQL server, dropped afterwards.
+pub struct PgDatabase {
+    admin_url: String,
+    name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    pub async fn create(admin_url: &str, purpose: &str) -> anyhow::Result<PgDatabase> {
+        let name = format!("latchkey_bench_{}_{purpose}", std::process::id());
+        let mut admin = sqlx::PgConnection::connect(admin_url)
+            .await
+            .context("cannot connect to PostgreSQL")?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+            .execute(&mut admin)
+            .await?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .context("cannot create the benchmark database")?;
+        let mut url = url::Url::parse(admin_url)?;
+        url.set_path(&format!("/{name}"));
+        Ok(PgDatabase {
+            admin_url: admin_url.to_owned(),
+            name,
+            url: url.to_string(),
+        })
+    }
+
+    pub async fn drop_database(&self) {
+        let dropped = async {
+            let mut admin = sqlx::PgConnection::connect(&self.admin_url).await?;
+            sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut admin)
+            .await?;
+            anyhow::Ok(())
+        };
+        if let Err(err) = dropped.await {
+            eprintln!("could not drop {}: {err:#}", self.name);
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The operator's commands: `latchkey users …`, `latchkey sessions revoke`, `latchkey keys list`,
+//! `latchkey config check`. Each prints readable lines, or JSON with `--json`.
+//!
+//! Commands that change accounts follow the flows' pattern: one transaction with its audit event.
+//! Disabling revokes every session at once, so a disabled user's access tokens stop working on
+//! latchkey's own endpoints immediately; deleting removes the user, profile, sessions and tokens
+//! in one transaction.
+
+use anyhow::{Context, anyhow};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::clock::{Clock, rfc3339};
+use crate::config::Settings;
+use crate::store::admin::{KeyRow, UserRow};
+use crate::store::{self, Store, audit};
+
+/// How a command's result is printed.
+#[derive(Debug, Clone, Copy)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+impl Output {
+    fn print(self, text: &str, json: Value) {
+        match self {
+            Output::Text => println!("{text}"),
+            Output::Json => println!("{json}"),
+        }
+    }
+}
+
+fn user_json(u: &UserRow) -> Value {
+    json!({
+        "id": u.id,
+        "email": u.email,
+        "email_verified": u.email_verified_at.is_some(),
+        "created_at": rfc3339(u.created_at),
+        "disabled": u.disabled_at.is_some(),
+        "display_name": u.display_name,
+        "last_login_at": u.last_login_at.map(rfc3339),
+        "live_sessions": u.live_sessions,
+    })
+}
+
+fn user_line(u: &UserRow) -> String {
+    format!(
+        "{}  {}  verified={}  disabled={}  sessions={}  created={}",
+        u.id,
+        u.email,
+        u.email_verified_at.is_some(),
+        u.disabled_at.is_some(),
+        u.live_sessions,
+        rfc3339(u.created_at)
+    )
+}
+
+pub async fn list_users(
+    store: &Store,
+    clock: &Clock,
+    limit: i64,
+    out: Output,
+) -> anyhow::Result<()> {
+    let users = store::admin::list_users(store.reader(), clock.now(), limit).await?;
+    let text = if users.is_empty() {
+        "no users".to_owned()
+    } else {
+        users.iter().map(user_line).collect::<Vec<_>>().join("\n")
+    };
+    out.print(
+        &text,
+        json!({ "users": users.iter().map(user_json).collect::<Vec<_>>() }),
+    );
+    Ok(())
+}
+
+async fn find(store: &Store, clock: &Clock, user: &str) -> anyhow::Result<(UserRow, Uuid)> {
+    let row = store::admin::find_user(store.reader(), clock.now(), user)
+        .await?
+        .ok_or_else(|| anyhow!("no user with id or email {user:?}"))?;
+    let id = Uuid::parse_str(&row.id).context("stored user id is not a UUID")?;
+    Ok((row, id))
+}
+
+pub async fn show_user(
+    store: &Store,
+    clock: &Clock,
+    user: &str,
+    out: Output,
+) -> anyhow::Result<()> {
+    let (row, id) = find(store, clock, user).await?;
+    let sessions = store::sessions::live_sessions(store.reader(), id, clock.now()).await?;
+    let session_json: Vec<Value> = sessions
+        .iter()
+        .map(|s| {
+            json!({"id": s.id, "created_at": rfc3339(s.created_at), "last_used_at": rfc3339(s.last_used_at),
+                   "user_agent": s.user_agent, "ip": s.ip})
+        })
+        .collect();
+    let mut text = user_line(&row);
+    for s in &sessions {
+        text.push_str(&format!(
+            "\n  session {}  last used {}  ip={}  {}",
+            s.id,
+            rfc3339(s.last_used_at),
+            s.ip.as_deref().unwrap_or("-"),
+            s.user_agent.as_deref().unwrap_or("-")
+        ));
+    }
+    let mut json = user_json(&row);
+    json["sessions"] = Value::Array(session_json);
+    out.print(&text, json);
+    Ok(())
+}
+
+/// Disables (or enables) an account; disabling revokes every session, in the same transaction.
+pub async fn set_disabled(
+    store: &Store,
+    clock: &Clock,
+    user: &str,
+    disable: bool,
+    out: Output,
+) -> anyhow::Result<()> {
+    let (row, id) = find(store, clock, user).await?;
+    let now = clock.now();
+    let actor = audit::Actor {
+        user_id: Some(id),
+        ..audit::Actor::default()
+    };
+    // Transaction boundary: the flag, the revocations and the audit event.
+    let mut tx = store.begin().await?;
+    store::admin::set_disabled(&mut *tx, id, disable.then_some(now), now).await?;
+    let revoked = if disable {
+        store::sessions::revoke_all_sessions(&mut *tx, id, "user_disabled", now).await?
+    } else {
+        0
+    };
+    let kind = if disable {
+        audit::Kind::UserDisabled
+    } else {
+        audit::Kind::UserEnabled
+    };
+    audit::record(&mut *tx, kind, &actor, now).await?;
+    tx.commit().await?;
+    let verb = if disable { "disabled" } else { "enabled" };
+    out.print(
+        &format!(
+            "{verb} {} ({}); {revoked} sessions revoked",
+            row.email, row.id
+        ),
+        json!({"id": row.id, "email": row.email, "disabled": disable, "sessions_revoked": revoked}),
+    );
+    Ok(())
+}
+
+/// Deletes an account and everything hanging off it, in one transaction.
+pub async fn delete_user(
+    store: &Store,
+    clock: &Clock,
+    user: &str,
+    out: Output,
+) -> anyhow::Result<()> {
+    let (row, id) = find(store, clock, user).await?;
+    let now = clock.now();
+    // Transaction boundary: the deletion (cascading to profile, sessions and tokens) and its
+    // audit event, which outlives the account.
+    let mut tx = store.begin().await?;
+    store::admin::delete_user(&mut *tx, id).await?;
+    let actor = audit::Actor {
+        user_id: Some(id),
+        ..audit::Actor::default()
+    };
+    audit::record(&mut *tx, audit::Kind::UserDeleted, &actor, now).await?;
+    tx.commit().await?;
+    out.print(
+        &format!("deleted {} ({})", row.email, row.id),
+        json!({"id": row.id, "email": row.email, "deleted": true}),
+    );
+    Ok(())
+}
+
+/// Revokes every session of a user.
+pub async fn revoke_sessions(
+    store: &Store,
+    clock: &Clock,
+    user: &str,
+    out: Output,
+) -> anyhow::Result<()> {
+    let (row, id) = find(store, clock, user).await?;
+    let now = clock.now();
+    // Transaction boundary: the revocations and their audit event.
+    let mut tx = store.begin().await?;
+    let revoked =
+        store::sessions::revoke_all_sessions(&mut *tx, id, "revoked_by_admin", now).await?;
+    let actor = audit::Actor {
+        user_id: Some(id),
+        ..audit::Actor::default()
+    };
+    audit::record(&mut *tx, audit::Kind::SessionsRevokedByAdmin, &actor, now).await?;
+    tx.commit().await?;
+    out.print(
+        &format!("revoked {revoked} sessions of {} ({})", row.email, row.id),
+        json!({"id": row.id, "email": row.email, "sessions_revoked": revoked}),
+    );
+    Ok(())
+}
+
+pub async fn list_keys(store: &Store, out: Output) -> anyhow::Result<()> {
+    let keys = store::admin::list_keys(store.reader()).await?;
+    let status = |k: &KeyRow| {
+        if k.retired_at.is_none() {
+            "active"
+        } else {
+            "retired"
+        }
+    };
+    let text = keys
+        .iter()
+        .map(|k| {
+            format!(
+                "{}  {}  created={}",
+                k.kid,
+                status(k),
+                rfc3339(k.created_at)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let json = json!({"keys": keys.iter().map(|k| json!({
+        "kid": k.kid, "status": status(k), "created_at": rfc3339(k.created_at),
+        "retired_at": k.retired_at.map(rfc3339),
+    })).collect::<Vec<_>>()});
+    out.print(&text, json);
+    Ok(())
+}
+
+/// The effective settings, secrets redacted. Reaching this point means they are valid.
+pub fn config_check(settings: &Settings, out: Output) -> anyhow::Result<()> {
+    let json = serde_json::to_value(settings)?;
+    let mut text = vec!["configuration is valid:".to_owned()];
+    if let Some(fields) = json.as_object() {
+        text.extend(fields.iter().map(|(k, v)| format!("  {k} = {v}")));
+    }
+    out.print(&text.join("\n"), json);
+    Ok(())
+}

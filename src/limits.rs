@@ -1,0 +1,376 @@
+//! Rate limits per client IP and per account, counted in the database so that they hold across
+//! every instance on it: an attacker who spreads requests over the instances behind a load
+//! balancer meets the same counters on each.
+//!
+//! Handlers call [`Limiter::check`] with a [`Limit`] and its subject (a client IP from
+//! `ClientInfo::rate_key`, an address from `Email::normalized`, a user id). Login has its own
+//! steps, [`Limiter::login_attempt`] and [`Limiter::login_succeeded`], because it counts failures.
+//! A refused request is 429 `rate_limited` with `Retry-After`, whatever the limit, so the answer
+//! never tells which limit was hit (in particular not that an account is being delayed).
+//!
+//! How each counter works:
+//! - Fixed windows: the first hit opens a window of the limit's period; every request in it counts
+//!   (refused ones too, which changes nothing since the window's end is fixed); over the maximum,
+//!   the answer is 429 until the window ends. Bursts at a window's edge can reach twice the
+//!   maximum in a short time; on average the rate holds.
+//! - Failed logins per account (keyed by the normalized email, whether or not it has an account,
+//!   so an unknown address behaves exactly like a known one): after `max` failures within the
+//!   period, the next attempt must wait one period; each further failure doubles the wait, up to
+//!   [`MAX_ACCOUNT_DELAY`]. A delay, not a lockout: it ends by itself, the counter is forgotten one
+//!   quiet period after the last failure or wait, a successful login clears it, and nothing here
+//!   stops the owner from resetting the password (after which `clear_login_failures` clears it).
+//!
+//! Login counts an attempt as a failure *before* it checks the password and takes it back when
+//! the password matches. So concurrent attempts cannot slip past a limit while their hashes run,
+//! and the counter of a failed attempt is already committed whatever happens to the request.
+//! Every counter write is a transaction of its own for the same reason: the count must survive
+//! the failure of the request it belongs to.
+//!
+//! The in-memory fast path remembers, per instance, "this key is refused until T" for the fixed
+//! windows that only ever grow (every limit of [`Limit`] and login's attempts per IP): within a
+//! window such a count never goes down, so until T the database would say the same, and a flood
+//! from one address stops costing a database write per request. Counters that can go down (login
+//! failures, which a success takes back or clears) are always asked of the database.
+//!
+//! Keys: the limit's name and a keyed hash (HMAC-SHA256, secret derived from the key-encryption
+//! key, so all instances agree) of the subject, so the table never holds addresses or IPs in the
+//! clear. `rate_limits off` turns every check into a no-op that writes nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::clock::{Clock, Millis, millis};
+use crate::config::{Rate, Settings};
+use crate::domain::Email;
+use crate::error::ApiError;
+use crate::extract::ClientInfo;
+use crate::store::{self, Store};
+use crate::tokens::hmac_sha256;
+
+/// The longest wait a run of failed logins can impose on an account.
+pub const MAX_ACCOUNT_DELAY: Duration = Duration::from_secs(3600);
+/// Keys remembered as refused, per instance; beyond, refusals are simply not remembered.
+const MAX_REMEMBERED: usize = 10_000;
+
+/// Counter names of login, which [`Limiter::login_attempt`] applies (public for tests).
+pub const LOGIN_IP: &str = "login_ip";
+pub const LOGIN_FAILURE_IP: &str = "login_failure_ip";
+pub const LOGIN_FAILURE_ACCOUNT: &str = "login_failure_account";
+
+/// The limits handlers apply with [`Limiter::check`]. Each says what its subject is; defaults are
+/// in `config.rs` and the README.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// POST /auth/signup, per client IP (`ClientInfo::rate_key`). Default 20 per minute.
+    Signup,
+    /// POST /auth/refresh, per client IP. Default 150 per 5 minutes.
+    Refresh,
+    /// POST /auth/password/forgot, per address (`Email::normalized`). Default 5 per minute.
+    Forgot,
+    /// POST /auth/password/forgot, per client IP. Default 20 per minute.
+    ForgotIp,
+    /// POST /auth/password/reset, per client IP. Default 10 per minute.
+    Reset,
+    /// POST /auth/email/verify, per client IP. Default 10 per minute.
+    Verify,
+    /// POST /auth/email/verify/resend, per account (the user id). Default 3 per 15 minutes.
+    VerifyResend,
+}
+
+impl Limit {
+    /// The counter's name, the first part of its key.
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::Signup => "signup_ip",
+            Limit::Refresh => "refresh_ip",
+            Limit::Forgot => "forgot_address",
+            Limit::ForgotIp => "forgot_ip",
+            Limit::Reset => "reset_ip",
+            Limit::Verify => "verify_ip",
+            Limit::VerifyResend => "verify_resend_account",
+        }
+    }
+
+    fn rate(self, s: &Settings) -> Rate {
+        match self {
+            Limit::Signup => s.signup_ip_limit,
+            Limit::Refresh => s.refresh_ip_limit,
+            Limit::Forgot => s.forgot_address_limit,
+            Limit::ForgotIp => s.forgot_ip_limit,
+            Limit::Reset => s.reset_ip_limit,
+            Limit::Verify => s.verify_ip_limit,
+            Limit::VerifyResend => s.verify_resend_account_limit,
+        }
+    }
+}
+
+/// The rate limiter of one instance; cheap to clone.
+#[derive(Clone)]
+pub struct Limiter(Arc<Inner>);
+
+struct Inner {
+    settings: Arc<Settings>,
+    store: Store,
+    clock: Clock,
+    secret: [u8; 32],
+    /// Key → until when it is refused (the fast path; see the module comment).
+    refused: Mutex<HashMap<String, Millis>>,
+}
+
+/// The counters one login attempt reserved; give it back with `login_succeeded` when the
+/// password matched. Empty when rate limits are off.
+#[derive(Debug, Default)]
+#[must_use]
+pub struct LoginAttempt {
+    reserved: Option<Reserved>,
+}
+
+#[derive(Debug)]
+struct Reserved {
+    failures_key: String,
+    failures_window: Millis,
+    account_key: String,
+}
+
+impl Limiter {
+    /// `secret` keys the hashes of subjects; every instance must derive the same one.
+    pub fn new(settings: Arc<Settings>, store: Store, clock: Clock, secret: [u8; 32]) -> Limiter {
+        Limiter(Arc::new(Inner {
+            settings,
+            store,
+            clock,
+            secret,
+            refused: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    fn enabled(&self) -> bool {
+        self.0.settings.rate_limits
+    }
+
+    /// The database key of a counter: its name and a keyed hash of its subject.
+    pub fn key(&self, name: &str, subject: &str) -> String {
+        let mac = hmac_sha256(&self.0.secret, subject.as_bytes());
+        format!("{name}:{}", URL_SAFE_NO_PAD.encode(&mac[..16]))
+    }
+
+    /// Counts one request against `limit` for `subject`: 429 `rate_limited` once it is over.
+    pub async fn check(&self, limit: Limit, subject: &str) -> Result<(), ApiError> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let key = self.key(limit.name(), subject);
+        let now = self.0.clock.now();
+        self.refused_in_memory(&key, now)?;
+        let rate = limit.rate(&self.0.settings);
+        // A transaction of its own: the hit counts even if the request fails afterwards.
+        let mut tx = self.0.store.begin().await?;
+        let window = store::rate_limits::hit(&mut *tx, &key, now, millis(rate.period)).await?;
+        tx.commit().await?;
+        if window.count > i64::from(rate.max) {
+            self.remember_refusal(key, window.expires_at, now);
+            return Err(refuse(limit.name(), window.expires_at, now));
+        }
+        Ok(())
+    }
+
+    /// Reserves the counters of a login attempt before its password is checked: the attempt per
+    /// IP, and a failure per IP and per account, as if it were going to fail. Refused (429) when
+    /// any of them is over; then the counters after the refusing one are left alone, so a client
+    /// refused for its IP does not lengthen the wait of the account it was trying.
+    pub async fn login_attempt(
+        &self,
+        client: &ClientInfo,
+        email: &Email,
+    ) -> Result<LoginAttempt, ApiError> {
+        if !self.enabled() {
+            return Ok(LoginAttempt::default());
+        }
+        let s = &self.0.settings;
+        let now = self.0.clock.now();
+        let ip = client.rate_key();
+        let attempts_key = self.key(LOGIN_IP, &ip);
+        self.refused_in_memory(&attempts_key, now)?;
+        let failures_key = self.key(LOGIN_FAILURE_IP, &ip);
+        let account_key = self.key(LOGIN_FAILURE_ACCOUNT, email.normalized());
+        let account_rate = s.login_failure_account_limit;
+        let account_period = millis(account_rate.period);
+
+        // Transaction boundary: the three counters of this attempt, committed before the password
+        // is checked, whatever the login's outcome (a refusal commits what it counted too).
+        let mut tx = self.0.store.begin().await?;
+        let attempts = store::rate_limits::hit(
+            &mut *tx,
+            &attempts_key,
+            now,
+            millis(s.login_ip_limit.period),
+        )
+        .await?;
+        if attempts.count > i64::from(s.login_ip_limit.max) {
+            tx.commit().await?;
+            self.remember_refusal(attempts_key, attempts.expires_at, now);
+            return Err(refuse(LOGIN_IP, attempts.expires_at, now));
+        }
+        let failures = store::rate_limits::hit(
+            &mut *tx,
+            &failures_key,
+            now,
+            millis(s.login_failure_ip_limit.period),
+        )
+        .await?;
+        if failures.count > i64::from(s.login_failure_ip_limit.max) {
+            tx.commit().await?;
+            return Err(refuse(LOGIN_FAILURE_IP, failures.expires_at, now));
+        }
+        let strikes =
+            store::rate_limits::strike(&mut *tx, &account_key, now, account_period).await?;
+        if strikes.blocked_until > now {
+            // Still the failure per IP counted above: hammering a delayed account is failing.
+            tx.commit().await?;
+            return Err(refuse(LOGIN_FAILURE_ACCOUNT, strikes.blocked_until, now));
+        }
+        if strikes.count >= i64::from(account_rate.max) {
+            // If this attempt fails, it is the max-th failure (or a further one): whoever tries
+            // next must wait. Set now, not after the hash, so that attempts racing with this one
+            // are refused; a matching password lifts it again (`login_succeeded`).
+            let wait = account_delay(account_rate, strikes.count);
+            let blocked_until = now.saturating_add(millis(wait));
+            store::rate_limits::block(
+                &mut *tx,
+                &account_key,
+                blocked_until,
+                blocked_until.saturating_add(account_period),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(LoginAttempt {
+            reserved: Some(Reserved {
+                failures_key,
+                failures_window: failures.expires_at,
+                account_key,
+            }),
+        })
+    }
+
+    /// The password matched: the reserved failure per IP is taken back and the account's failure
+    /// counter (and any wait it imposed) is forgotten.
+    pub async fn login_succeeded(&self, attempt: LoginAttempt) -> Result<(), ApiError> {
+        let Some(reserved) = attempt.reserved else {
+            return Ok(());
+        };
+        let mut tx = self.0.store.begin().await?;
+        store::rate_limits::refund(&mut *tx, &reserved.failures_key, reserved.failures_window)
+            .await?;
+        store::rate_limits::clear(&mut *tx, &reserved.account_key).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Forgets the failed logins of an address and the wait they imposed. For the password reset:
+    /// whoever proved they own the address can log in at once.
+    pub async fn clear_login_failures(&self, email: &Email) -> Result<(), ApiError> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let key = self.key(LOGIN_FAILURE_ACCOUNT, email.normalized());
+        let mut tx = self.0.store.begin().await?;
+        store::rate_limits::clear(&mut *tx, &key).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes counters that have ended; returns how many (a background job).
+    pub async fn prune(&self) -> Result<u64, sqlx::Error> {
+        let mut tx = self.0.store.begin().await?;
+        let pruned = store::rate_limits::prune(&mut *tx, self.0.clock.now()).await?;
+        tx.commit().await?;
+        Ok(pruned)
+    }
+
+    fn refused_in_memory(&self, key: &str, now: Millis) -> Result<(), ApiError> {
+        let until = self
+            .0
+            .refused
+            .lock()
+            .ok()
+            .and_then(|refused| refused.get(key).copied());
+        match until {
+            // Not logged again: the first refusal of this window was, and the response line
+            // shows the 429 (a flood must not become a flood of log lines too).
+            Some(until) if until > now => Err(ApiError::RateLimited {
+                retry_after_secs: seconds_until(until, now),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn remember_refusal(&self, key: String, until: Millis, now: Millis) {
+        // A poisoned lock only costs the fast path.
+        if let Ok(mut refused) = self.0.refused.lock() {
+            if refused.len() >= MAX_REMEMBERED {
+                refused.retain(|_, until| *until > now);
+            }
+            if refused.len() < MAX_REMEMBERED {
+                refused.insert(key, until);
+            }
+        }
+    }
+}
+
+/// The wait after the `count`-th failure of an account whose limit is `rate`: one period at the
+/// max-th failure, doubling with each further one, capped.
+fn account_delay(rate: Rate, count: i64) -> Duration {
+    let doublings = u32::try_from(count - i64::from(rate.max))
+        .unwrap_or(0)
+        .min(16);
+    let cap = MAX_ACCOUNT_DELAY.max(rate.period);
+    rate.period.saturating_mul(1 << doublings).min(cap)
+}
+
+/// The one 429 of every limit. Only the log says which limit it was (never the subject).
+fn refuse(name: &str, until: Millis, now: Millis) -> ApiError {
+    let retry_after_secs = seconds_until(until, now);
+    tracing::warn!(limit = name, retry_after_secs, "rate limited");
+    ApiError::RateLimited { retry_after_secs }
+}
+
+/// Whole seconds, rounded up, and at least one: a client that waits that long gets through.
+fn seconds_until(until: Millis, now: Millis) -> u64 {
+    u64::try_from((until - now + 999) / 1000)
+        .unwrap_or(1)
+        .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_account_wait_starts_at_one_period_and_doubles_up_to_the_cap() {
+        let rate = Rate::new(5, Duration::from_secs(300));
+        let waits: Vec<u64> = (5..=10)
+            .map(|count| account_delay(rate, count).as_secs())
+            .collect();
+        assert_eq!(waits, [300, 600, 1200, 2400, 3600, 3600]);
+        assert_eq!(account_delay(rate, 1_000_000).as_secs(), 3600);
+        let long = Rate::new(3, Duration::from_secs(7200));
+        assert_eq!(account_delay(long, 9).as_secs(), 7200);
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up() {
+        let secs = |until, now| match refuse("test", until, now) {
+            ApiError::RateLimited { retry_after_secs } => retry_after_secs,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(secs(60_000, 0), 60);
+        assert_eq!(secs(60_000, 1), 60);
+        assert_eq!(secs(60_000, 59_001), 1);
+        assert_eq!(secs(60_000, 60_000), 1);
+    }
+}

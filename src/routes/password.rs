@@ -1,0 +1,292 @@
+//! POST /auth/password/forgot, /auth/password/reset and /auth/password/change.
+//!
+//! - forgot: 202 with the same body whether or not the account exists; for an account, a reset
+//!   link (superseding older ones) and its email are written in one transaction.
+//! - reset: uses the link's token (one conditional UPDATE), sets the new password, revokes every
+//!   session and writes the audit event and the password-changed notice, in one transaction.
+//! - change: checks the current password, sets the new one, revokes every other session, in one
+//!   transaction; a wrong current password is recorded in a transaction of its own.
+//!
+//! New passwords are hashed before any transaction opens.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use axum_extra::extract::CookieJar;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::links::{self, Issued};
+use crate::app::AppState;
+use crate::cookies;
+use crate::domain::password::{MAX_CHARS, normalize_secret};
+use crate::domain::{Email, NewPassword, required};
+use crate::error::{ApiError, FieldErrors};
+use crate::extract::{ApiJson, Authenticated, ClientInfo};
+use crate::failpoint::failpoint;
+use crate::limits::Limit;
+use crate::store::{self, audit};
+use crate::tokens::{self, Purpose};
+
+/// The body of every answer to forgot, whether the account exists or not.
+pub const FORGOT_MESSAGE: &str =
+    "If an account exists for this email address, a link to reset its password is on its way.";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/auth/password/forgot", post(forgot))
+        .route("/auth/password/reset", post(reset))
+        .route("/auth/password/change", post(change))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForgotRequest {
+    email: Option<String>,
+}
+
+#[tracing::instrument(name = "password_forgot", skip_all)]
+async fn forgot(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    ApiJson(req): ApiJson<ForgotRequest>,
+) -> Result<Response, ApiError> {
+    let mut errors = FieldErrors::new();
+    let Some(email) = required(&mut errors, "email", req.email.as_deref(), Email::parse) else {
+        return Err(ApiError::Validation(errors));
+    };
+    // Per client IP (one client mailing many addresses) and per address as typed, whether or not
+    // it has an account, so that a 429 tells nothing about it either.
+    state
+        .limits
+        .check(Limit::ForgotIp, &client.rate_key())
+        .await?;
+    state
+        .limits
+        .check(Limit::Forgot, email.normalized())
+        .await?;
+    let now = state.clock.now();
+
+    // Transaction boundary: the throttle slot, the new token (superseding older ones), its email
+    // in the outbox and the audit event commit together, or none of them does.
+    let mut tx = state.store.begin().await?;
+    let mut issued = false;
+    if let Some(contact) = store::users::find_contact_by_email(&mut *tx, &email).await? {
+        let user_id = parse_id(&contact.id)?;
+        tracing::Span::current().record("user_id", tracing::field::display(user_id));
+        // The address on file, not the one typed: they are equal only case-insensitively.
+        let to = stored_email(&contact.email)?;
+        match links::send_link(&mut tx, &state, user_id, &to, Purpose::PasswordReset, now).await? {
+            Issued::Sent => {
+                let actor = client.actor(Some(user_id), None);
+                audit::record(&mut *tx, audit::Kind::PasswordResetRequested, &actor, now).await?;
+                issued = true;
+            }
+            Issued::Throttled { .. } => {
+                tracing::info!("password reset email throttled: one was sent moments ago");
+            }
+        }
+    }
+    tx.commit().await?;
+    if issued {
+        state.mailer.wake();
+    }
+    // The same answer for every address: nothing tells whether an account exists.
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "message": FORGOT_MESSAGE })),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetRequest {
+    token: Option<SecretString>,
+    password: Option<SecretString>,
+}
+
+#[tracing::instrument(name = "password_reset", skip_all)]
+async fn reset(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    jar: CookieJar,
+    ApiJson(req): ApiJson<ResetRequest>,
+) -> Result<Response, ApiError> {
+    let mut errors = FieldErrors::new();
+    let token = present(&mut errors, "token", req.token);
+    let password = present(&mut errors, "password", req.password);
+    let (Some(token), Some(password)) = (token, password) else {
+        return Err(ApiError::Validation(errors));
+    };
+    // Before the token is looked up: guessing tokens is what this limit slows.
+    state.limits.check(Limit::Reset, &client.rate_key()).await?;
+    let hash = tokens::hash_opaque(Purpose::PasswordReset, &token);
+    // A first look, outside any transaction, to learn whose password this is: new passwords are
+    // checked against the owner's email, and hashed before the transaction. The token is only
+    // used (or found to be used already) inside the transaction below.
+    let found = store::one_time_tokens::find_live(
+        state.store.reader(),
+        &hash,
+        Purpose::PasswordReset,
+        state.clock.now(),
+    )
+    .await?
+    .ok_or(ApiError::TokenInvalid)?;
+    let owner = stored_email(&found.user_email)?;
+    let password = NewPassword::parse(password.expose_secret(), &owner)
+        .map_err(|problem| ApiError::field("password", problem))?;
+    let password_hash = state.hasher.hash(password.into_secret()).await?;
+    let now = state.clock.now();
+
+    // Transaction boundary: using the token, the new password, the revocation of every session
+    // and of the other reset links, the notice email and the audit event commit together. Of two
+    // requests racing with one token, only one gets past `use_token`.
+    let mut tx = state.store.begin().await?;
+    let used = store::one_time_tokens::use_token(&mut *tx, &hash, Purpose::PasswordReset, now)
+        .await?
+        .ok_or(ApiError::TokenInvalid)?;
+    let user_id = parse_id(&used.user_id)?;
+    tracing::Span::current().record("user_id", tracing::field::display(user_id));
+    store::users::set_password_hash(&mut *tx, user_id, &password_hash, now).await?;
+    let revoked =
+        store::sessions::revoke_all_sessions(&mut *tx, user_id, "password_reset", now).await?;
+    store::one_time_tokens::revoke_all(&mut *tx, user_id, Purpose::PasswordReset, now).await?;
+    // The link was opened from the mailbox it was sent to: that proves the address.
+    store::users::mark_email_verified(&mut *tx, user_id, &used.email, now).await?;
+    links::notify_password_changed(&mut tx, &state, &owner, now).await?;
+    let actor = client.actor(Some(user_id), None);
+    audit::record(&mut *tx, audit::Kind::PasswordReset, &actor, now).await?;
+    failpoint!("password_reset.before_commit");
+    tx.commit().await?;
+    state.metrics.revoked("password_reset", revoked);
+    state.mailer.wake();
+    // Whoever opened the link owns the address: the failed logins that made it wait are
+    // forgotten, so the owner logs in at once. After the commit, and only logged if it fails:
+    // the reset itself has happened.
+    if let Err(err) = state.limits.clear_login_failures(&owner).await {
+        tracing::warn!(error = %err, "clearing the failed logins after a reset failed");
+    }
+
+    // Every session is over, so whatever session cookies this browser holds are dead.
+    let jar = cookies::clear_session(jar, state.settings.cookie_secure);
+    Ok((StatusCode::NO_CONTENT, jar).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeRequest {
+    current_password: Option<SecretString>,
+    new_password: Option<SecretString>,
+}
+
+#[tracing::instrument(name = "password_change", skip_all)]
+async fn change(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    client: ClientInfo,
+    ApiJson(req): ApiJson<ChangeRequest>,
+) -> Result<Response, ApiError> {
+    let user_id = auth.user_id;
+    let own = store::users::find_own_credentials(state.store.reader(), user_id)
+        .await?
+        .ok_or(ApiError::Unauthenticated)?;
+    let owner = stored_email(&own.email)?;
+    let mut errors = FieldErrors::new();
+    let current = present(&mut errors, "current_password", req.current_password);
+    let new = required(
+        &mut errors,
+        "new_password",
+        req.new_password.as_ref().map(ExposeSecret::expose_secret),
+        |raw| NewPassword::parse(raw, &owner),
+    );
+    let (Some(current), Some(new)) = (current, new) else {
+        return Err(ApiError::Validation(errors));
+    };
+    let current = normalize_secret(&current);
+    // Longer than any password that can be set: it cannot match (as at login).
+    let too_long = current.expose_secret().chars().count() > MAX_CHARS;
+    let verified = state
+        .hasher
+        .verify(current, Some(own.password_hash.clone()))
+        .await?;
+    if too_long || !verified.matches {
+        // Its own transaction: the request fails, the record of the attempt stays.
+        let mut tx = state.store.begin().await?;
+        let actor = client.actor(Some(user_id), Some(auth.session_id));
+        audit::record(
+            &mut *tx,
+            audit::Kind::PasswordChangeFailed,
+            &actor,
+            state.clock.now(),
+        )
+        .await?;
+        tx.commit().await?;
+        return Err(ApiError::InvalidCredentials);
+    }
+    let password_hash = state.hasher.hash(new.into_secret()).await?;
+    let now = state.clock.now();
+
+    // Transaction boundary: the new password (only if the hash is still the one just verified),
+    // the revocation of the other sessions and of pending reset links, the notice email and the
+    // audit event commit together.
+    let mut tx = state.store.begin().await?;
+    let replaced = store::users::replace_password_hash(
+        &mut *tx,
+        user_id,
+        &own.password_hash,
+        &password_hash,
+        now,
+    )
+    .await?;
+    if !replaced {
+        // The password changed since it was verified (a reset or change won a race).
+        return Err(ApiError::InvalidCredentials);
+    }
+    let revoked = store::sessions::revoke_other_sessions(
+        &mut *tx,
+        user_id,
+        auth.session_id,
+        "password_change",
+        now,
+    )
+    .await?;
+    store::one_time_tokens::revoke_all(&mut *tx, user_id, Purpose::PasswordReset, now).await?;
+    links::notify_password_changed(&mut tx, &state, &owner, now).await?;
+    let actor = client.actor(Some(user_id), Some(auth.session_id));
+    audit::record(&mut *tx, audit::Kind::PasswordChanged, &actor, now).await?;
+    tx.commit().await?;
+    state.metrics.revoked("password_change", revoked);
+    state.mailer.wake();
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A required secret field, present and not empty.
+fn present(
+    errors: &mut FieldErrors,
+    name: &str,
+    value: Option<SecretString>,
+) -> Option<SecretString> {
+    match value {
+        Some(v) if !v.expose_secret().is_empty() => Some(v),
+        _ => {
+            errors.insert(name.to_owned(), "is required".to_owned());
+            None
+        }
+    }
+}
+
+/// An address read back from `users`: it was valid when stored.
+pub fn stored_email(raw: &str) -> Result<Email, ApiError> {
+    Email::parse(raw).map_err(|problem| {
+        ApiError::Internal(anyhow::anyhow!("stored email is not valid: {problem}"))
+    })
+}
+
+pub fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|e| ApiError::Internal(e.into()))
+}
