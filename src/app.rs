@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::clock::Clock;
@@ -105,11 +106,19 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     jobs::spawn(&state);
-    mail::worker::spawn(&state);
+    let (stop_mail, mail_stop) = watch::channel(false);
+    let mail = mail::worker::spawn(&state, mail_stop);
     let limits = ConnectionLimits {
         max_connections: state.settings.max_connections,
         header_read_timeout: state.settings.header_read_timeout,
         max_header_bytes: state.settings.max_header_bytes,
     };
-    server::run(listener, router(state), limits, shutdown).await
+    let served = server::run(listener, router(state), limits, shutdown).await;
+    // Requests in flight are done; the outbox worker finishes the message it is sending, and
+    // whatever is left waits in the outbox for the next start (or another instance).
+    let _ = stop_mail.send(true);
+    if let Err(err) = mail.await {
+        tracing::warn!(error = %err, "the outbox worker ended abnormally");
+    }
+    served
 }

@@ -11,10 +11,53 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// Field name → what is wrong with it, for 422 responses.
 pub type FieldErrors = BTreeMap<String, String>;
+
+/// The body of every error response, whatever produced it.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    code: ErrorCode,
+    /// For people; fixed per code, never internals.
+    message: &'static str,
+    /// Only on 422 `validation_failed`: field name (or `body`) → what is wrong with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    fields: Option<BTreeMap<String, String>>,
+}
+
+/// The `code` of an error body. Responses serialize it and the OpenAPI document lists it: one
+/// type for both, so they cannot disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(description = "What went wrong, for programs: one code per cause, as in the contract.")]
+pub enum ErrorCode {
+    InvalidJson,
+    TokenInvalid,
+    InvalidCredentials,
+    Unauthenticated,
+    SessionRevoked,
+    CsrfRejected,
+    NotFound,
+    MethodNotAllowed,
+    EmailTaken,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+    RateLimited,
+    Overloaded,
+    Unavailable,
+    Internal,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -61,73 +104,73 @@ impl ApiError {
         ApiError::Validation(BTreeMap::from([(name.to_owned(), problem.to_owned())]))
     }
 
-    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+    fn parts(&self) -> (StatusCode, ErrorCode, &'static str) {
         use ApiError::*;
         match self {
             InvalidJson => (
                 StatusCode::BAD_REQUEST,
-                "invalid_json",
+                ErrorCode::InvalidJson,
                 "The request body is not valid JSON.",
             ),
             TokenInvalid => (
                 StatusCode::BAD_REQUEST,
-                "token_invalid",
+                ErrorCode::TokenInvalid,
                 "This link is invalid or has expired.",
             ),
             InvalidCredentials => (
                 StatusCode::UNAUTHORIZED,
-                "invalid_credentials",
+                ErrorCode::InvalidCredentials,
                 "Wrong email or password.",
             ),
             Unauthenticated => (
                 StatusCode::UNAUTHORIZED,
-                "unauthenticated",
+                ErrorCode::Unauthenticated,
                 "Authentication is required.",
             ),
             SessionRevoked => (
                 StatusCode::UNAUTHORIZED,
-                "session_revoked",
+                ErrorCode::SessionRevoked,
                 "This session has ended. Please log in again.",
             ),
             CsrfRejected => (
                 StatusCode::FORBIDDEN,
-                "csrf_rejected",
+                ErrorCode::CsrfRejected,
                 "Cross-site requests are not allowed.",
             ),
-            NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found."),
+            NotFound => (StatusCode::NOT_FOUND, ErrorCode::NotFound, "Not found."),
             MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "Method not allowed.",
             ),
             EmailTaken => (
                 StatusCode::CONFLICT,
-                "email_taken",
+                ErrorCode::EmailTaken,
                 "An account with this email already exists.",
             ),
             PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                ErrorCode::PayloadTooLarge,
                 "The request body is too large.",
             ),
             UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 "The request body must be application/json.",
             ),
             Validation(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "validation_failed",
+                ErrorCode::ValidationFailed,
                 "Some fields are invalid.",
             ),
             RateLimited { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
+                ErrorCode::RateLimited,
                 "Too many requests. Please try again later.",
             ),
             Overloaded => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
+                ErrorCode::Overloaded,
                 "The service is busy. Please try again shortly.",
             ),
             // A timeout is the server failing to answer in time (a slow database, a backlog), so
@@ -136,12 +179,12 @@ impl ApiError {
             // which must not happen to a signup or a login.
             Unavailable(_) | TimedOut => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
+                ErrorCode::Unavailable,
                 "The service is temporarily unavailable.",
             ),
             Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
+                ErrorCode::Internal,
                 "Something went wrong on our side.",
             ),
         }
@@ -179,11 +222,18 @@ impl IntoResponse for ApiError {
             ApiError::TimedOut => tracing::warn!("request timed out"),
             _ => {}
         }
-        let mut error = json!({ "code": code, "message": message });
-        if let ApiError::Validation(fields) = &self {
-            error["fields"] = json!(fields);
-        }
-        let mut response = (status, Json(json!({ "error": error }))).into_response();
+        let fields = match &self {
+            ApiError::Validation(fields) => Some(fields.clone()),
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message,
+                fields,
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
         let retry_after = match &self {
             ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
             ApiError::Overloaded | ApiError::Unavailable(_) | ApiError::TimedOut => Some(1),

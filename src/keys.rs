@@ -27,7 +27,8 @@ use jsonwebtoken::{DecodingKey, EncodingKey};
 use rand::RngCore;
 use rand::rngs::OsRng;
 use secrecy::{ExposeSecret, SecretBox, SecretString};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::clock::{Clock, Millis, millis};
 use crate::store::{self, Store};
@@ -292,18 +293,47 @@ impl KeyRing {
     }
 
     /// The JWKS: every key that can still verify a live token.
-    pub fn jwks(&self) -> Value {
+    pub fn jwks(&self) -> Jwks {
         let loaded = self.current();
         let mut keys: Vec<_> = loaded.verifying.iter().collect();
         keys.sort_by(|a, b| b.0.cmp(a.0));
-        let keys: Vec<Value> = keys
+        let keys = keys
             .into_iter()
-            .map(|(kid, (_, x))| {
-                json!({"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": kid, "x": x})
+            .map(|(kid, (_, x))| Jwk {
+                kty: "OKP",
+                crv: "Ed25519",
+                alg: "EdDSA",
+                use_: "sig",
+                kid: kid.clone(),
+                x: x.clone(),
             })
             .collect();
-        json!({ "keys": keys })
+        Jwks { keys }
     }
+}
+
+/// A JSON Web Key Set (RFC 7517): every public key that can still verify a live access token.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Jwks {
+    pub keys: Vec<Jwk>,
+}
+
+/// An Ed25519 public key as a JWK (RFC 8037).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Jwk {
+    #[schema(example = "OKP")]
+    kty: &'static str,
+    #[schema(example = "Ed25519")]
+    crv: &'static str,
+    #[schema(example = "EdDSA")]
+    alg: &'static str,
+    #[serde(rename = "use")]
+    #[schema(example = "sig")]
+    use_: &'static str,
+    /// The `kid` of the access tokens this key verifies.
+    kid: String,
+    /// The public key, base64url without padding.
+    x: String,
 }
 
 /// Retires the current keys and adds a new one: what `latchkey keys rotate` does.

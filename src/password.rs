@@ -216,7 +216,7 @@ fn verify_blocking(
 ) -> anyhow::Result<Verified> {
     let parsed =
         PasswordHash::new(phc).map_err(|e| anyhow!("stored hash is not a PHC string: {e}"))?;
-    let matches = argon2.verify(phc, password.expose_secret().as_bytes())?;
+    let matches = argon2.verify(cost, phc, password.expose_secret().as_bytes())?;
     let current = Params::try_from(&parsed).ok();
     let needs_rehash = parsed.algorithm.as_str() != "argon2id"
         || parsed.version != Some(Version::V0x13.into())

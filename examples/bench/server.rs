@@ -39,12 +39,17 @@ pub fn scratch_dir() -> anyhow::Result<PathBuf> {
 /// The load only ever goes to this machine.
 pub fn check_loopback(url: &str) -> anyhow::Result<()> {
     let parsed = url::Url::parse(url).context("--postgres-url is not a URL")?;
-    match parsed.host() {
-        Some(url::Host::Domain("localhost")) => Ok(()),
-        Some(url::Host::Ipv4(ip)) if ip.is_loopback() => Ok(()),
-        Some(url::Host::Ipv6(ip)) if ip.is_loopback() => Ok(()),
-        _ => bail!("--postgres-url must point at this machine (127.0.0.1, ::1 or localhost)"),
+    // `postgres:` is not a special scheme to the URL standard: its host comes back as text.
+    let host = parsed.host_str().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        bail!("--postgres-url must point at this machine (127.0.0.1, ::1 or localhost)");
     }
+    Ok(())
 }
 
 pub struct Server {

@@ -14,6 +14,8 @@
 
 use std::time::Duration;
 
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::SendError;
@@ -38,26 +40,37 @@ pub struct Pass {
 
 /// Starts the worker of this instance: a pass whenever a flow wakes it after a commit, and every
 /// `mail_poll_interval` whatever happens (rows of other instances, retries that came due).
-pub fn spawn(state: &AppState) {
+/// When `stop` turns true the worker finishes the message in hand and ends; await the handle to
+/// let it (graceful shutdown).
+pub fn spawn(state: &AppState, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
     let state = state.clone();
     tokio::spawn(async move {
-        loop {
-            if let Err(err) = deliver_due(&state).await {
+        while !*stop.borrow() {
+            if let Err(err) = deliver(&state, &stop).await {
                 tracing::warn!(error = ?err, "outbox delivery pass failed");
             }
             tokio::select! {
                 () = state.mailer.woken() => {}
                 () = tokio::time::sleep(state.settings.mail_poll_interval) => {}
+                _ = stop.changed() => {}
             }
         }
-    });
+    })
 }
 
 /// Delivers every message due now, one claim at a time, until none is left. Safe to run from
 /// several workers at once (tests call it to deliver at a moment of their choosing).
 pub async fn deliver_due(state: &AppState) -> anyhow::Result<Pass> {
+    let (_keep, never) = watch::channel(false);
+    deliver(state, &never).await
+}
+
+/// `deliver_due`, stopping between two messages once `stop` is true.
+async fn deliver(state: &AppState, stop: &watch::Receiver<bool>) -> anyhow::Result<Pass> {
     let mut pass = Pass::default();
-    while let Some(message) = claim_one(state).await? {
+    while !*stop.borrow()
+        && let Some(message) = claim_one(state).await?
+    {
         let outcome = state.mailer.deliver(&message.claimed).await;
         record(state, &message, outcome, &mut pass).await?;
     }

@@ -12,6 +12,8 @@
 //!   AVX2, SSE2, NEON) picked at run time, so one binary is fast on every x86-64 machine.
 //! - RustCrypto `argon2`: portable, AVX2 at best; about a third of the speed on this machine.
 
+use std::cell::RefCell;
+
 use anyhow::anyhow;
 use rand::RngCore as _;
 
@@ -38,7 +40,8 @@ pub trait Argon2id: Send + Sync {
 
     /// Whether `password` matches `phc`, computed with the parameters (and the Argon2 variant)
     /// written in `phc`. A string that is not a PHC Argon2 hash is an error, not a mismatch.
-    fn verify(&self, phc: &str, password: &[u8]) -> anyhow::Result<bool>;
+    /// `cost` is the configured one, which sizes any memory kept for the next call.
+    fn verify(&self, cost: Cost, phc: &str, password: &[u8]) -> anyhow::Result<bool>;
 
     /// The raw Argon2id (v1.3) tag with `lanes` lanes, a secret key and associated data: what
     /// the RFC 9106 test vectors check.
@@ -72,7 +75,37 @@ fn fresh_salt() -> [u8; SALT_LEN] {
 /// `argon2-rust`: runtime-dispatched SIMD.
 pub struct Argon2Rust;
 
+thread_local! {
+    /// The memory of the last hash on this thread, kept for the next one (19 MiB at the default
+    /// cost, which the memory budget counts per hashing thread anyway). Allocating it afresh for
+    /// every hash cost a fifth of a signup's CPU in page faults and the kernel clearing pages
+    /// (measured with perf, see the README's "Performance"). It is wiped after every use
+    /// (`zeroize-memory`), and freed when the thread ends (tokio ends idle blocking threads).
+    static ARENA: RefCell<Option<argon2_rust::Hasher>> = const { RefCell::new(None) };
+}
+
 impl Argon2Rust {
+    /// Runs `f` with this thread's pooled hasher for `cost`.
+    fn pooled<T>(
+        cost: Cost,
+        f: impl FnOnce(&mut argon2_rust::Hasher) -> Result<T, argon2_rust::Error>,
+    ) -> anyhow::Result<T> {
+        let params = Self::params(cost, 1)?;
+        ARENA
+            .with(|arena| {
+                let Ok(mut arena) = arena.try_borrow_mut() else {
+                    // Not reentrant in practice; a fresh arena is correct anyway.
+                    return f(&mut Self::argon2(params).hasher());
+                };
+                let hasher = match arena.as_mut() {
+                    Some(hasher) if *hasher.params() == params => hasher,
+                    _ => arena.insert(Self::argon2(params).hasher()),
+                };
+                f(hasher)
+            })
+            .map_err(|e| anyhow!("argon2 failed: {e}"))
+    }
+
     fn params(cost: Cost, lanes: u32) -> anyhow::Result<argon2_rust::Params> {
         use argon2_rust::params::{Memory, TagLen};
         argon2_rust::Params::builder()
@@ -99,13 +132,11 @@ impl Argon2id for Argon2Rust {
     }
 
     fn hash(&self, cost: Cost, password: &[u8]) -> anyhow::Result<String> {
-        Self::argon2(Self::params(cost, 1)?)
-            .hash_encoded(password, &fresh_salt())
-            .map_err(|e| anyhow!("argon2 hashing failed: {e}"))
+        Self::pooled(cost, |hasher| hasher.hash_encoded(password, &fresh_salt()))
     }
 
-    fn verify(&self, phc: &str, password: &[u8]) -> anyhow::Result<bool> {
-        use argon2_rust::{Algorithm, Argon2, Error};
+    fn verify(&self, cost: Cost, phc: &str, password: &[u8]) -> anyhow::Result<bool> {
+        use argon2_rust::{Algorithm, Error};
         // The C reference's decoder wants to be told the variant; it is the string's first field.
         let algorithm = match phc.split('$').nth(1) {
             Some("argon2id") => Algorithm::Argon2id,
@@ -113,11 +144,14 @@ impl Argon2id for Argon2Rust {
             Some("argon2d") => Algorithm::Argon2d,
             _ => return Err(anyhow!("stored hash is not an Argon2 PHC string")),
         };
-        match Argon2::verify_encoded(phc, password, algorithm) {
-            Ok(()) => Ok(true),
-            Err(Error::VerifyMismatch) => Ok(false),
-            Err(e) => Err(anyhow!("argon2 verification failed: {e}")),
-        }
+        // A string with more memory than `cost` gets an arena of its own, freed after the call.
+        Self::pooled(cost, |hasher| {
+            match hasher.verify_encoded(phc, password, algorithm) {
+                Ok(()) => Ok(true),
+                Err(Error::VerifyMismatch) => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
     }
 
     fn tag(
@@ -178,7 +212,7 @@ impl Argon2id for RustCrypto {
         Ok(hash.to_string())
     }
 
-    fn verify(&self, phc: &str, password: &[u8]) -> anyhow::Result<bool> {
+    fn verify(&self, _cost: Cost, phc: &str, password: &[u8]) -> anyhow::Result<bool> {
         use argon2::password_hash::{Error, PasswordHash, PasswordVerifier as _};
         let parsed =
             PasswordHash::new(phc).map_err(|e| anyhow!("stored hash is not a PHC string: {e}"))?;
@@ -248,9 +282,12 @@ mod tests {
             assert!(phc.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{phc}");
             for checker in candidates() {
                 let names = (maker.name(), checker.name());
-                assert!(checker.verify(&phc, b"correct horse").unwrap(), "{names:?}");
                 assert!(
-                    !checker.verify(&phc, b"correct horsf").unwrap(),
+                    checker.verify(CHEAP, &phc, b"correct horse").unwrap(),
+                    "{names:?}"
+                );
+                assert!(
+                    !checker.verify(CHEAP, &phc, b"correct horsf").unwrap(),
                     "{names:?}"
                 );
             }
@@ -280,20 +317,39 @@ mod tests {
                        $wWKIMhR9lyDFvRz9YTZweHKfbftvj+qf+YFY4NeBbtA";
         for candidate in candidates() {
             assert!(
-                candidate.verify(argon2i, b"password").unwrap(),
+                candidate.verify(CHEAP, argon2i, b"password").unwrap(),
                 "{}",
                 candidate.name()
             );
             assert!(
-                !candidate.verify(argon2i, b"passwore").unwrap(),
+                !candidate.verify(CHEAP, argon2i, b"passwore").unwrap(),
                 "{}",
                 candidate.name()
             );
             assert!(
-                candidate.verify("not a hash", b"password").is_err(),
+                candidate.verify(CHEAP, "not a hash", b"password").is_err(),
                 "{}",
                 candidate.name()
             );
+        }
+    }
+
+    #[test]
+    fn the_memory_kept_between_hashes_follows_a_change_of_cost() {
+        // Same thread: the second cost replaces the first one's arena, the first still verifies.
+        let other = Cost {
+            memory_kib: 512,
+            iterations: 2,
+        };
+        let first = Argon2Rust.hash(CHEAP, b"correct horse").unwrap();
+        let second = Argon2Rust.hash(other, b"correct horse").unwrap();
+        assert!(
+            second.starts_with("$argon2id$v=19$m=512,t=2,p=1$"),
+            "{second}"
+        );
+        for phc in [&first, &second] {
+            assert!(Argon2Rust.verify(other, phc, b"correct horse").unwrap());
+            assert!(RustCrypto.verify(other, phc, b"correct horse").unwrap());
         }
     }
 

@@ -1,27 +1,40 @@
-//! The resources of the contract as JSON bodies.
+//! The resources of the contract as JSON bodies, and what the OpenAPI document says of them.
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::clock::rfc3339;
 use crate::store::users::Account;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = User)]
 pub struct UserBody {
+    #[schema(format = "uuid")]
     pub id: String,
+    /// As given at signup (uniqueness is case-insensitive).
+    #[schema(format = Email)]
     pub email: String,
     pub email_verified: bool,
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Profile)]
 pub struct ProfileBody {
+    #[schema(required = true)]
     pub display_name: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
+    #[schema(required = true, format = DateTime)]
     pub last_login_at: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// `{user, profile}`: GET /auth/me.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Account)]
 pub struct AccountBody {
     pub user: UserBody,
     pub profile: ProfileBody,
@@ -46,11 +59,27 @@ impl From<Account> for AccountBody {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// What signup, login and refresh answer. The refresh token is never in it: only in its cookie.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Session)]
 pub struct SessionBody {
     #[serde(flatten)]
     pub account: AccountBody,
+    /// An EdDSA JWT (`typ: at+jwt`); other services verify it with the JWKS.
     pub access_token: String,
-    pub token_type: &'static str,
+    pub token_type: TokenType,
+    /// Seconds until the access token expires.
     pub expires_in: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+pub enum TokenType {
+    Bearer,
+}
+
+/// `{"message": ...}`: the 202 answers of forgot-password and verification resend.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Message)]
+pub struct MessageBody {
+    pub message: &'static str,
 }

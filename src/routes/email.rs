@@ -12,12 +12,14 @@ use axum::routing::post;
 use axum::{Json, Router};
 use secrecy::SecretString;
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::ToSchema;
 
+use super::body::MessageBody;
 use super::links::{self, Issued};
+use super::openapi::responses::{RateLimited, Unauthenticated};
 use super::password::{parse_id, stored_email};
 use crate::app::AppState;
-use crate::error::{ApiError, FieldErrors};
+use crate::error::{ApiError, ErrorBody, FieldErrors};
 use crate::extract::{ApiJson, Authenticated, ClientInfo};
 use crate::failpoint::failpoint;
 use crate::limits::Limit;
@@ -33,14 +35,31 @@ pub fn router() -> Router<AppState> {
         .route("/auth/email/verify/resend", post(resend))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
+    /// The `token` of the emailed link.
+    #[schema(value_type = String, required = true, min_length = 1)]
     token: Option<SecretString>,
 }
 
+/// Marks the address a verification link was sent to as verified.
+#[utoipa::path(
+    post,
+    path = "/auth/email/verify",
+    operation_id = "email_verify",
+    tag = "email",
+    request_body = VerifyRequest,
+    responses(
+        (status = 204, description = "The address is verified."),
+        (status = 400, description = "`token_invalid`: the token is unknown, used or expired, or \
+            the account's address changed since; or `invalid_json`: the body is not JSON.",
+            body = ErrorBody),
+        (status = 429, response = RateLimited),
+    ),
+)]
 #[tracing::instrument(name = "email_verify", skip_all)]
-async fn verify(
+pub(super) async fn verify(
     State(state): State<AppState>,
     client: ClientInfo,
     ApiJson(req): ApiJson<VerifyRequest>,
@@ -82,8 +101,22 @@ async fn verify(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Sends a new verification link to the caller's address.
+#[utoipa::path(
+    post,
+    path = "/auth/email/verify/resend",
+    operation_id = "email_verify_resend",
+    tag = "email",
+    security(("bearer" = []), ("access_cookie" = [])),
+    responses(
+        (status = 202, description = "A new link is on its way, or the address is verified \
+            already (the message says which).", body = MessageBody),
+        (status = 401, response = Unauthenticated),
+        (status = 429, response = RateLimited),
+    ),
+)]
 #[tracing::instrument(name = "email_verify_resend", skip_all)]
-async fn resend(
+pub(super) async fn resend(
     State(state): State<AppState>,
     auth: Authenticated,
     client: ClientInfo,
@@ -131,6 +164,6 @@ async fn resend(
     }
 }
 
-fn accepted(message: &str) -> Response {
-    (StatusCode::ACCEPTED, Json(json!({ "message": message }))).into_response()
+fn accepted(message: &'static str) -> Response {
+    (StatusCode::ACCEPTED, Json(MessageBody { message })).into_response()
 }

@@ -17,13 +17,16 @@ use axum::routing::post;
 use axum_extra::extract::CookieJar;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::body::SessionBody;
+use super::openapi::responses::{Overloaded, RateLimited};
 use super::session;
 use crate::app::AppState;
 use crate::domain::password::{MAX_CHARS, normalize_secret};
 use crate::domain::{Email, required};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ClientInfo};
 use crate::failpoint::failpoint;
 use crate::metrics::Metrics;
@@ -34,15 +37,35 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/auth/login", post(login))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
+    #[schema(value_type = String, required = true, format = Email, max_length = 254)]
     email: Option<String>,
+    /// Only the shape is checked: a password longer than any that can be set does not match.
+    #[schema(value_type = String, required = true, format = Password, min_length = 1)]
     password: Option<SecretString>,
 }
 
+/// Opens a session with an email and a password.
+#[utoipa::path(
+    post,
+    path = "/auth/login",
+    tag = "sessions",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "A new session. Sets both session cookies.",
+            body = SessionBody,
+            headers(("Set-Cookie" = String, description = "`__Host-lk_access` and \
+                `__Secure-lk_refresh` (see the security schemes)."))),
+        (status = 401, description = "`invalid_credentials`: wrong email or wrong password \
+            (the same answer, after the same work, for both).", body = ErrorBody),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Overloaded),
+    ),
+)]
 #[tracing::instrument(name = "login", skip_all)]
-async fn login(
+pub(super) async fn login(
     State(state): State<AppState>,
     client: ClientInfo,
     jar: CookieJar,

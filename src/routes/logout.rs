@@ -21,8 +21,21 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/auth/logout", post(logout))
 }
 
+/// Ends the caller's session, found from the access token or else the refresh cookie.
+#[utoipa::path(
+    post,
+    path = "/auth/logout",
+    tag = "sessions",
+    security(("bearer" = []), ("access_cookie" = []), ("refresh_cookie" = []), ()),
+    responses(
+        (status = 204, description = "The session, if the request named a live one, is revoked. \
+            Clears both session cookies, with or without a session.",
+            headers(("Set-Cookie" = String, description = "Both session cookies, cleared \
+                (`Max-Age=0`)."))),
+    ),
+)]
 #[tracing::instrument(name = "logout", skip_all)]
-async fn logout(
+pub(super) async fn logout(
     State(state): State<AppState>,
     client: ClientInfo,
     jar: CookieJar,

@@ -5,8 +5,10 @@ use axum::http::HeaderMap;
 use axum::routing::{get, patch};
 use axum::{Json, Router};
 use serde::{Deserialize, Deserializer};
+use utoipa::ToSchema;
 
 use super::body::{AccountBody, ProfileBody};
+use super::openapi::responses::Unauthenticated;
 use crate::app::AppState;
 use crate::domain::DisplayName;
 use crate::error::ApiError;
@@ -22,8 +24,21 @@ pub fn router() -> Router<AppState> {
 /// The hottest authenticated read, so one query instead of the `Authenticated` extractor's
 /// liveness check followed by the read: the account is returned only while the token's session
 /// is live (revoked or expired: 401, as everywhere else).
+#[utoipa::path(
+    get,
+    path = "/auth/me",
+    tag = "account",
+    summary = "The caller's user and profile.",
+    description = "Answers only while the token's session is live: after a logout, logout-all or \
+        password reset, the same token gets 401.",
+    security(("bearer" = []), ("access_cookie" = [])),
+    responses(
+        (status = 200, description = "The caller's user and profile.", body = AccountBody),
+        (status = 401, response = Unauthenticated),
+    ),
+)]
 #[tracing::instrument(name = "me", skip_all)]
-async fn me(
+pub(super) async fn me(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<AccountBody>, ApiError> {
@@ -39,11 +54,13 @@ async fn me(
     Ok(Json(account.into()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileUpdate {
-    /// Absent: unchanged; `null` or blank: removed; a string: set.
+    /// Absent: unchanged; `null` or blank: removed; a string: set (trimmed, at most 100
+    /// characters, no control characters).
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, required = false, max_length = 100)]
     display_name: Option<Option<String>>,
 }
 
@@ -52,13 +69,25 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D:
     Option::<String>::deserialize(d).map(Some)
 }
 
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, ToSchema)]
 pub struct ProfileResponse {
     profile: ProfileBody,
 }
 
+/// Changes the caller's profile: the fields given, nothing else.
+#[utoipa::path(
+    patch,
+    path = "/auth/me/profile",
+    tag = "account",
+    security(("bearer" = []), ("access_cookie" = [])),
+    request_body = ProfileUpdate,
+    responses(
+        (status = 200, description = "The profile as it is now.", body = ProfileResponse),
+        (status = 401, response = Unauthenticated),
+    ),
+)]
 #[tracing::instrument(name = "update_profile", skip_all)]
-async fn update_profile(
+pub(super) async fn update_profile(
     State(state): State<AppState>,
     auth: Authenticated,
     client: ClientInfo,

@@ -17,7 +17,17 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(metrics))
 }
 
-async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+/// Prometheus metrics: requests, flows, hashing, database pool, outbox, invariants.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The Prometheus text exposition format, version 0.0.4.",
+            body = String, content_type = "text/plain"),
+    ),
+)]
+pub(super) async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let m = &state.metrics;
     let now = state.clock.now();
     for (pool, in_use, idle) in state.store.pool_usage() {

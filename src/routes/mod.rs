@@ -15,6 +15,7 @@ mod login;
 mod logout;
 mod me;
 mod metrics;
+mod openapi;
 mod password;
 mod refresh;
 mod session;
@@ -39,6 +40,7 @@ pub fn router() -> Router<AppState> {
         .merge(jwks::router())
         .merge(health::router())
         .merge(metrics::router())
+        .merge(openapi::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
 }

@@ -17,15 +17,17 @@ use axum::{Json, Router};
 use axum_extra::extract::CookieJar;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::body::MessageBody;
 use super::links::{self, Issued};
+use super::openapi::responses::{Overloaded, RateLimited};
 use crate::app::AppState;
 use crate::cookies;
 use crate::domain::password::{MAX_CHARS, normalize_secret};
 use crate::domain::{Email, NewPassword, required};
-use crate::error::{ApiError, FieldErrors};
+use crate::error::{ApiError, ErrorBody, FieldErrors};
 use crate::extract::{ApiJson, Authenticated, ClientInfo};
 use crate::failpoint::failpoint;
 use crate::limits::Limit;
@@ -43,14 +45,29 @@ pub fn router() -> Router<AppState> {
         .route("/auth/password/change", post(change))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ForgotRequest {
+    #[schema(value_type = String, required = true, format = Email, max_length = 254)]
     email: Option<String>,
 }
 
+/// Sends a password reset link to the address, if it has an account.
+#[utoipa::path(
+    post,
+    path = "/auth/password/forgot",
+    operation_id = "password_forgot",
+    tag = "password",
+    request_body = ForgotRequest,
+    responses(
+        (status = 202, description = "Always the same answer, whether or not the address has an \
+            account (and whether or not an email went out: at most one a minute per address).",
+            body = MessageBody),
+        (status = 429, response = RateLimited),
+    ),
+)]
 #[tracing::instrument(name = "password_forgot", skip_all)]
-async fn forgot(
+pub(super) async fn forgot(
     State(state): State<AppState>,
     client: ClientInfo,
     ApiJson(req): ApiJson<ForgotRequest>,
@@ -98,20 +115,45 @@ async fn forgot(
     // The same answer for every address: nothing tells whether an account exists.
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "message": FORGOT_MESSAGE })),
+        Json(MessageBody {
+            message: FORGOT_MESSAGE,
+        }),
     )
         .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResetRequest {
+    /// The `token` of the emailed link.
+    #[schema(value_type = String, required = true, min_length = 1)]
     token: Option<SecretString>,
+    /// The new password: 8 to 128 characters (after Unicode NFKC), not a common or easily
+    /// guessed one.
+    #[schema(value_type = String, required = true, format = Password, min_length = 8, max_length = 128)]
     password: Option<SecretString>,
 }
 
+/// Sets a new password with the token of a reset link.
+#[utoipa::path(
+    post,
+    path = "/auth/password/reset",
+    operation_id = "password_reset",
+    tag = "password",
+    request_body = ResetRequest,
+    responses(
+        (status = 204, description = "The password is set; every session of the user is revoked \
+            and both session cookies are cleared.",
+            headers(("Set-Cookie" = String, description = "Both session cookies, cleared \
+                (`Max-Age=0`)."))),
+        (status = 400, description = "`token_invalid`: the token is unknown, used or expired; \
+            or `invalid_json`: the body is not JSON.", body = ErrorBody),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Overloaded),
+    ),
+)]
 #[tracing::instrument(name = "password_reset", skip_all)]
-async fn reset(
+pub(super) async fn reset(
     State(state): State<AppState>,
     client: ClientInfo,
     jar: CookieJar,
@@ -177,15 +219,35 @@ async fn reset(
     Ok((StatusCode::NO_CONTENT, jar).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeRequest {
+    #[schema(value_type = String, required = true, format = Password, min_length = 1)]
     current_password: Option<SecretString>,
+    /// 8 to 128 characters (after Unicode NFKC), not a common or easily guessed password.
+    #[schema(value_type = String, required = true, format = Password, min_length = 8, max_length = 128)]
     new_password: Option<SecretString>,
 }
 
+/// Changes the caller's password, given the current one.
+#[utoipa::path(
+    post,
+    path = "/auth/password/change",
+    operation_id = "password_change",
+    tag = "password",
+    security(("bearer" = []), ("access_cookie" = [])),
+    request_body = ChangeRequest,
+    responses(
+        (status = 204, description = "The password is changed; every other session of the user \
+            is revoked."),
+        (status = 401, description = "`unauthenticated`: no live session; or \
+            `invalid_credentials`: the current password is wrong.", body = ErrorBody),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Overloaded),
+    ),
+)]
 #[tracing::instrument(name = "password_change", skip_all)]
-async fn change(
+pub(super) async fn change(
     State(state): State<AppState>,
     auth: Authenticated,
     client: ClientInfo,
@@ -208,10 +270,14 @@ async fn change(
         return Err(ApiError::Validation(errors));
     };
     let current = normalize_secret(&current);
+    // Checking the current password is a login by another door: it takes a place in the hashing
+    // queue first and counts against the same per-IP and per-account failure limits, so a stolen
+    // access token cannot be used to guess the password faster than the login form allows.
+    let slot = state.hasher.reserve()?;
+    let attempt = state.limits.login_attempt(&client, &owner).await?;
     // Longer than any password that can be set: it cannot match (as at login).
     let too_long = current.expose_secret().chars().count() > MAX_CHARS;
-    let verified = state
-        .hasher
+    let verified = slot
         .verify(current, Some(own.password_hash.clone()))
         .await?;
     if too_long || !verified.matches {
@@ -228,6 +294,7 @@ async fn change(
         tx.commit().await?;
         return Err(ApiError::InvalidCredentials);
     }
+    state.limits.login_succeeded(attempt).await?;
     let password_hash = state.hasher.hash(new.into_secret()).await?;
     let now = state.clock.now();
 

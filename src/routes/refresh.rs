@@ -23,11 +23,13 @@ use axum_extra::extract::CookieJar;
 use secrecy::SecretString;
 use uuid::Uuid;
 
+use super::body::SessionBody;
+use super::openapi::responses::RateLimited;
 use super::session::{self, OpenedSession};
 use crate::app::AppState;
 use crate::clock::{Millis, millis};
 use crate::cookies;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::ClientInfo;
 use crate::failpoint::failpoint;
 use crate::limits::Limit;
@@ -39,8 +41,30 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/auth/refresh", post(refresh))
 }
 
+/// Rotates the refresh token in the cookie: a new access token and refresh token.
+#[utoipa::path(
+    post,
+    path = "/auth/refresh",
+    tag = "sessions",
+    security(("refresh_cookie" = [])),
+    responses(
+        (status = 200, description = "The session, with a new access token. Sets both session \
+            cookies (the refresh token is rotated).", body = SessionBody,
+            headers(("Set-Cookie" = String, description = "`__Host-lk_access` and \
+                `__Secure-lk_refresh` (see the security schemes)."))),
+        (status = 401, description = "`session_revoked`: no refresh cookie, or its token is \
+            unknown, revoked, reused or expired. Clears both session cookies.", body = ErrorBody,
+            headers(("Set-Cookie" = String, description = "Both session cookies, cleared \
+                (`Max-Age=0`)."))),
+        (status = 429, response = RateLimited),
+    ),
+)]
 #[tracing::instrument(name = "refresh", skip_all)]
-async fn refresh(State(state): State<AppState>, client: ClientInfo, jar: CookieJar) -> Response {
+pub(super) async fn refresh(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    jar: CookieJar,
+) -> Response {
     let secure = state.settings.cookie_secure;
     if let Err(err) = state.limits.check(Limit::Refresh, &client.rate_key()).await {
         return err.into_response();

@@ -10,7 +10,7 @@ use axum_extra::extract::CookieJar;
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
-use super::body::SessionBody;
+use super::body::{SessionBody, TokenType};
 use crate::app::AppState;
 use crate::clock::{Millis, millis};
 use crate::cookies;
@@ -91,7 +91,7 @@ pub fn respond(
     let body = SessionBody {
         account: account.into(),
         access_token: access.token.expose_secret().to_owned(),
-        token_type: "Bearer",
+        token_type: TokenType::Bearer,
         expires_in: access.expires_in,
     };
     Ok((status, jar, Json(body)).into_response())

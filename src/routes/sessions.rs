@@ -1,5 +1,6 @@
 //! Session management: POST /auth/logout-all, GET /auth/sessions, DELETE /auth/sessions/{id}.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -7,12 +8,14 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use axum_extra::extract::CookieJar;
 use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::openapi::responses::Unauthenticated;
 use crate::app::AppState;
 use crate::clock::rfc3339;
 use crate::cookies;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Authenticated, ClientInfo};
 use crate::store::{self, audit};
 
@@ -24,8 +27,21 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Revokes every session of the caller, this one included.
+#[utoipa::path(
+    post,
+    path = "/auth/logout-all",
+    tag = "sessions",
+    security(("bearer" = []), ("access_cookie" = [])),
+    responses(
+        (status = 204, description = "Every session of the user is revoked. Clears both session \
+            cookies.",
+            headers(("Set-Cookie" = String, description = "Both session cookies, cleared \
+                (`Max-Age=0`)."))),
+        (status = 401, response = Unauthenticated),
+    ),
+)]
 #[tracing::instrument(name = "logout_all", skip_all)]
-async fn logout_all(
+pub(super) async fn logout_all(
     State(state): State<AppState>,
     auth: Authenticated,
     client: ClientInfo,
@@ -46,24 +62,44 @@ async fn logout_all(
     ))
 }
 
-#[derive(Serialize)]
-struct SessionView {
+/// One live session of the caller.
+#[derive(Serialize, ToSchema)]
+#[schema(as = SessionInfo)]
+pub struct SessionView {
+    #[schema(format = "uuid")]
     id: String,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     last_used_at: String,
+    #[schema(required = true)]
     user_agent: Option<String>,
+    /// The client's address as the server saw it (see `trusted_proxies`).
+    #[schema(required = true)]
     ip: Option<String>,
+    /// Whether this is the session of the request.
     current: bool,
 }
 
-#[derive(Serialize)]
-struct SessionList {
+#[derive(Serialize, ToSchema)]
+pub struct SessionList {
     sessions: Vec<SessionView>,
 }
 
 /// The caller's live sessions, most recently used first.
+#[utoipa::path(
+    get,
+    path = "/auth/sessions",
+    operation_id = "list_sessions",
+    tag = "sessions",
+    security(("bearer" = []), ("access_cookie" = [])),
+    responses(
+        (status = 200, description = "The live sessions of the user.", body = SessionList),
+        (status = 401, response = Unauthenticated),
+    ),
+)]
 #[tracing::instrument(name = "list_sessions", skip_all)]
-async fn list(
+pub(super) async fn list(
     State(state): State<AppState>,
     auth: Authenticated,
 ) -> Result<Json<SessionList>, ApiError> {
@@ -87,15 +123,38 @@ async fn list(
 
 /// Revokes one of the caller's sessions. Another user's session, or no session, is 404: the
 /// caller learns nothing about ids that are not theirs.
+#[utoipa::path(
+    delete,
+    path = "/auth/sessions/{id}",
+    operation_id = "revoke_session",
+    tag = "sessions",
+    security(("bearer" = []), ("access_cookie" = [])),
+    params(("id" = String, Path, format = "uuid", description = "A session id from \
+        GET /auth/sessions.")),
+    responses(
+        (status = 204, description = "The session is revoked. When it is the session of the \
+            request, both session cookies are cleared.",
+            headers(("Set-Cookie" = String, description = "Only when the revoked session is \
+                the caller's own: both session cookies, cleared (`Max-Age=0`)."))),
+        (status = 401, response = Unauthenticated),
+        (status = 404, description = "`not_found`: no live session of the caller has this id \
+            (another user's session included).", body = ErrorBody),
+    ),
+)]
 #[tracing::instrument(name = "revoke_session", skip_all)]
-async fn revoke(
+pub(super) async fn revoke(
     State(state): State<AppState>,
     auth: Authenticated,
     client: ClientInfo,
     jar: CookieJar,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let session_id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    // An id that is no UUID, or not even UTF-8 once percent-decoded (whose rejection would
+    // otherwise be axum's plain-text 400), names no session of the caller.
+    let session_id = id
+        .ok()
+        .and_then(|Path(id)| Uuid::parse_str(&id).ok())
+        .ok_or(ApiError::NotFound)?;
     let now = state.clock.now();
     // Transaction boundary: the revocation and its audit event.
     let mut tx = state.store.begin().await?;

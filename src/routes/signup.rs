@@ -17,14 +17,17 @@ use axum::routing::post;
 use axum::{Json, Router};
 use axum_extra::extract::CookieJar;
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::body::SessionBody;
+use super::openapi::responses::{Overloaded, RateLimited};
 use super::{links, session};
 use crate::app::AppState;
 use crate::clock::Millis;
 use crate::domain::{Email, NewAccount};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ClientInfo};
 use crate::failpoint::failpoint;
 use crate::limits::Limit;
@@ -35,16 +38,47 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/auth/signup", post(signup))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignupRequest {
+    /// Trimmed; unique case-insensitively.
+    #[schema(value_type = String, required = true, format = Email, max_length = 254)]
     email: Option<String>,
+    /// 8 to 128 characters (after Unicode NFKC); not a common or easily guessed password.
+    #[schema(value_type = String, required = true, format = Password, min_length = 8, max_length = 128)]
     password: Option<SecretString>,
+    /// Trimmed, at most 100 characters, no control characters; blank or `null`: no name.
+    #[schema(max_length = 100)]
     display_name: Option<String>,
 }
 
+/// The answer of a concealed signup (`conceal_existing_accounts`): `{}`, whatever the address.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Empty)]
+pub struct EmptyBody {}
+
+/// Creates an account and its first session.
+#[utoipa::path(
+    post,
+    path = "/auth/signup",
+    tag = "sessions",
+    request_body = SignupRequest,
+    responses(
+        (status = 201, description = "The account, its profile and its first session. Sets both \
+            session cookies.", body = SessionBody,
+            headers(("Set-Cookie" = String, description = "`__Host-lk_access` and \
+                `__Secure-lk_refresh` (see the security schemes)."))),
+        (status = 202, description = "Only with `conceal_existing_accounts`: `{}` for a new and a \
+            taken address alike; a new account gets no session (its owner logs in next).",
+            body = EmptyBody),
+        (status = 409, description = "`email_taken`: an account with this address exists \
+            (not with `conceal_existing_accounts`).", body = ErrorBody),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Overloaded),
+    ),
+)]
 #[tracing::instrument(name = "signup", skip_all)]
-async fn signup(
+pub(super) async fn signup(
     State(state): State<AppState>,
     client: ClientInfo,
     jar: CookieJar,
@@ -144,5 +178,5 @@ async fn account_exists(
 
 /// The one answer of a concealed signup, whatever the address.
 fn accepted() -> Response {
-    (StatusCode::ACCEPTED, Json(serde_json::json!({}))).into_response()
+    (StatusCode::ACCEPTED, Json(EmptyBody {})).into_response()
 }

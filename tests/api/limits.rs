@@ -24,6 +24,7 @@ db_tests!(
     a_successful_login_or_a_quiet_period_forgets_the_failures,
     a_delayed_account_can_still_reset_its_password_and_then_log_in_at_once,
     account_delays_hold_across_instances,
+    guessing_the_current_password_counts_as_failed_logins,
     account_delays_hold_across_processes,
     refresh_is_limited_per_ip_and_keeps_the_session,
     forgot_reset_and_verification_are_limited,
@@ -418,6 +419,46 @@ async fn a_delayed_account_can_still_reset_its_password_and_then_log_in_at_once(
     );
     assert_eq!(
         app.login("alice@example.com", "a brand new password")
+            .await
+            .status(),
+        200
+    );
+}
+
+async fn guessing_the_current_password_counts_as_failed_logins(db: Db) {
+    let app = TestApp::spawn_with(db, account_limits).await;
+    let session = app.signed_up("alice@example.com").await;
+    freeze(&[&app]);
+    let change = |current: &str| {
+        app.client
+            .post(app.url("/auth/password/change"))
+            .bearer_auth(&session.access_token)
+            .json(&json!({"current_password": current, "new_password": "a brand new passphrase"}))
+            .send()
+    };
+    // A stolen access token gets no more guesses than the login form: five, then a wait.
+    for _ in 0..5 {
+        assert_eq!(
+            change("a guess at the password").await.unwrap().status(),
+            401
+        );
+    }
+    assert_rate_limited(
+        change(PASSWORD).await.unwrap(),
+        300,
+        "the right password, too soon",
+    )
+    .await;
+    assert_rate_limited(
+        app.login("alice@example.com", PASSWORD).await,
+        300,
+        "login shares the wait",
+    )
+    .await;
+    app.clock.advance(Duration::from_secs(300));
+    assert_eq!(change(PASSWORD).await.unwrap().status(), 204);
+    assert_eq!(
+        app.login("alice@example.com", "a brand new passphrase")
             .await
             .status(),
         200

@@ -15,6 +15,7 @@ mod login;
 mod logout;
 mod me;
 mod metrics;
+mod openapi;
 mod password;
 mod refresh;
 mod sessions;

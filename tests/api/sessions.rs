@@ -781,6 +781,7 @@ async fn deleting_a_session_that_is_not_the_callers_live_one_is_404(db: Db) {
         (bob_session.as_str(), "another user's session"),
         (unknown.as_str(), "an unknown id"),
         ("not-a-uuid", "a malformed id"),
+        ("%FF", "an id that is not UTF-8 once percent-decoded"),
         (old_session.as_str(), "an already revoked session"),
     ] {
         let response = delete(&app, &laptop.access_token, id).await;
