@@ -36,6 +36,11 @@ pub fn hashers(cost: Cost, cores: usize, duration: Duration) -> Vec<Hasher> {
         .collect()
 }
 
+/// Hashes per second of the service's implementation on one thread per core.
+pub fn argon2_ceiling(cost: Cost, cores: usize, duration: Duration) -> f64 {
+    hashes_per_second(argon2id::CHOSEN, cost, cores, duration)
+}
+
 fn hashes_per_second(hasher: &dyn Argon2id, cost: Cost, threads: usize, duration: Duration) -> f64 {
     // One hash first, so the first allocation and CPU feature detection are not measured.
     let _ = hasher.hash(cost, b"warm up");

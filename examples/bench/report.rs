@@ -370,7 +370,8 @@ impl Run {
                 .collect();
             let _ = writeln!(
                 md,
-                "Ceilings: Argon2 {:.1} hashes/s; refresh transaction {}; GET /healthz {}.\n",
+                "Ceilings: Argon2 {:.1} hashes/s on every core (measured just before signup); refresh \
+                 transaction {}; GET /healthz {}.\n",
                 b.argon2_ceiling,
                 tx.join(", "),
                 crate::LEVELS

@@ -10,9 +10,9 @@
 //!
 //! - `argon2-rust` (chosen): a port of the C reference with SIMD compression functions (AVX-512,
 //!   AVX2, SSE2, NEON) picked at run time, so one binary is fast on every x86-64 machine.
-//! - RustCrypto `argon2`: portable, AVX2 at best; about a third of the speed on this machine.
+//! - RustCrypto `argon2`: portable, AVX2 at best; well under half the speed on this machine.
 
-use std::cell::RefCell;
+use std::sync::Mutex;
 
 use anyhow::anyhow;
 use rand::RngCore as _;
@@ -75,35 +75,33 @@ fn fresh_salt() -> [u8; SALT_LEN] {
 /// `argon2-rust`: runtime-dispatched SIMD.
 pub struct Argon2Rust;
 
-thread_local! {
-    /// The memory of the last hash on this thread, kept for the next one (19 MiB at the default
-    /// cost, which the memory budget counts per hashing thread anyway). Allocating it afresh for
-    /// every hash cost a fifth of a signup's CPU in page faults and the kernel clearing pages
-    /// (measured with perf, see the README's "Performance"). It is wiped after every use
-    /// (`zeroize-memory`), and freed when the thread ends (tokio ends idle blocking threads).
-    static ARENA: RefCell<Option<argon2_rust::Hasher>> = const { RefCell::new(None) };
-}
+/// The memory of finished hashes, kept for the next ones: allocating 19 MiB afresh for every hash
+/// cost a fifth of a signup's CPU in page faults and the kernel clearing pages (measured with perf,
+/// see the README's "Performance"). There are never more arenas than hashes that ran at once,
+/// which the service bounds to its hashing threads: the memory budget counts 19 MiB per hashing
+/// thread anyway. An arena is wiped after every use (`zeroize-memory`). Per pool rather than per
+/// thread, because tokio's blocking pool may run consecutive hashes on ever new threads.
+static ARENAS: Mutex<Vec<argon2_rust::Hasher>> = Mutex::new(Vec::new());
 
 impl Argon2Rust {
-    /// Runs `f` with this thread's pooled hasher for `cost`.
+    /// Runs `f` with a kept arena for `cost`, or a new one, and keeps it afterwards.
     fn pooled<T>(
         cost: Cost,
         f: impl FnOnce(&mut argon2_rust::Hasher) -> Result<T, argon2_rust::Error>,
     ) -> anyhow::Result<T> {
         let params = Self::params(cost, 1)?;
-        ARENA
-            .with(|arena| {
-                let Ok(mut arena) = arena.try_borrow_mut() else {
-                    // Not reentrant in practice; a fresh arena is correct anyway.
-                    return f(&mut Self::argon2(params).hasher());
-                };
-                let hasher = match arena.as_mut() {
-                    Some(hasher) if *hasher.params() == params => hasher,
-                    _ => arena.insert(Self::argon2(params).hasher()),
-                };
-                f(hasher)
-            })
-            .map_err(|e| anyhow!("argon2 failed: {e}"))
+        // A poisoned lock only means no reuse: an arena in the pool is always a complete one.
+        let kept = ARENAS.lock().ok().and_then(|mut arenas| arenas.pop());
+        let mut hasher = match kept {
+            Some(hasher) if *hasher.params() == params => hasher,
+            // Another cost (a test, or a changed setting): that arena is freed.
+            _ => Self::argon2(params).hasher(),
+        };
+        let result = f(&mut hasher);
+        if let Ok(mut arenas) = ARENAS.lock() {
+            arenas.push(hasher);
+        }
+        result.map_err(|e| anyhow!("argon2 failed: {e}"))
     }
 
     fn params(cost: Cost, lanes: u32) -> anyhow::Result<argon2_rust::Params> {
@@ -336,7 +334,7 @@ mod tests {
 
     #[test]
     fn the_memory_kept_between_hashes_follows_a_change_of_cost() {
-        // Same thread: the second cost replaces the first one's arena, the first still verifies.
+        // The second cost replaces the first one's arena; the first hash still verifies.
         let other = Cost {
             memory_kib: 512,
             iterations: 2,
