@@ -270,7 +270,7 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
         "--argon2-memory-kib",
         "65536",
         "--argon2-iterations",
-        "12",
+        "48",
     ];
     let mut server = ServerProcess::start(&args, &[], &dir.0).await;
     let request = server
@@ -280,7 +280,25 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
             "email": "alice@example.com", "password": PASSWORD
         }));
     let in_flight = tokio::spawn(request.send());
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // SIGTERM only once the signup is hashing, as the metrics tell.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = server
+            .client
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap();
+        let text = metrics.text().await.unwrap();
+        if text.lines().any(|l| l == "latchkey_password_hash_jobs 1") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the signup never started hashing"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let status = tokio::task::block_in_place(|| server.terminate());
 
     let response = in_flight
@@ -289,8 +307,12 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
         .expect("the request in flight is answered");
     assert_eq!(response.status(), 201);
     assert!(status.success(), "{status:?}");
-    let log = server.log().join("\n");
-    assert!(log.contains("shutting down"), "{log}");
+    // The signup was still in flight when the shutdown began: its response line comes after.
+    let log = server.log();
+    let position = |needle: &str| log.iter().position(|line| line.contains(needle));
+    let shutdown = position("shutting down").expect("the shutdown is logged");
+    let answered = position("status=201").expect("the signup's response is logged");
+    assert!(shutdown < answered, "{}", log.join("\n"));
 }
 
 async fn no_secret_reaches_the_log_of_a_full_journey(db: Db) {
