@@ -105,31 +105,7 @@ async fn refresh_rotates_the_token_and_returns_a_new_session(db: Db) {
     assert_ne!(session.access_token, signup.access_token);
 
     // Both cookies, set exactly as signup sets them.
-    assert_eq!(session.cookies.len(), 2);
-    let access = &session.cookies["__Host-lk_access"];
-    assert_eq!(access.value, session.access_token);
-    assert_eq!(
-        access.attributes,
-        attrs(&[
-            "httponly",
-            "secure",
-            "samesite=Lax",
-            "path=/",
-            "max-age=900"
-        ])
-    );
-    let refresh = &session.cookies["__Secure-lk_refresh"];
-    assert_eq!(
-        refresh.attributes,
-        attrs(&[
-            "httponly",
-            "secure",
-            "samesite=Strict",
-            "path=/auth",
-            "max-age=604800"
-        ])
-    );
-    assert_eq!(refresh.value.len(), 43, "256 bits, base64url");
+    assert_session_cookies_set(&session, 604_800);
     assert_ne!(session.refresh_token, signup.refresh_token);
 
     // Rows: the old token spent, its successor the one unspent token, the session pushed out.

@@ -59,31 +59,7 @@ async fn signup_creates_user_profile_and_session_and_sets_cookies(db: Db) {
     );
 
     // Cookies: exactly the contract's attributes.
-    assert_eq!(session.cookies.len(), 2);
-    let access = &session.cookies["__Host-lk_access"];
-    assert_eq!(access.value, session.access_token);
-    assert_eq!(
-        access.attributes,
-        attrs(&[
-            "httponly",
-            "secure",
-            "samesite=Lax",
-            "path=/",
-            "max-age=900"
-        ])
-    );
-    let refresh = &session.cookies["__Secure-lk_refresh"];
-    assert_eq!(
-        refresh.attributes,
-        attrs(&[
-            "httponly",
-            "secure",
-            "samesite=Strict",
-            "path=/auth",
-            "max-age=604800"
-        ])
-    );
-    assert_eq!(refresh.value.len(), 43, "256 bits, base64url");
+    assert_session_cookies_set(&session, 604_800);
 
     // The access token works.
     let me = app.me(&session.access_token).await;

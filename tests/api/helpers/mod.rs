@@ -418,6 +418,38 @@ pub fn unauthenticated() -> Value {
     serde_json::json!({"error": {"code": "unauthenticated", "message": "Authentication is required."}})
 }
 
+/// Asserts that a session response set both cookies exactly as the contract says: the access
+/// token for 900 s on Path=/, the refresh token (256 bits, base64url) for `refresh_max_age` on
+/// Path=/auth; the mirror of `assert_session_cookies_cleared`.
+pub fn assert_session_cookies_set(session: &Session, refresh_max_age: u64) {
+    assert_eq!(session.cookies.len(), 2, "{:?}", session.cookies);
+    let access = &session.cookies["__Host-lk_access"];
+    assert_eq!(access.value, session.access_token);
+    assert_eq!(
+        access.attributes,
+        attrs(&[
+            "httponly",
+            "secure",
+            "samesite=Lax",
+            "path=/",
+            "max-age=900"
+        ])
+    );
+    let refresh = &session.cookies["__Secure-lk_refresh"];
+    let max_age = format!("max-age={refresh_max_age}");
+    assert_eq!(
+        refresh.attributes,
+        attrs(&[
+            "httponly",
+            "secure",
+            "samesite=Strict",
+            "path=/auth",
+            &max_age
+        ])
+    );
+    assert_eq!(refresh.value.len(), 43, "256 bits, base64url");
+}
+
 /// Asserts that a response clears both session cookies: empty values, Max-Age=0 and otherwise
 /// exactly the attributes they are set with (a browser only replaces a cookie of the same Path).
 pub fn assert_session_cookies_cleared(headers: &HeaderMap) {
