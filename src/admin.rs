@@ -6,7 +6,7 @@
 //! latchkey's own endpoints immediately; deleting removes the user, profile, sessions and tokens
 //! in one transaction.
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -79,7 +79,7 @@ async fn find(store: &Store, clock: &Clock, user: &str) -> anyhow::Result<(UserR
     let row = store::admin::find_user(store.reader(), clock.now(), user)
         .await?
         .ok_or_else(|| anyhow!("no user with id or email {user:?}"))?;
-    let id = Uuid::parse_str(&row.id).context("stored user id is not a UUID")?;
+    let id = store::parse_id(&row.id)?;
     Ok((row, id))
 }
 

@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use super::body::MessageBody;
 use super::links::{self, Issued};
 use super::openapi::responses::{RateLimited, Unauthenticated};
-use super::password::{parse_id, stored_email};
+use super::password::stored_email;
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody, FieldErrors};
 use crate::extract::{ApiJson, Authenticated, ClientInfo};
@@ -82,7 +82,7 @@ pub(super) async fn verify(
     let used = store::one_time_tokens::use_token(&mut *tx, &hash, Purpose::EmailVerification, now)
         .await?
         .ok_or(ApiError::TokenInvalid)?;
-    let user_id = parse_id(&used.user_id)?;
+    let user_id = store::parse_id(&used.user_id)?;
     tracing::Span::current().record("user_id", tracing::field::display(user_id));
     // The link verifies the address it was sent to, and only while that is the user's address.
     if !store::users::mark_email_verified(&mut *tx, user_id, &used.email, now).await? {

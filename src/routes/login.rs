@@ -18,7 +18,6 @@ use axum_extra::extract::CookieJar;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use super::body::SessionBody;
 use super::openapi::responses::{Overloaded, RateLimited};
@@ -76,11 +75,7 @@ pub(super) async fn login(
     let slot = state.hasher.reserve()?;
     let attempt = state.limits.login_attempt(&client, &email).await?;
     let found = store::users::find_credentials(state.store.reader(), &email).await?;
-    let user_id = found
-        .as_ref()
-        .map(|c| Uuid::parse_str(&c.id))
-        .transpose()
-        .map_err(anyhow::Error::from)?;
+    let user_id = found.as_ref().map(|c| store::parse_id(&c.id)).transpose()?;
     // Unknown accounts verify a dummy hash: same work, same answer, same code.
     let verified = slot
         .verify(password.clone(), found.map(|c| c.password_hash))

@@ -18,7 +18,6 @@ use axum_extra::extract::CookieJar;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use super::body::MessageBody;
 use super::links::{self, Issued};
@@ -93,7 +92,7 @@ pub(super) async fn forgot(
     let mut tx = state.store.begin().await?;
     let mut issued = false;
     if let Some(contact) = store::users::find_contact_by_email(&mut *tx, &email).await? {
-        let user_id = parse_id(&contact.id)?;
+        let user_id = store::parse_id(&contact.id)?;
         tracing::Span::current().record("user_id", tracing::field::display(user_id));
         // The address on file, not the one typed: they are equal only case-insensitively.
         let to = stored_email(&contact.email)?;
@@ -192,7 +191,7 @@ pub(super) async fn reset(
     let used = store::one_time_tokens::use_token(&mut *tx, &hash, Purpose::PasswordReset, now)
         .await?
         .ok_or(ApiError::TokenInvalid)?;
-    let user_id = parse_id(&used.user_id)?;
+    let user_id = store::parse_id(&used.user_id)?;
     tracing::Span::current().record("user_id", tracing::field::display(user_id));
     store::users::set_password_hash(&mut *tx, user_id, &password_hash, now).await?;
     let revoked =
@@ -352,8 +351,4 @@ pub fn stored_email(raw: &str) -> Result<Email, ApiError> {
     Email::parse(raw).map_err(|problem| {
         ApiError::Internal(anyhow::anyhow!("stored email is not valid: {problem}"))
     })
-}
-
-pub fn parse_id(id: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id).map_err(|e| ApiError::Internal(e.into()))
 }

@@ -21,7 +21,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum_extra::extract::CookieJar;
 use secrecy::SecretString;
-use uuid::Uuid;
 
 use super::body::SessionBody;
 use super::openapi::responses::RateLimited;
@@ -104,8 +103,8 @@ async fn rotate(
     // the audit event commit together.
     let mut tx = state.store.begin().await?;
     if let Some(live) = store::sessions::spend_refresh_token(&mut tx, &hash, now).await? {
-        let session_id = parse_id(&live.id)?;
-        let user_id = parse_id(&live.user_id)?;
+        let session_id = store::parse_id(&live.id)?;
+        let user_id = store::parse_id(&live.user_id)?;
         tracing::Span::current().record("user_id", tracing::field::display(user_id));
         let idle_expires_at =
             (now + millis(state.settings.session_idle_timeout)).min(live.absolute_expires_at);
@@ -140,8 +139,8 @@ async fn rotate(
     if !known.session_live(now) {
         return Err(ApiError::SessionRevoked);
     }
-    let session_id = parse_id(&known.session_id)?;
-    let user_id = parse_id(&known.user_id)?;
+    let session_id = store::parse_id(&known.session_id)?;
+    let user_id = store::parse_id(&known.user_id)?;
     let spent_at = known.spent_at.unwrap_or(now);
     let within_grace = now - spent_at < millis(state.settings.refresh_grace_period);
     if within_grace
@@ -182,8 +181,4 @@ async fn rotate(
     state.metrics.revoked("refresh_token_reuse", 1);
     tracing::warn!(session_id = %session_id, "refresh token reuse detected: session revoked");
     Err(ApiError::SessionRevoked)
-}
-
-fn parse_id(id: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id).map_err(|e| ApiError::Internal(e.into()))
 }

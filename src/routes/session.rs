@@ -69,7 +69,7 @@ pub fn respond(
     now: Millis,
 ) -> Result<Response, ApiError> {
     let settings = &state.settings;
-    let user_id = Uuid::parse_str(&account.id).map_err(anyhow::Error::from)?;
+    let user_id = store::parse_id(&account.id)?;
     let access = tokens::mint_access(
         &state.keys,
         &state.issuer,

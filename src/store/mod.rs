@@ -169,6 +169,12 @@ fn create_if_missing(url: &str) -> String {
     }
 }
 
+/// An id read back from the database: stored as UUID text, so a failure here is a bug or a
+/// corrupt row, never the client's doing.
+pub fn parse_id(id: &str) -> anyhow::Result<uuid::Uuid> {
+    uuid::Uuid::parse_str(id).with_context(|| format!("stored id {id:?} is not a UUID"))
+}
+
 /// Whether `err` is a unique-constraint violation (the database deciding uniqueness).
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(e) if e.is_unique_violation())
