@@ -191,8 +191,7 @@ impl KeyRing {
         access_ttl: Duration,
     ) -> anyhow::Result<KeyRing> {
         let now = clock.now();
-        if store::keys::active_count(&store).await? == 0 {
-            store::keys::insert_first(&store, &generate(&kek, now)?).await?;
+        if store::keys::insert_first(&store, &generate(&kek, now)?).await? {
             tracing::info!("generated the first signing key");
         }
         let retention = access_ttl + LEEWAY + RELOAD_INTERVAL;

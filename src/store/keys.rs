@@ -4,23 +4,21 @@ use super::Store;
 use crate::clock::Millis;
 use crate::keys::StoredKey;
 
-pub async fn active_count(store: &Store) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM signing_keys WHERE retired_at IS NULL")
-        .fetch_one(store.reader())
-        .await
-}
-
-/// Inserts the first key, unless another process got there first.
-pub async fn insert_first(store: &Store, key: &StoredKey) -> Result<(), sqlx::Error> {
+/// Inserts `key` if there is no active key yet (first start); returns whether it did. The check
+/// is inside the write transaction, so of two processes starting at once on SQLite only one
+/// inserts (on PostgreSQL both may, which leaves two valid keys: harmless).
+pub async fn insert_first(store: &Store, key: &StoredKey) -> Result<bool, sqlx::Error> {
     let mut tx = store.begin().await?;
     let active: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM signing_keys WHERE retired_at IS NULL")
             .fetch_one(&mut *tx)
             .await?;
-    if active == 0 {
-        insert(&mut tx, key).await?;
+    if active > 0 {
+        return Ok(false);
     }
-    tx.commit().await
+    insert(&mut tx, key).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Retires every active key and inserts `key`, in one transaction; with `made_before`, only if the
