@@ -6,14 +6,14 @@
 //! latchkey's own endpoints immediately; deleting removes the user, profile, sessions and tokens
 //! in one transaction.
 
-use anyhow::anyhow;
+use anyhow::{Context as _, anyhow, bail};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::clock::{Clock, rfc3339};
 use crate::config::Settings;
 use crate::store::admin::{KeyRow, UserRow};
-use crate::store::{self, Store, audit};
+use crate::store::{self, Store};
 
 /// How a command's result is printed.
 #[derive(Debug, Clone, Copy)]
@@ -124,25 +124,11 @@ pub async fn set_disabled(
 ) -> anyhow::Result<()> {
     let (row, id) = find(store, clock, user).await?;
     let now = clock.now();
-    let actor = audit::Actor {
-        user_id: Some(id),
-        ..audit::Actor::default()
-    };
-    // Transaction boundary: the flag, the revocations and the audit event.
-    let mut tx = store.begin().await?;
-    store::admin::set_disabled(&mut *tx, id, disable.then_some(now), now).await?;
-    let revoked = if disable {
-        store::sessions::revoke_all_sessions(&mut *tx, id, "user_disabled", now).await?
-    } else {
-        0
-    };
-    let kind = if disable {
-        audit::Kind::UserDisabled
-    } else {
-        audit::Kind::UserEnabled
-    };
-    audit::record(&mut *tx, kind, &actor, now).await?;
-    tx.commit().await?;
+    // One store call: the flag, the revocations and the audit event.
+    let revoked = store
+        .set_disabled(id, disable, now)
+        .await?
+        .with_context(|| format!("no user {user}"))?;
     let verb = if disable { "disabled" } else { "enabled" };
     out.print(
         &format!(
@@ -163,16 +149,11 @@ pub async fn delete_user(
 ) -> anyhow::Result<()> {
     let (row, id) = find(store, clock, user).await?;
     let now = clock.now();
-    // Transaction boundary: the deletion (cascading to profile, sessions and tokens) and its
-    // audit event, which outlives the account.
-    let mut tx = store.begin().await?;
-    store::admin::delete_user(&mut *tx, id).await?;
-    let actor = audit::Actor {
-        user_id: Some(id),
-        ..audit::Actor::default()
-    };
-    audit::record(&mut *tx, audit::Kind::UserDeleted, &actor, now).await?;
-    tx.commit().await?;
+    // One store call: the deletion (cascading to profile, sessions and tokens) and its audit
+    // event, which outlives the account.
+    if !store.delete_user(id, now).await? {
+        bail!("no user {user}");
+    }
     out.print(
         &format!("deleted {} ({})", row.email, row.id),
         json!({"id": row.id, "email": row.email, "deleted": true}),
@@ -189,16 +170,8 @@ pub async fn revoke_sessions(
 ) -> anyhow::Result<()> {
     let (row, id) = find(store, clock, user).await?;
     let now = clock.now();
-    // Transaction boundary: the revocations and their audit event.
-    let mut tx = store.begin().await?;
-    let revoked =
-        store::sessions::revoke_all_sessions(&mut *tx, id, "revoked_by_admin", now).await?;
-    let actor = audit::Actor {
-        user_id: Some(id),
-        ..audit::Actor::default()
-    };
-    audit::record(&mut *tx, audit::Kind::SessionsRevokedByAdmin, &actor, now).await?;
-    tx.commit().await?;
+    // One store call: the revocations and their audit event.
+    let revoked = store.revoke_sessions_by_admin(id, now).await?;
     out.print(
         &format!("revoked {revoked} sessions of {} ({})", row.email, row.id),
         json!({"id": row.id, "email": row.email, "sessions_revoked": revoked}),

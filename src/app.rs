@@ -35,6 +35,8 @@ pub struct AppState {
     pub issuer: Arc<str>,
     /// Derives refresh-token successors (see `tokens::successor`).
     pub refresh_secret: Arc<[u8; 32]>,
+    /// The MAC key of device cookies (`crate::device`), derived from the KEK like the others.
+    pub device_secret: Arc<[u8; 32]>,
     /// Renders emails for the outbox and delivers them (see `mail`).
     pub mailer: Mailer,
     /// Rate limits, counted in the database (see `limits`).
@@ -48,11 +50,12 @@ impl AppState {
     /// email templates.
     pub async fn build(settings: Settings, clock: Clock) -> anyhow::Result<AppState> {
         let mailer = Mailer::new(&settings)?;
-        let store = Store::connect(&settings.database_url).await?;
+        let store = Store::connect(&settings.database_url, settings.sqlite_durability).await?;
         store.migrate().await?;
         let kek = Kek::from_setting(settings.key_encryption_key.as_ref())?;
         let refresh_secret = Arc::new(kek.derive("latchkey refresh successor v1"));
         let limit_secret = kek.derive("latchkey rate limit keys v1");
+        let device_secret = Arc::new(kek.derive("latchkey device cookie v1"));
         let keys =
             KeyRing::load(store.clone(), kek, clock.clone(), settings.access_token_ttl).await?;
         let hasher = Hasher::new(
@@ -73,6 +76,7 @@ impl AppState {
             keys,
             clock,
             refresh_secret,
+            device_secret,
             mailer,
             metrics: Arc::new(Metrics::new()),
         })

@@ -107,6 +107,29 @@ pub enum Toggle {
     Off,
 }
 
+/// SQLite's `synchronous` setting: what a power loss (not a crash of the process, which loses
+/// nothing committed either way) can lose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSynchronous {
+    /// `NORMAL` in WAL mode: a power loss can lose the transactions committed since the last
+    /// sync of the WAL, never corrupt the database. The default, and SQLite's advice for WAL.
+    #[default]
+    Normal,
+    /// `FULL`: every commit is synced to disk before it returns; nothing committed is lost, at
+    /// the price of an fsync per write transaction.
+    Full,
+}
+
+impl SqliteSynchronous {
+    pub fn pragma(self) -> &'static str {
+        match self {
+            SqliteSynchronous::Normal => "NORMAL",
+            SqliteSynchronous::Full => "FULL",
+        }
+    }
+}
+
 /// Every setting as it may be given: `None` means "not given here".
 #[derive(Debug, Clone, Default, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -122,6 +145,9 @@ pub struct Overrides {
         hide_env_values = true
     )]
     pub database_url: Option<String>,
+    /// SQLite durability: `normal` (a power loss may lose the last commits) or `full`.
+    #[arg(long, env = "LATCHKEY_SQLITE_SYNCHRONOUS", global = true)]
+    pub sqlite_synchronous: Option<SqliteSynchronous>,
     /// Public URL of the service: token issuer, allowed origin, links in emails.
     #[arg(long, env = "LATCHKEY_PUBLIC_URL", global = true)]
     pub public_url: Option<String>,
@@ -268,6 +294,7 @@ impl Overrides {
         Overrides {
             listen: self.listen.or(lower.listen),
             database_url: self.database_url.or(lower.database_url),
+            sqlite_synchronous: self.sqlite_synchronous.or(lower.sqlite_synchronous),
             public_url: self.public_url.or(lower.public_url),
             smtp_url: self.smtp_url.or(lower.smtp_url),
             mail_from: self.mail_from.or(lower.mail_from),
@@ -327,6 +354,7 @@ pub struct Settings {
     pub listen: SocketAddr,
     #[serde(serialize_with = "show::url")]
     pub database_url: SecretString,
+    pub sqlite_durability: SqliteSynchronous,
     #[serde(serialize_with = "show::display")]
     pub public_url: Url,
     #[serde(serialize_with = "show::opt_url")]
@@ -439,6 +467,7 @@ impl Settings {
                 o.database_url
                     .unwrap_or_else(|| "sqlite://latchkey.db".to_owned()),
             ),
+            sqlite_durability: o.sqlite_synchronous.unwrap_or_default(),
             public_url,
             smtp_url: o.smtp_url.map(SecretString::from),
             mail_from: o

@@ -5,6 +5,11 @@
 //! | `__Host-lk_access`    | HttpOnly; Secure; SameSite=Lax; Path=/; Max-Age = access lifetime    |
 //! | `__Secure-lk_refresh` | HttpOnly; Secure; SameSite=Strict; Path=/auth; Max-Age = until idle  |
 //!
+//! | `__Host-lk_device`    | HttpOnly; Secure; SameSite=Lax; Path=/; Max-Age = 180 days           |
+//!
+//! The device cookie (see `crate::device`) is set by a successful login and never cleared by a
+//! logout: it remembers that this browser signed in to the account before.
+//!
 //! Signup, login and refresh call `set_session`; logout and failed refreshes call `clear_session`,
 //! which emits the same cookies with Max-Age=0. With `cookie_secure = false` the prefixes and
 //! `Secure` are dropped (browsers refuse prefixed cookies without `Secure`).
@@ -68,6 +73,35 @@ fn build(
         .path(path)
         .max_age(max_age)
         .build()
+}
+
+pub fn device_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-lk_device"
+    } else {
+        "lk_device"
+    }
+}
+
+/// How long a browser is remembered as a device that signed in before.
+pub const DEVICE_TTL: Duration = Duration::from_secs(180 * 24 * 3600);
+
+/// Sets the device cookie.
+pub fn set_device(jar: CookieJar, secure: bool, value: String) -> CookieJar {
+    jar.add(build(
+        device_name(secure),
+        "/",
+        SameSite::Lax,
+        secure,
+        value,
+        DEVICE_TTL,
+    ))
+}
+
+pub fn device_token(jar: &CookieJar, secure: bool) -> Option<String> {
+    jar.get(device_name(secure))
+        .map(|c| c.value().to_owned())
+        .filter(|v| !v.is_empty())
 }
 
 /// Sets both session cookies.

@@ -211,7 +211,7 @@ pub async fn authenticate(
     if !store::sessions::is_live(state.store.reader(), claims.sid, claims.sub, now).await? {
         return Ok(None);
     }
-    tracing::Span::current().record("user_id", tracing::field::display(claims.sub));
+    crate::telemetry::record_user(claims.sub);
     Ok(Some(Authenticated {
         user_id: claims.sub,
         session_id: claims.sid,

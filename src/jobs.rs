@@ -11,7 +11,6 @@ use std::time::Duration;
 use crate::app::AppState;
 use crate::clock::millis;
 use crate::keys::{self, RELOAD_INTERVAL};
-use crate::store;
 
 /// Ended sessions stay this long (for the owner's and the operator's eyes) before they go.
 pub const PRUNE_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -69,21 +68,20 @@ pub async fn rotate_and_reload(state: &AppState) -> anyhow::Result<()> {
 /// than `OUTBOX_KEEP` ago, and throttle slots that have ended.
 pub async fn prune_mail(state: &AppState) -> anyhow::Result<()> {
     let now = state.clock.now();
-    // Transaction boundary: housekeeping only. Every row deleted is one no request or worker can
-    // use any more, so several instances may run this at once.
-    let mut tx = state.store.begin().await?;
-    store::one_time_tokens::prune(&mut *tx, now - millis(PRUNE_AFTER)).await?;
-    store::outbox::prune(&mut *tx, now - millis(OUTBOX_KEEP)).await?;
-    store::mail_throttle::prune(&mut *tx, now - millis(state.settings.mail_throttle)).await?;
-    tx.commit().await?;
+    let slots_before = now - millis(state.settings.mail_throttle);
+    state
+        .store
+        .prune_mail(
+            now - millis(PRUNE_AFTER),
+            now - millis(OUTBOX_KEEP),
+            slots_before,
+        )
+        .await?;
     Ok(())
 }
 
 /// Deletes sessions that ended more than `PRUNE_AFTER` ago; returns how many.
 pub async fn prune_sessions(state: &AppState) -> anyhow::Result<u64> {
     let cutoff = state.clock.now() - millis(PRUNE_AFTER);
-    let mut tx = state.store.begin().await?;
-    let pruned = store::sessions::prune(&mut *tx, cutoff).await?;
-    tx.commit().await?;
-    Ok(pruned)
+    Ok(state.store.prune_sessions(cutoff).await?)
 }

@@ -143,7 +143,7 @@ impl Kek {
 }
 
 /// A signing key as stored: public half in the clear, private half sealed.
-#[derive(sqlx::FromRow)]
+#[derive(Clone, sqlx::FromRow)]
 pub struct StoredKey {
     pub kid: String,
     pub public_key: String,

@@ -19,6 +19,8 @@ pub mod clock;
 pub mod config;
 /// The session cookies: one builder, one matching removal.
 pub mod cookies;
+/// Device cookies: a browser that signed in to an account before is not held back by its lockout.
+pub mod device;
 /// Validated values (email, password, display name) parsed once at the edge.
 pub mod domain;
 /// The one error type of the API and its JSON shape.

@@ -4,7 +4,8 @@
 //!
 //! Handlers call [`Limiter::check`] with a [`Limit`] and its subject (a client IP from
 //! `ClientInfo::rate_key`, an address from `Email::normalized`, a user id). Login has its own
-//! steps, [`Limiter::login_attempt`] and [`Limiter::login_succeeded`], because it counts failures.
+//! step, [`Limiter::login_attempt`], because it counts failures; the success takes its count back
+//! inside the login's own transaction (`LoginAttempt::refund`).
 //! A refused request is 429 `rate_limited` with `Retry-After`, whatever the limit, so the answer
 //! never tells which limit was hit (in particular not that an account is being delayed).
 //!
@@ -18,13 +19,15 @@
 //!   period, the next attempt must wait one period; each further failure doubles the wait, up to
 //!   [`MAX_ACCOUNT_DELAY`]. A delay, not a lockout: it ends by itself, the counter is forgotten one
 //!   quiet period after the last failure or wait, a successful login clears it, and nothing here
-//!   stops the owner from resetting the password (after which `clear_login_failures` clears it).
+//!   stops the owner from resetting the password (whose transaction clears it). A browser that
+//!   signed in to the account before (a valid device cookie, `crate::device`) has a counter of its
+//!   own instead, so failures from elsewhere never hold back the owner's own device.
 //!
 //! Login counts an attempt as a failure *before* it checks the password and takes it back when
 //! the password matches. So concurrent attempts cannot slip past a limit while their hashes run,
 //! and the counter of a failed attempt is already committed whatever happens to the request.
-//! Every counter write is a transaction of its own for the same reason: the count must survive
-//! the failure of the request it belongs to.
+//! Every counting is a transaction of its own for the same reason: the count must survive the
+//! failure of the request it belongs to; takings-back happen inside the flow they belong to.
 //!
 //! The in-memory fast path remembers, per instance, "this key is refused until T" for the fixed
 //! windows that only ever grow (every limit of [`Limit`] and login's attempts per IP): within a
@@ -48,7 +51,8 @@ use crate::config::{Rate, Settings};
 use crate::domain::Email;
 use crate::error::ApiError;
 use crate::extract::ClientInfo;
-use crate::store::{self, Store};
+use crate::store::Store;
+use crate::store::rate_limits::{Attempt, Counter, NewAttempt, Refund, Which};
 use crate::tokens::hmac_sha256;
 
 /// The longest wait a run of failed logins can impose on an account.
@@ -60,6 +64,7 @@ const MAX_REMEMBERED: usize = 10_000;
 pub const LOGIN_IP: &str = "login_ip";
 pub const LOGIN_FAILURE_IP: &str = "login_failure_ip";
 pub const LOGIN_FAILURE_ACCOUNT: &str = "login_failure_account";
+pub const LOGIN_FAILURE_DEVICE: &str = "login_failure_device";
 
 /// The limits handlers apply with [`Limiter::check`]. Each says what its subject is; defaults are
 /// in `config.rs` and the README.
@@ -121,19 +126,19 @@ struct Inner {
     refused: Mutex<HashMap<String, Millis>>,
 }
 
-/// The counters one login attempt reserved; give it back with `login_succeeded` when the
-/// password matched. Empty when rate limits are off.
+/// A login attempt counted as a failure; `refund` hands its counters to the success's flow,
+/// which takes them back in its own transaction. Empty when rate limits are off.
 #[derive(Debug, Default)]
 #[must_use]
 pub struct LoginAttempt {
-    reserved: Option<Reserved>,
+    refund: Option<Refund>,
 }
 
-#[derive(Debug)]
-struct Reserved {
-    failures_key: String,
-    failures_window: Millis,
-    account_key: String,
+impl LoginAttempt {
+    /// What a successful attempt takes back (`None` with rate limits off).
+    pub fn refund(self) -> Option<Refund> {
+        self.refund
+    }
 }
 
 impl Limiter {
@@ -168,9 +173,11 @@ impl Limiter {
         self.refused_in_memory(&key, now)?;
         let rate = limit.rate(&self.0.settings);
         // A transaction of its own: the hit counts even if the request fails afterwards.
-        let mut tx = self.0.store.begin().await?;
-        let window = store::rate_limits::hit(&mut *tx, &key, now, millis(rate.period)).await?;
-        tx.commit().await?;
+        let window = self
+            .0
+            .store
+            .hit_limit(key.clone(), now, millis(rate.period))
+            .await?;
         if window.count > i64::from(rate.max) {
             self.remember_refusal(key, window.expires_at, now);
             return Err(refuse(limit.name(), window.expires_at, now));
@@ -178,14 +185,16 @@ impl Limiter {
         Ok(())
     }
 
-    /// Reserves the counters of a login attempt before its password is checked: the attempt per
-    /// IP, and a failure per IP and per account, as if it were going to fail. Refused (429) when
-    /// any of them is over; then the counters after the refusing one are left alone, so a client
-    /// refused for its IP does not lengthen the wait of the account it was trying.
+    /// Counts a login attempt (or a password change's check of the current password) as a
+    /// failure, before the password is checked: 429 when a limit refuses it. `device` is the
+    /// device id of a valid device cookie for this address (see `crate::device`): its failures
+    /// are counted on their own instead of the account's, so the owner's browser is never held
+    /// back by failures from elsewhere.
     pub async fn login_attempt(
         &self,
         client: &ClientInfo,
         email: &Email,
+        device: Option<&str>,
     ) -> Result<LoginAttempt, ApiError> {
         if !self.enabled() {
             return Ok(LoginAttempt::default());
@@ -195,101 +204,53 @@ impl Limiter {
         let ip = client.rate_key();
         let attempts_key = self.key(LOGIN_IP, &ip);
         self.refused_in_memory(&attempts_key, now)?;
-        let failures_key = self.key(LOGIN_FAILURE_IP, &ip);
-        let account_key = self.key(LOGIN_FAILURE_ACCOUNT, email.normalized());
-        let account_rate = s.login_failure_account_limit;
-        let account_period = millis(account_rate.period);
-
-        // Transaction boundary: the three counters of this attempt, committed before the password
-        // is checked, whatever the login's outcome (a refusal commits what it counted too).
-        let mut tx = self.0.store.begin().await?;
-        let attempts = store::rate_limits::hit(
-            &mut *tx,
-            &attempts_key,
-            now,
-            millis(s.login_ip_limit.period),
-        )
-        .await?;
-        if attempts.count > i64::from(s.login_ip_limit.max) {
-            tx.commit().await?;
-            self.remember_refusal(attempts_key, attempts.expires_at, now);
-            return Err(refuse(LOGIN_IP, attempts.expires_at, now));
-        }
-        let failures = store::rate_limits::hit(
-            &mut *tx,
-            &failures_key,
-            now,
-            millis(s.login_failure_ip_limit.period),
-        )
-        .await?;
-        if failures.count > i64::from(s.login_failure_ip_limit.max) {
-            tx.commit().await?;
-            return Err(refuse(LOGIN_FAILURE_IP, failures.expires_at, now));
-        }
-        let strikes =
-            store::rate_limits::strike(&mut *tx, &account_key, now, account_period).await?;
-        if strikes.blocked_until > now {
-            // Still the failure per IP counted above: hammering a delayed account is failing.
-            tx.commit().await?;
-            return Err(refuse(LOGIN_FAILURE_ACCOUNT, strikes.blocked_until, now));
-        }
-        if strikes.count >= i64::from(account_rate.max) {
-            // If this attempt fails, it is the max-th failure (or a further one): whoever tries
-            // next must wait. Set now, not after the hash, so that attempts racing with this one
-            // are refused; a matching password lifts it again (`login_succeeded`).
-            let wait = account_delay(account_rate, strikes.count);
-            let blocked_until = now.saturating_add(millis(wait));
-            store::rate_limits::block(
-                &mut *tx,
-                &account_key,
-                blocked_until,
-                blocked_until.saturating_add(account_period),
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(LoginAttempt {
-            reserved: Some(Reserved {
-                failures_key,
-                failures_window: failures.expires_at,
-                account_key,
-            }),
-        })
-    }
-
-    /// The password matched: the reserved failure per IP is taken back and the account's failure
-    /// counter (and any wait it imposed) is forgotten.
-    pub async fn login_succeeded(&self, attempt: LoginAttempt) -> Result<(), ApiError> {
-        let Some(reserved) = attempt.reserved else {
-            return Ok(());
+        let strikes_key = match device {
+            Some(id) => self.key(LOGIN_FAILURE_DEVICE, id),
+            None => self.key(LOGIN_FAILURE_ACCOUNT, email.normalized()),
         };
-        let mut tx = self.0.store.begin().await?;
-        store::rate_limits::refund(&mut *tx, &reserved.failures_key, reserved.failures_window)
-            .await?;
-        store::rate_limits::clear(&mut *tx, &reserved.account_key).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Forgets the failed logins of an address and the wait they imposed. For the password reset:
-    /// whoever proved they own the address can log in at once.
-    pub async fn clear_login_failures(&self, email: &Email) -> Result<(), ApiError> {
-        if !self.enabled() {
-            return Ok(());
+        let counter = |key, rate: Rate| Counter {
+            key,
+            max: i64::from(rate.max),
+            period: millis(rate.period),
+        };
+        let attempt = NewAttempt {
+            attempts: counter(attempts_key.clone(), s.login_ip_limit),
+            failures: counter(self.key(LOGIN_FAILURE_IP, &ip), s.login_failure_ip_limit),
+            strikes: counter(strikes_key, s.login_failure_account_limit),
+            max_wait: millis(MAX_ACCOUNT_DELAY),
+            now,
+        };
+        match self.0.store.count_attempt(attempt).await? {
+            Attempt::Counted(refund) => Ok(LoginAttempt {
+                refund: Some(refund),
+            }),
+            Attempt::Refused { which, until } => {
+                let name = match which {
+                    Which::Attempts => {
+                        self.remember_refusal(attempts_key, until, now);
+                        LOGIN_IP
+                    }
+                    Which::Failures => LOGIN_FAILURE_IP,
+                    Which::Strikes => match device {
+                        Some(_) => LOGIN_FAILURE_DEVICE,
+                        None => LOGIN_FAILURE_ACCOUNT,
+                    },
+                };
+                Err(refuse(name, until, now))
+            }
         }
-        let key = self.key(LOGIN_FAILURE_ACCOUNT, email.normalized());
-        let mut tx = self.0.store.begin().await?;
-        store::rate_limits::clear(&mut *tx, &key).await?;
-        tx.commit().await?;
-        Ok(())
     }
 
-    /// Deletes counters that have ended; returns how many (a background job).
+    /// The key of the account's failed-login strikes, which a reset forgets in its own flow;
+    /// `None` with rate limits off.
+    pub fn strikes_key(&self, email: &Email) -> Option<String> {
+        self.enabled()
+            .then(|| self.key(LOGIN_FAILURE_ACCOUNT, email.normalized()))
+    }
+
+    /// Deletes counters that mean nothing any more; returns how many.
     pub async fn prune(&self) -> Result<u64, sqlx::Error> {
-        let mut tx = self.0.store.begin().await?;
-        let pruned = store::rate_limits::prune(&mut *tx, self.0.clock.now()).await?;
-        tx.commit().await?;
-        Ok(pruned)
+        self.0.store.prune_rate_limits(self.0.clock.now()).await
     }
 
     fn refused_in_memory(&self, key: &str, now: Millis) -> Result<(), ApiError> {
@@ -322,16 +283,6 @@ impl Limiter {
     }
 }
 
-/// The wait after the `count`-th failure of an account whose limit is `rate`: one period at the
-/// max-th failure, doubling with each further one, capped.
-fn account_delay(rate: Rate, count: i64) -> Duration {
-    let doublings = u32::try_from(count - i64::from(rate.max))
-        .unwrap_or(0)
-        .min(16);
-    let cap = MAX_ACCOUNT_DELAY.max(rate.period);
-    rate.period.saturating_mul(1 << doublings).min(cap)
-}
-
 /// The one 429 of every limit. Only the log says which limit it was (never the subject).
 fn refuse(name: &str, until: Millis, now: Millis) -> ApiError {
     let retry_after_secs = seconds_until(until, now);
@@ -349,18 +300,6 @@ fn seconds_until(until: Millis, now: Millis) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_account_wait_starts_at_one_period_and_doubles_up_to_the_cap() {
-        let rate = Rate::new(5, Duration::from_secs(300));
-        let waits: Vec<u64> = (5..=10)
-            .map(|count| account_delay(rate, count).as_secs())
-            .collect();
-        assert_eq!(waits, [300, 600, 1200, 2400, 3600, 3600]);
-        assert_eq!(account_delay(rate, 1_000_000).as_secs(), 3600);
-        let long = Rate::new(3, Duration::from_secs(7200));
-        assert_eq!(account_delay(long, 9).as_secs(), 7200);
-    }
 
     #[test]
     fn retry_after_is_whole_seconds_rounded_up() {

@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// The database, migrated: admin commands work on the schema this binary knows.
 async fn connect(settings: &Settings) -> anyhow::Result<store::Store> {
-    let store = store::Store::connect(&settings.database_url).await?;
+    let store = store::Store::connect(&settings.database_url, settings.sqlite_durability).await?;
     store.migrate().await?;
     Ok(store)
 }

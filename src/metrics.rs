@@ -126,9 +126,9 @@ impl Metrics {
     }
 
     /// Counts one revoked session (or several) for `reason`.
-    pub fn revoked(&self, reason: &'static str, sessions: u64) {
+    pub fn revoked(&self, reason: crate::store::sessions::Reason, sessions: u64) {
         self.revocations
-            .get_or_create(&[label("reason", reason)])
+            .get_or_create(&[label("reason", reason.as_str())])
             .inc_by(sessions);
     }
 

@@ -19,6 +19,7 @@ use tracing::Instrument;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::metrics::label;
+use crate::telemetry;
 
 const REQUEST_ID: &str = "x-request-id";
 
@@ -52,7 +53,8 @@ pub async fn request_context(
         req.headers_mut().insert(REQUEST_ID, value);
     }
     let started = Instant::now();
-    let mut response = next.run(req).instrument(span.clone()).await;
+    let mut response =
+        telemetry::with_request_span(span.clone(), next.run(req).instrument(span.clone())).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     span.in_scope(|| {

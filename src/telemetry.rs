@@ -30,3 +30,26 @@ pub fn init() {
             .try_init()
     };
 }
+
+tokio::task_local! {
+    /// The span of the request being served (set by `middleware::request_context`), so that a
+    /// handler's own span is not the only one that learns the user id.
+    static REQUEST_SPAN: tracing::Span;
+}
+
+/// Runs a request's future with `span` as its request span.
+pub async fn with_request_span<F: std::future::Future>(span: tracing::Span, fut: F) -> F::Output {
+    REQUEST_SPAN.scope(span, fut).await
+}
+
+/// Records the user id, once known, on the request's span (whose response line then carries it)
+/// and on the current span (the handler's, which declares the field too).
+pub fn record_user(user_id: uuid::Uuid) {
+    let current = tracing::Span::current();
+    current.record("user_id", tracing::field::display(user_id));
+    let _ = REQUEST_SPAN.try_with(|span| {
+        if span.id() != current.id() {
+            span.record("user_id", tracing::field::display(user_id));
+        }
+    });
+}

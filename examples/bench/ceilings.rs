@@ -5,11 +5,16 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use latchkey::clock::{Clock, millis};
+use latchkey::clock::{Clock, Millis, millis};
+use latchkey::config::SqliteSynchronous;
 use latchkey::domain::Email;
 use latchkey::keys::{Kek, KeyRing};
 use latchkey::password::argon2id::{self, Argon2id, Cost};
-use latchkey::store::{self, Store, audit, sessions, users};
+use latchkey::store::flows::login::{Login, NewLogin};
+use latchkey::store::flows::refresh::{NewRotation, Rotation};
+use latchkey::store::flows::signup::{NewSignup, Signup};
+use latchkey::store::flows::{NewLink, NewMail, NewSession, Throttle};
+use latchkey::store::{Store, audit};
 use latchkey::tokens::{self, Purpose};
 use secrecy::SecretString;
 use uuid::Uuid;
@@ -69,7 +74,7 @@ fn hashes_per_second(hasher: &dyn Argon2id, cost: Cost, threads: usize, duration
 /// Ed25519 signature, claims), on one thread.
 pub async fn eddsa_verify_us(scratch: &Path) -> anyhow::Result<f64> {
     let url = format!("sqlite://{}", scratch.join("keys.db").display());
-    let store = Store::connect(&SecretString::from(url)).await?;
+    let store = Store::connect(&SecretString::from(url), SqliteSynchronous::default()).await?;
     store.migrate().await?;
     let kek = Kek::from_setting(Some(&SecretString::from(Kek::generate_encoded())))?;
     let clock = Clock::default();
@@ -98,14 +103,18 @@ pub async fn eddsa_verify_us(scratch: &Path) -> anyhow::Result<f64> {
 }
 
 /// Refresh transactions per second that the database commits with `concurrency` clients, through
-/// the same store functions and the same statements as `POST /auth/refresh`: spend the token,
-/// insert its successor, extend the session, write the audit event, read the account, commit.
+/// the same store call as `POST /auth/refresh` (`Store::rotate_refresh`: spend the token, extend
+/// the live session, insert its successor, write the audit event, read the account, commit).
 pub async fn refresh_transactions(
     database_url: &str,
     concurrency: usize,
     duration: Duration,
 ) -> anyhow::Result<f64> {
-    let store = Store::connect(&SecretString::from(database_url.to_owned())).await?;
+    let store = Store::connect(
+        &SecretString::from(database_url.to_owned()),
+        SqliteSynchronous::default(),
+    )
+    .await?;
     store.migrate().await?;
     let clock = Clock::default();
     let idle = millis(Duration::from_secs(7 * 24 * 3600));
@@ -113,57 +122,33 @@ pub async fn refresh_transactions(
     add_idle_sessions(&store, &run, FILLER_SESSIONS).await?;
     let mut chains = Vec::new();
     for w in 0..concurrency {
-        let now = clock.now();
-        let user_id = Uuid::now_v7();
-        let session_id = Uuid::now_v7();
-        let email = Email::parse(&format!("txn-{run}-{w}@bench.example"))
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let token = token_hash();
-        let mut tx = store.begin().await?;
-        users::insert_user(&mut *tx, user_id, &email, "$argon2id$unused", now).await?;
-        users::insert_profile(&mut *tx, user_id, None, now).await?;
-        let session = sessions::NewSession {
-            id: session_id,
-            user_id,
-            now,
-            idle_expires_at: now + idle,
-            absolute_expires_at: now + 4 * idle,
-            user_agent: None,
-            ip: Some("127.0.0.1"),
-        };
-        sessions::insert_session(&mut *tx, &session).await?;
-        sessions::insert_refresh_token(&mut *tx, &token, session_id, now).await?;
-        tx.commit().await?;
-        chains.push((user_id, session_id, token));
+        let (_, token) = account_with_session(&store, &format!("txn-{run}-{w}"), idle).await?;
+        chains.push(token);
     }
 
     let started = Instant::now();
     let deadline = started + duration;
-    let workers = chains.into_iter().map(|(user_id, session_id, mut token)| {
+    let workers = chains.into_iter().map(|mut token| {
         let store = store.clone();
         let clock = clock.clone();
         tokio::spawn(async move {
-            let actor = audit::Actor {
-                user_id: Some(user_id),
-                session_id: Some(session_id),
-                ip: Some("127.0.0.1".to_owned()),
-                user_agent: None,
-            };
             let mut n = 0u64;
             while Instant::now() < deadline {
-                let now = clock.now();
                 let successor = token_hash();
-                let mut tx = store.begin().await?;
-                sessions::spend_refresh_token(&mut tx, &token, now)
-                    .await?
-                    .context("the refresh token was not spent")?;
-                sessions::insert_refresh_token(&mut *tx, &successor, session_id, now).await?;
-                sessions::touch_session(&mut *tx, session_id, now, now + idle).await?;
-                audit::record(&mut *tx, audit::Kind::Refresh, &actor, now).await?;
-                store::users::find_account(&mut *tx, user_id)
-                    .await?
-                    .context("the account vanished")?;
-                tx.commit().await?;
+                let rotation = NewRotation {
+                    token_hash: token,
+                    successor_hash: successor.clone(),
+                    idle_timeout: idle,
+                    actor: audit::Actor {
+                        ip: Some("127.0.0.1".to_owned()),
+                        ..audit::Actor::default()
+                    },
+                    now: clock.now(),
+                };
+                match store.rotate_refresh(rotation).await? {
+                    Rotation::Rotated { .. } => {}
+                    Rotation::NotSpendable => anyhow::bail!("the refresh token was not spent"),
+                }
                 token = successor;
                 n += 1;
             }
@@ -185,31 +170,82 @@ pub async fn refresh_transactions(
 /// thousands): a statement that scans every session is slow only in a database that has some.
 const FILLER_SESSIONS: usize = 5000;
 
-async fn add_idle_sessions(store: &Store, run: &str, n: usize) -> anyhow::Result<()> {
-    let clock = Clock::default();
-    let now = clock.now();
+/// A fake password hash: the store compares hashes, it never verifies them.
+const UNUSED_HASH: &str = "$argon2id$unused";
+
+/// An account created by the signup use case, with a session; its id and refresh-token hash.
+async fn account_with_session(
+    store: &Store,
+    name: &str,
+    idle: Millis,
+) -> anyhow::Result<(Uuid, String)> {
+    let now = Clock::default().now();
     let user_id = Uuid::now_v7();
     let email =
-        Email::parse(&format!("filler-{run}@bench.example")).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut tx = store.begin().await?;
-    users::insert_user(&mut *tx, user_id, &email, "$argon2id$unused", now).await?;
-    users::insert_profile(&mut *tx, user_id, None, now).await?;
-    for _ in 0..n {
-        let id = Uuid::now_v7();
-        let session = sessions::NewSession {
-            id,
-            user_id,
-            now,
-            idle_expires_at: now + 3_600_000,
-            absolute_expires_at: now + 7_200_000,
-            user_agent: None,
-            ip: None,
-        };
-        sessions::insert_session(&mut *tx, &session).await?;
-        sessions::insert_refresh_token(&mut *tx, &token_hash(), id, now).await?;
+        Email::parse(&format!("{name}@bench.example")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let session = session_rows(now, idle);
+    let token = session.refresh_token_hash.clone();
+    let mail = NewMail {
+        kind: "email_verification",
+        recipient: email.as_str().to_owned(),
+        subject: String::new(),
+        text: String::new(),
+        html: String::new(),
+    };
+    let signup = NewSignup {
+        user_id,
+        throttle: Throttle::new("email_verification", email.normalized(), 0),
+        verification: NewLink {
+            purpose: Purpose::EmailVerification,
+            token_hash: tokens::hash_opaque(Purpose::EmailVerification, &tokens::new_opaque()),
+            email_normalized: email.normalized().to_owned(),
+            expires_at: now + idle,
+            mail,
+        },
+        email,
+        password_hash: UNUSED_HASH.to_owned(),
+        display_name: None,
+        session: Some(session),
+        actor: audit::Actor::user(user_id),
+        now,
+    };
+    match store.signup(signup).await? {
+        Signup::Created(_) => Ok((user_id, token)),
+        Signup::EmailTaken => anyhow::bail!("{name} exists already"),
     }
-    tx.commit().await?;
+}
+
+async fn add_idle_sessions(store: &Store, run: &str, n: usize) -> anyhow::Result<()> {
+    let idle = 3_600_000;
+    let (user_id, _) = account_with_session(store, &format!("filler-{run}"), idle).await?;
+    for _ in 1..n {
+        let now = Clock::default().now();
+        let login = NewLogin {
+            user_id,
+            verified_hash: UNUSED_HASH.to_owned(),
+            rehash: None,
+            session: session_rows(now, idle),
+            refund: None,
+            actor: audit::Actor::user(user_id),
+            now,
+        };
+        match store.login(login).await? {
+            Login::Opened(_) => {}
+            Login::Stale => anyhow::bail!("the filler account refused a login"),
+        }
+    }
     Ok(())
+}
+
+fn session_rows(now: Millis, idle: Millis) -> NewSession {
+    NewSession {
+        id: Uuid::now_v7(),
+        refresh_token_hash: token_hash(),
+        idle_expires_at: now + idle,
+        absolute_expires_at: now + 4 * idle,
+        user_agent: None,
+        ip: Some("127.0.0.1".to_owned()),
+    }
 }
 
 /// A refresh-token hash as the service stores it.

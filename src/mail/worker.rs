@@ -19,9 +19,13 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::SendError;
+use super::links::{self, LinkKind};
 use crate::app::AppState;
 use crate::clock::millis;
-use crate::store::{self, outbox::Claimed};
+use crate::domain::Email;
+use crate::store;
+use crate::store::audit::Actor;
+use crate::store::outbox::{Claimed, Outcome};
 
 /// How long a claim keeps other workers off a row; longer than any delivery may take.
 pub const LEASE: Duration = Duration::from_secs(5 * 60);
@@ -67,6 +71,7 @@ pub async fn deliver_due(state: &AppState) -> anyhow::Result<Pass> {
 
 /// `deliver_due`, stopping between two messages once `stop` is true.
 async fn deliver(state: &AppState, stop: &watch::Receiver<bool>) -> anyhow::Result<Pass> {
+    expand_reset_requests(state).await?;
     let mut pass = Pass::default();
     while !*stop.borrow()
         && let Some(message) = claim_one(state).await?
@@ -85,19 +90,11 @@ struct ClaimedMessage {
 async fn claim_one(state: &AppState) -> anyhow::Result<Option<ClaimedMessage>> {
     let now = state.clock.now();
     let claim_id = Uuid::new_v4();
-    // Transaction boundary: the claim alone, committed before any SMTP traffic, so no lock or
-    // connection is held while the relay answers.
-    let mut tx = state.store.begin().await?;
-    let mut claimed = store::outbox::claim_due(
-        &mut tx,
-        state.store.backend(),
-        claim_id,
-        now,
-        now + millis(LEASE),
-        1,
-    )
-    .await?;
-    tx.commit().await?;
+    let lease_until = now + millis(LEASE);
+    let mut claimed = state
+        .store
+        .claim_mail(claim_id, now, lease_until, 1)
+        .await?;
     Ok(claimed
         .pop()
         .map(|claimed| ClaimedMessage { claim_id, claimed }))
@@ -112,30 +109,70 @@ async fn record(
     let m = &message.claimed;
     let now = state.clock.now();
     let attempts = u32::try_from(m.attempts).unwrap_or(u32::MAX);
-    // Transaction boundary: the outcome of one attempt.
-    let mut tx = state.store.begin().await?;
-    match outcome {
-        Ok(()) => {
-            if store::outbox::mark_sent(&mut *tx, &m.id, now).await? {
-                pass.sent += 1;
-                tracing::info!(id = %m.id, kind = %m.kind, attempts, "email delivered");
-            }
-        }
+    let (outcome, counter) = match outcome {
+        Ok(()) => (Outcome::Sent, &mut pass.sent),
         Err(SendError::Transient(error)) if attempts < state.settings.mail_max_attempts => {
-            let next = now + millis(backoff(attempts));
-            store::outbox::mark_retry(&mut *tx, &m.id, message.claim_id, &error, next).await?;
-            pass.retried += 1;
             tracing::warn!(id = %m.id, kind = %m.kind, attempts, error = %error,
                 "email delivery failed; it will be retried");
+            let next_attempt_at = now + millis(backoff(attempts));
+            let retry = Outcome::Retry {
+                error,
+                next_attempt_at,
+            };
+            (retry, &mut pass.retried)
         }
         Err(SendError::Transient(error) | SendError::Permanent(error)) => {
-            store::outbox::mark_dead(&mut *tx, &m.id, message.claim_id, &error, now).await?;
-            pass.dead += 1;
             tracing::error!(id = %m.id, kind = %m.kind, attempts, error = %error,
                 "email given up: marked dead");
+            (Outcome::Dead { error }, &mut pass.dead)
+        }
+    };
+    let sent = matches!(outcome, Outcome::Sent);
+    let changed = state
+        .store
+        .record_mail(m.id.clone(), message.claim_id, outcome, now)
+        .await?;
+    if changed {
+        *counter += 1;
+        if sent {
+            tracing::info!(id = %m.id, kind = %m.kind, attempts, "email delivered");
         }
     }
-    tx.commit().await?;
+    Ok(())
+}
+
+/// Turns pending password reset requests into links and emails (see `store::flows::password`):
+/// an address with an account gets its link, one without is dropped. Each request in a
+/// transaction of its own; a request another instance took first is skipped.
+async fn expand_reset_requests(state: &AppState) -> anyhow::Result<()> {
+    let pending = store::reset_requests::pending(state.store.reader(), 50).await?;
+    for request in pending {
+        let contact = match Email::parse(&request.email) {
+            Ok(typed) => store::users::find_contact_by_email(state.store.reader(), &typed).await?,
+            Err(_) => None,
+        };
+        let Some(contact) = contact else {
+            state.store.discard_reset_request(request.id).await?;
+            continue;
+        };
+        let user_id = store::parse_id(&contact.id)?;
+        // The address on file, not the one typed: they are equal only after normalization.
+        let to = Email::parse(&contact.email)
+            .map_err(|problem| anyhow::anyhow!("stored email is invalid: {problem}"))?;
+        let now = state.clock.now();
+        let link = links::prepare(state, LinkKind::PasswordReset, &to, now)
+            .map_err(|err| anyhow::anyhow!("cannot prepare the reset link: {err:?}"))?;
+        let actor = Actor {
+            user_id: Some(user_id),
+            session_id: None,
+            ip: request.ip,
+            user_agent: request.user_agent,
+        };
+        state
+            .store
+            .issue_reset_link(request.id, user_id, link, actor, now)
+            .await?;
+    }
     Ok(())
 }
 

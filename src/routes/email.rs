@@ -15,15 +15,18 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::body::MessageBody;
-use super::links::{self, Issued};
 use super::openapi::responses::{RateLimited, Unauthenticated};
 use super::password::stored_email;
 use crate::app::AppState;
+use crate::clock::millis;
 use crate::error::{ApiError, ErrorBody, FieldErrors};
 use crate::extract::{ApiJson, Authenticated, ClientInfo};
-use crate::failpoint::failpoint;
 use crate::limits::Limit;
-use crate::store::{self, audit};
+use crate::mail::Kind;
+use crate::mail::links::{self, LinkKind};
+use crate::store;
+use crate::store::flows::SessionRef;
+use crate::store::flows::email::{NewResend, Resend, Verify};
 use crate::tokens::{self, Purpose};
 
 pub const RESENT_MESSAGE: &str = "A new verification link is on its way to your email address.";
@@ -58,7 +61,7 @@ pub struct VerifyRequest {
         (status = 429, response = RateLimited),
     ),
 )]
-#[tracing::instrument(name = "email_verify", skip_all)]
+#[tracing::instrument(name = "email_verify", skip_all, fields(user_id = tracing::field::Empty))]
 pub(super) async fn verify(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -74,31 +77,20 @@ pub(super) async fn verify(
         .check(Limit::Verify, &client.rate_key())
         .await?;
     let hash = tokens::hash_opaque(Purpose::EmailVerification, &token);
-    let now = state.clock.now();
-
-    // Transaction boundary: using the token, marking the address verified, retiring the user's
-    // other verification links and the audit event commit together.
-    let mut tx = state.store.begin().await?;
-    let used = store::one_time_tokens::use_token(&mut *tx, &hash, Purpose::EmailVerification, now)
+    // One store call: using the token, marking the address verified, retiring the user's other
+    // verification links and the audit event.
+    let actor = client.actor(None, None);
+    match state
+        .store
+        .verify_email(hash, actor, state.clock.now())
         .await?
-        .ok_or(ApiError::TokenInvalid)?;
-    let user_id = store::parse_id(&used.user_id)?;
-    tracing::Span::current().record("user_id", tracing::field::display(user_id));
-    // The link verifies the address it was sent to, and only while that is the user's address.
-    if !store::users::mark_email_verified(&mut *tx, user_id, &used.email, now).await? {
-        return Err(ApiError::TokenInvalid);
+    {
+        Verify::Verified { user_id } => {
+            crate::telemetry::record_user(user_id);
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Verify::TokenInvalid => Err(ApiError::TokenInvalid),
     }
-    store::one_time_tokens::revoke_all(&mut *tx, user_id, Purpose::EmailVerification, now).await?;
-    audit::record(
-        &mut *tx,
-        audit::Kind::EmailVerified,
-        &client.actor(Some(user_id), None),
-        now,
-    )
-    .await?;
-    failpoint!("email_verify.before_commit");
-    tx.commit().await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Sends a new verification link to the caller's address.
@@ -115,7 +107,7 @@ pub(super) async fn verify(
         (status = 429, response = RateLimited),
     ),
 )]
-#[tracing::instrument(name = "email_verify_resend", skip_all)]
+#[tracing::instrument(name = "email_verify_resend", skip_all, fields(user_id = tracing::field::Empty))]
 pub(super) async fn resend(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -133,34 +125,31 @@ pub(super) async fn resend(
     }
     let to = stored_email(&contact.email)?;
     let now = state.clock.now();
-
-    // Transaction boundary: the throttle slot, the new link, its email and the audit event.
-    let mut tx = state.store.begin().await?;
-    match links::send_link(
-        &mut tx,
-        &state,
-        auth.user_id,
-        &to,
-        Purpose::EmailVerification,
+    let new = NewResend {
+        session: SessionRef {
+            user_id: auth.user_id,
+            session_id: auth.session_id,
+        },
+        link: links::prepare(&state, LinkKind::EmailVerification, &to, now)?,
+        throttle: links::throttle(&state, Kind::EmailVerification, &to),
+        actor: client.actor(Some(auth.user_id), Some(auth.session_id)),
         now,
-    )
-    .await?
-    {
-        Issued::Sent => {
-            let actor = client.actor(Some(auth.user_id), Some(auth.session_id));
-            audit::record(
-                &mut *tx,
-                audit::Kind::EmailVerificationRequested,
-                &actor,
-                now,
-            )
-            .await?;
-            tx.commit().await?;
+    };
+    // One store call: the throttle slot, the new link, its email and the audit event.
+    match state.store.resend_verification(new).await? {
+        Resend::Sent => {
             state.mailer.wake();
             Ok(accepted(RESENT_MESSAGE))
         }
         // The owner asks, so saying when to ask again tells nobody anything new.
-        Issued::Throttled { retry_after_secs } => Err(ApiError::RateLimited { retry_after_secs }),
+        Resend::Throttled { last_sent_at } => {
+            let window = millis(state.settings.mail_throttle);
+            let wait_ms = u64::try_from(last_sent_at + window - now).unwrap_or(0);
+            Err(ApiError::RateLimited {
+                retry_after_secs: wait_ms.div_ceil(1000).max(1),
+            })
+        }
+        Resend::SessionGone => Err(ApiError::Unauthenticated),
     }
 }
 

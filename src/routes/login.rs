@@ -30,7 +30,9 @@ use crate::extract::{ApiJson, ClientInfo};
 use crate::failpoint::failpoint;
 use crate::metrics::Metrics;
 use crate::password::HashError;
-use crate::store::{self, audit};
+use crate::store;
+use crate::store::flows::login::{Login, NewLogin};
+use crate::{cookies, device};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/auth/login", post(login))
@@ -63,7 +65,7 @@ pub struct LoginRequest {
         (status = 503, response = Overloaded),
     ),
 )]
-#[tracing::instrument(name = "login", skip_all)]
+#[tracing::instrument(name = "login", skip_all, fields(user_id = tracing::field::Empty))]
 pub(super) async fn login(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -71,35 +73,34 @@ pub(super) async fn login(
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
     let (email, password) = parse(req)?;
+    let secure = state.settings.cookie_secure;
+    let device = cookies::device_token(&jar, secure)
+        .and_then(|value| device::verify(&state.device_secret, &email, &value));
     // Shed load first: a refused request costs no counter and no write.
     let slot = state.hasher.reserve()?;
-    let attempt = state.limits.login_attempt(&client, &email).await?;
+    let attempt = state
+        .limits
+        .login_attempt(&client, &email, device.as_deref())
+        .await?;
     let found = store::users::find_credentials(state.store.reader(), &email).await?;
     let user_id = found.as_ref().map(|c| store::parse_id(&c.id)).transpose()?;
+    let stored_hash = found.map(|c| c.password_hash);
     // Unknown accounts verify a dummy hash: same work, same answer, same code.
-    let verified = slot
-        .verify(password.clone(), found.map(|c| c.password_hash))
-        .await?;
+    let verified = slot.verify(password.clone(), stored_hash.clone()).await?;
     let now = state.clock.now();
-    let Some(user_id) = user_id.filter(|_| verified.matches) else {
-        let mut tx = state.store.begin().await?;
-        audit::record(
-            &mut *tx,
-            audit::Kind::LoginFailed,
-            &client.actor(user_id, None),
-            now,
-        )
-        .await?;
-        tx.commit().await?;
+    let (Some(user_id), Some(verified_hash)) = (user_id, stored_hash.filter(|_| verified.matches))
+    else {
+        state
+            .store
+            .record_failed_login(client.actor(user_id, None), now)
+            .await?;
         Metrics::outcome(&state.metrics.logins, "failure");
         return Err(ApiError::InvalidCredentials);
     };
-    tracing::Span::current().record("user_id", tracing::field::display(user_id));
-    // The password is right: this attempt was no failure, and the account owes no wait.
-    state.limits.login_succeeded(attempt).await?;
+    crate::telemetry::record_user(user_id);
     // The upgrade can wait for the next login when the queue is full: refusing a correct
     // password for it would turn load into failed logins.
-    let rehashed = match verified.needs_rehash {
+    let rehash = match verified.needs_rehash {
         true => match state.hasher.hash(password).await {
             Ok(hash) => Some(hash),
             Err(HashError::Overloaded) => None,
@@ -107,29 +108,40 @@ pub(super) async fn login(
         },
         false => None,
     };
+    // Between the verification and the transaction: where a reset, change or disable can commit.
+    failpoint!("login.after_verify");
+    let prepared = session::prepare(&state, &client, now);
+    let new = NewLogin {
+        user_id,
+        verified_hash,
+        rehash,
+        actor: client.actor(Some(user_id), Some(prepared.rows.id)),
+        session: prepared.rows.clone(),
+        refund: attempt.refund(),
+        now,
+    };
 
-    // Transaction boundary: session, last login, rehash and audit event commit together.
-    let mut tx = state.store.begin().await?;
-    let opened = session::open(&mut tx, &state, user_id, &client, now).await?;
-    store::users::record_login(&mut *tx, user_id, now).await?;
-    if let Some(hash) = &rehashed {
-        store::users::set_password_hash(&mut *tx, user_id, hash, now).await?;
-    }
-    audit::record(
-        &mut *tx,
-        audit::Kind::Login,
-        &client.actor(Some(user_id), Some(opened.id)),
+    // One store call: session, last login, rehash, the refund of the attempt and the audit event,
+    // only while the password is still the one verified and the account enabled.
+    let account = match state.store.login(new).await? {
+        Login::Opened(account) => account,
+        Login::Stale => {
+            Metrics::outcome(&state.metrics.logins, "failure");
+            return Err(ApiError::InvalidCredentials);
+        }
+    };
+    Metrics::outcome(&state.metrics.logins, "success");
+    // This browser signed in to the account: from now on its failures are its own (see
+    // `crate::device`).
+    let jar = cookies::set_device(jar, secure, device::issue(&state.device_secret, &email));
+    session::respond(
+        &state,
+        jar,
+        StatusCode::OK,
+        account,
+        &prepared.opened(),
         now,
     )
-    .await?;
-    let account = store::users::find_account(&mut *tx, user_id)
-        .await?
-        .ok_or(ApiError::InvalidCredentials)?;
-    failpoint!("login.before_commit");
-    tx.commit().await?;
-    Metrics::outcome(&state.metrics.logins, "success");
-
-    session::respond(&state, jar, StatusCode::OK, account, &opened, now)
 }
 
 /// Login checks only the shape of its input: the rules for new passwords do not apply to

@@ -14,7 +14,8 @@ use crate::app::AppState;
 use crate::cookies;
 use crate::error::ApiError;
 use crate::extract::{ClientInfo, authenticate};
-use crate::store::{self, audit};
+use crate::store;
+use crate::store::sessions::Reason;
 use crate::tokens::{self, Purpose};
 
 pub fn router() -> Router<AppState> {
@@ -34,7 +35,7 @@ pub fn router() -> Router<AppState> {
                 (`Max-Age=0`)."))),
     ),
 )]
-#[tracing::instrument(name = "logout", skip_all)]
+#[tracing::instrument(name = "logout", skip_all, fields(user_id = tracing::field::Empty))]
 pub(super) async fn logout(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -60,22 +61,15 @@ pub(super) async fn logout(
         },
     };
     if let Some((session_id, user_id)) = session {
-        let now = state.clock.now();
-        // Transaction boundary: the revocation and its audit event.
-        let mut tx = state.store.begin().await?;
-        let revoked = store::sessions::revoke_session(&mut *tx, session_id, "logout", now).await?;
-        if revoked {
-            audit::record(
-                &mut *tx,
-                audit::Kind::Logout,
-                &client.actor(Some(user_id), Some(session_id)),
-                now,
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        if revoked {
-            state.metrics.revoked("logout", 1);
+        crate::telemetry::record_user(user_id);
+        let actor = client.actor(Some(user_id), Some(session_id));
+        // One store call: the revocation and its audit event.
+        if state
+            .store
+            .logout(session_id, actor, state.clock.now())
+            .await?
+        {
+            state.metrics.revoked(Reason::Logout, 1);
         }
     }
     Ok((StatusCode::NO_CONTENT, cookies::clear_session(jar, secure)))

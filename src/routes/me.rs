@@ -13,7 +13,8 @@ use crate::app::AppState;
 use crate::domain::DisplayName;
 use crate::error::ApiError;
 use crate::extract::{self, ApiJson, Authenticated, ClientInfo};
-use crate::store::{self, audit};
+use crate::store;
+use crate::store::flows::SessionRef;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -37,7 +38,7 @@ pub fn router() -> Router<AppState> {
         (status = 401, response = Unauthenticated),
     ),
 )]
-#[tracing::instrument(name = "me", skip_all)]
+#[tracing::instrument(name = "me", skip_all, fields(user_id = tracing::field::Empty))]
 pub(super) async fn me(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -50,7 +51,7 @@ pub(super) async fn me(
         store::users::find_live_account(state.store.reader(), claims.sub, claims.sid, now)
             .await?
             .ok_or(ApiError::Unauthenticated)?;
-    tracing::Span::current().record("user_id", tracing::field::display(claims.sub));
+    crate::telemetry::record_user(claims.sub);
     Ok(Json(account.into()))
 }
 
@@ -86,7 +87,7 @@ pub struct ProfileResponse {
         (status = 401, response = Unauthenticated),
     ),
 )]
-#[tracing::instrument(name = "update_profile", skip_all)]
+#[tracing::instrument(name = "update_profile", skip_all, fields(user_id = tracing::field::Empty))]
 pub(super) async fn update_profile(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -99,13 +100,20 @@ pub(super) async fn update_profile(
             Some(Err(problem)) => return Err(ApiError::field("display_name", problem)),
             None => None,
         };
-        let now = state.clock.now();
-        // Transaction boundary: the change and its audit event.
-        let mut tx = state.store.begin().await?;
-        store::users::set_display_name(&mut *tx, auth.user_id, name.as_ref(), now).await?;
         let actor = client.actor(Some(auth.user_id), Some(auth.session_id));
-        audit::record(&mut *tx, audit::Kind::ProfileUpdated, &actor, now).await?;
-        tx.commit().await?;
+        let session = SessionRef {
+            user_id: auth.user_id,
+            session_id: auth.session_id,
+        };
+        // One store call: the change and its audit event, while the session is live.
+        let now = state.clock.now();
+        if !state
+            .store
+            .update_profile(session, name, actor, now)
+            .await?
+        {
+            return Err(ApiError::Unauthenticated);
+        }
     }
     let account = store::users::find_account(state.store.reader(), auth.user_id)
         .await?

@@ -10,7 +10,6 @@ mod body;
 mod email;
 mod health;
 mod jwks;
-mod links;
 mod login;
 mod logout;
 mod me;

@@ -1,7 +1,8 @@
 //! POST /auth/password/forgot, /auth/password/reset and /auth/password/change.
 //!
-//! - forgot: 202 with the same body whether or not the account exists; for an account, a reset
-//!   link (superseding older ones) and its email are written in one transaction.
+//! - forgot: 202 with the same body, after the same work, whether or not the account exists: a
+//!   request row that the mail worker turns into a reset link and its email for an account
+//!   (see `store::flows::password`). Earlier unexpired links keep working until one is used.
 //! - reset: uses the link's token (one conditional UPDATE), sets the new password, revokes every
 //!   session and writes the audit event and the password-changed notice, in one transaction.
 //! - change: checks the current password, sets the new one, revokes every other session, in one
@@ -20,7 +21,6 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::body::MessageBody;
-use super::links::{self, Issued};
 use super::openapi::responses::{Overloaded, RateLimited};
 use crate::app::AppState;
 use crate::cookies;
@@ -28,8 +28,12 @@ use crate::domain::password::{MAX_CHARS, normalize_secret};
 use crate::domain::{Email, NewPassword, required};
 use crate::error::{ApiError, ErrorBody, FieldErrors};
 use crate::extract::{ApiJson, Authenticated, ClientInfo};
-use crate::failpoint::failpoint;
 use crate::limits::Limit;
+use crate::mail::Kind;
+use crate::mail::links;
+use crate::store::flows::SessionRef;
+use crate::store::flows::password::{Change, NewChange, NewReset, NewResetRequest, Reset};
+use crate::store::sessions::Reason;
 use crate::store::{self, audit};
 use crate::tokens::{self, Purpose};
 
@@ -65,7 +69,7 @@ pub struct ForgotRequest {
         (status = 429, response = RateLimited),
     ),
 )]
-#[tracing::instrument(name = "password_forgot", skip_all)]
+#[tracing::instrument(name = "password_forgot", skip_all, fields(user_id = tracing::field::Empty))]
 pub(super) async fn forgot(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -85,32 +89,17 @@ pub(super) async fn forgot(
         .limits
         .check(Limit::Forgot, email.normalized())
         .await?;
-    let now = state.clock.now();
-
-    // Transaction boundary: the throttle slot, the new token (superseding older ones), its email
-    // in the outbox and the audit event commit together, or none of them does.
-    let mut tx = state.store.begin().await?;
-    let mut issued = false;
-    if let Some(contact) = store::users::find_contact_by_email(&mut *tx, &email).await? {
-        let user_id = store::parse_id(&contact.id)?;
-        tracing::Span::current().record("user_id", tracing::field::display(user_id));
-        // The address on file, not the one typed: they are equal only case-insensitively.
-        let to = stored_email(&contact.email)?;
-        match links::send_link(&mut tx, &state, user_id, &to, Purpose::PasswordReset, now).await? {
-            Issued::Sent => {
-                let actor = client.actor(Some(user_id), None);
-                audit::record(&mut *tx, audit::Kind::PasswordResetRequested, &actor, now).await?;
-                issued = true;
-            }
-            Issued::Throttled { .. } => {
-                tracing::info!("password reset email throttled: one was sent moments ago");
-            }
-        }
-    }
-    tx.commit().await?;
-    if issued {
-        state.mailer.wake();
-    }
+    // One store call, the same for every address: the throttle slot and a request row. The
+    // mail worker looks the address up and issues the link, outside this request, so neither the
+    // answer nor its timing tells whether the address has an account.
+    let new = NewResetRequest {
+        throttle: links::throttle(&state, Kind::PasswordReset, &email),
+        email: email.as_str().to_owned(),
+        actor: client.actor(None, None),
+        now: state.clock.now(),
+    };
+    state.store.request_password_reset(new).await?;
+    state.mailer.wake();
     // The same answer for every address: nothing tells whether an account exists.
     Ok((
         StatusCode::ACCEPTED,
@@ -151,7 +140,7 @@ pub struct ResetRequest {
         (status = 503, response = Overloaded),
     ),
 )]
-#[tracing::instrument(name = "password_reset", skip_all)]
+#[tracing::instrument(name = "password_reset", skip_all, fields(user_id = tracing::field::Empty))]
 pub(super) async fn reset(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -182,36 +171,28 @@ pub(super) async fn reset(
     let password = NewPassword::parse(password.expose_secret(), &owner)
         .map_err(|problem| ApiError::field("password", problem))?;
     let password_hash = state.hasher.hash(password.into_secret()).await?;
+    let user_id = store::parse_id(&found.user_id)?;
+    crate::telemetry::record_user(user_id);
     let now = state.clock.now();
+    let new = NewReset {
+        token_hash: hash,
+        user_id,
+        password_hash,
+        notice: links::password_changed(&state, &owner)?,
+        strikes_key: state.limits.strikes_key(&owner),
+        actor: client.actor(Some(user_id), None),
+        now,
+    };
 
-    // Transaction boundary: using the token, the new password, the revocation of every session
-    // and of the other reset links, the notice email and the audit event commit together. Of two
-    // requests racing with one token, only one gets past `use_token`.
-    let mut tx = state.store.begin().await?;
-    let used = store::one_time_tokens::use_token(&mut *tx, &hash, Purpose::PasswordReset, now)
-        .await?
-        .ok_or(ApiError::TokenInvalid)?;
-    let user_id = store::parse_id(&used.user_id)?;
-    tracing::Span::current().record("user_id", tracing::field::display(user_id));
-    store::users::set_password_hash(&mut *tx, user_id, &password_hash, now).await?;
-    let revoked =
-        store::sessions::revoke_all_sessions(&mut *tx, user_id, "password_reset", now).await?;
-    store::one_time_tokens::revoke_all(&mut *tx, user_id, Purpose::PasswordReset, now).await?;
-    // The link was opened from the mailbox it was sent to: that proves the address.
-    store::users::mark_email_verified(&mut *tx, user_id, &used.email, now).await?;
-    links::notify_password_changed(&mut tx, &state, &owner, now).await?;
-    let actor = client.actor(Some(user_id), None);
-    audit::record(&mut *tx, audit::Kind::PasswordReset, &actor, now).await?;
-    failpoint!("password_reset.before_commit");
-    tx.commit().await?;
-    state.metrics.revoked("password_reset", revoked);
+    // One store call: using the token, the new password, the revocation of every session and of
+    // the other reset links, the notice, the account's failed-login strikes and the audit event.
+    // Of two requests racing with one token, only one gets past its use.
+    let revoked = match state.store.reset_password(new).await? {
+        Reset::Done { revoked } => revoked,
+        Reset::TokenInvalid => return Err(ApiError::TokenInvalid),
+    };
+    state.metrics.revoked(Reason::PasswordReset, revoked);
     state.mailer.wake();
-    // Whoever opened the link owns the address: the failed logins that made it wait are
-    // forgotten, so the owner logs in at once. After the commit, and only logged if it fails:
-    // the reset itself has happened.
-    if let Err(err) = state.limits.clear_login_failures(&owner).await {
-        tracing::warn!(error = %err, "clearing the failed logins after a reset failed");
-    }
 
     // Every session is over, so whatever session cookies this browser holds are dead.
     let jar = cookies::clear_session(jar, state.settings.cookie_secure);
@@ -245,7 +226,7 @@ pub struct ChangeRequest {
         (status = 503, response = Overloaded),
     ),
 )]
-#[tracing::instrument(name = "password_change", skip_all)]
+#[tracing::instrument(name = "password_change", skip_all, fields(user_id = tracing::field::Empty))]
 pub(super) async fn change(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -273,62 +254,49 @@ pub(super) async fn change(
     // queue first and counts against the same per-IP and per-account failure limits, so a stolen
     // access token cannot be used to guess the password faster than the login form allows.
     let slot = state.hasher.reserve()?;
-    let attempt = state.limits.login_attempt(&client, &owner).await?;
+    let attempt = state.limits.login_attempt(&client, &owner, None).await?;
     // Longer than any password that can be set: it cannot match (as at login).
     let too_long = current.expose_secret().chars().count() > MAX_CHARS;
     let verified = slot
         .verify(current, Some(own.password_hash.clone()))
         .await?;
+    let actor = client.actor(Some(user_id), Some(auth.session_id));
     if too_long || !verified.matches {
         // Its own transaction: the request fails, the record of the attempt stays.
-        let mut tx = state.store.begin().await?;
-        let actor = client.actor(Some(user_id), Some(auth.session_id));
-        audit::record(
-            &mut *tx,
-            audit::Kind::PasswordChangeFailed,
-            &actor,
-            state.clock.now(),
-        )
-        .await?;
-        tx.commit().await?;
+        let kind = audit::Kind::PasswordChangeFailed;
+        state
+            .store
+            .record_event(kind, actor, state.clock.now())
+            .await?;
         return Err(ApiError::InvalidCredentials);
     }
-    state.limits.login_succeeded(attempt).await?;
     let password_hash = state.hasher.hash(new.into_secret()).await?;
     let now = state.clock.now();
+    let new = NewChange {
+        session: SessionRef {
+            user_id,
+            session_id: auth.session_id,
+        },
+        verified_hash: own.password_hash,
+        password_hash,
+        notice: links::password_changed(&state, &owner)?,
+        refund: attempt.refund(),
+        actor,
+        now,
+    };
 
-    // Transaction boundary: the new password (only if the hash is still the one just verified),
-    // the revocation of the other sessions and of pending reset links, the notice email and the
-    // audit event commit together.
-    let mut tx = state.store.begin().await?;
-    let replaced = store::users::replace_password_hash(
-        &mut *tx,
-        user_id,
-        &own.password_hash,
-        &password_hash,
-        now,
-    )
-    .await?;
-    if !replaced {
-        // The password changed since it was verified (a reset or change won a race).
-        return Err(ApiError::InvalidCredentials);
+    // One store call: the new password (only if the session is live and the hash is still the
+    // one just verified), the revocation of the other sessions and of pending reset links, the
+    // notice, the refund of the attempt and the audit event.
+    match state.store.change_password(new).await? {
+        Change::Done { revoked } => {
+            state.metrics.revoked(Reason::PasswordChange, revoked);
+            state.mailer.wake();
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        // The session ended or a reset or change won a race since the password was verified.
+        Change::Stale => Err(ApiError::InvalidCredentials),
     }
-    let revoked = store::sessions::revoke_other_sessions(
-        &mut *tx,
-        user_id,
-        auth.session_id,
-        "password_change",
-        now,
-    )
-    .await?;
-    store::one_time_tokens::revoke_all(&mut *tx, user_id, Purpose::PasswordReset, now).await?;
-    links::notify_password_changed(&mut tx, &state, &owner, now).await?;
-    let actor = client.actor(Some(user_id), Some(auth.session_id));
-    audit::record(&mut *tx, audit::Kind::PasswordChanged, &actor, now).await?;
-    tx.commit().await?;
-    state.metrics.revoked("password_change", revoked);
-    state.mailer.wake();
-    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// A required secret field, present and not empty.

@@ -30,10 +30,11 @@ use crate::clock::{Millis, millis};
 use crate::cookies;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ClientInfo;
-use crate::failpoint::failpoint;
 use crate::limits::Limit;
 use crate::metrics::Metrics;
-use crate::store::{self, audit};
+use crate::store;
+use crate::store::flows::refresh::{NewRotation, Rotation};
+use crate::store::sessions::Reason;
 use crate::tokens::{self, Purpose};
 
 pub fn router() -> Router<AppState> {
@@ -58,7 +59,7 @@ pub fn router() -> Router<AppState> {
         (status = 429, response = RateLimited),
     ),
 )]
-#[tracing::instrument(name = "refresh", skip_all)]
+#[tracing::instrument(name = "refresh", skip_all, fields(user_id = tracing::field::Empty))]
 pub(super) async fn refresh(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -98,30 +99,23 @@ async fn rotate(
     let hash = tokens::hash_opaque(Purpose::Refresh, token);
     let successor = tokens::successor(&state.refresh_secret, token);
     let successor_hash = tokens::hash_opaque(Purpose::Refresh, &successor);
+    let new = NewRotation {
+        token_hash: hash.clone(),
+        successor_hash: successor_hash.clone(),
+        idle_timeout: millis(state.settings.session_idle_timeout),
+        actor: client.actor(None, None),
+        now,
+    };
 
-    // Transaction boundary: spending the token, storing its successor, extending the session and
-    // the audit event commit together.
-    let mut tx = state.store.begin().await?;
-    if let Some(live) = store::sessions::spend_refresh_token(&mut tx, &hash, now).await? {
-        let session_id = store::parse_id(&live.id)?;
-        let user_id = store::parse_id(&live.user_id)?;
-        tracing::Span::current().record("user_id", tracing::field::display(user_id));
-        let idle_expires_at =
-            (now + millis(state.settings.session_idle_timeout)).min(live.absolute_expires_at);
-        store::sessions::insert_refresh_token(&mut *tx, &successor_hash, session_id, now).await?;
-        store::sessions::touch_session(&mut *tx, session_id, now, idle_expires_at).await?;
-        audit::record(
-            &mut *tx,
-            audit::Kind::Refresh,
-            &client.actor(Some(user_id), Some(session_id)),
-            now,
-        )
-        .await?;
-        let account = store::users::find_account(&mut *tx, user_id)
-            .await?
-            .ok_or(ApiError::SessionRevoked)?;
-        failpoint!("refresh.before_commit");
-        tx.commit().await?;
+    // One store call: spending the token, extending its (still live) session, storing the
+    // successor and the audit event.
+    if let Rotation::Rotated {
+        account,
+        session_id,
+        idle_expires_at,
+    } = state.store.rotate_refresh(new).await?
+    {
+        crate::telemetry::record_user(store::parse_id(&account.id)?);
         Metrics::outcome(&state.metrics.refreshes, "rotated");
         let opened = OpenedSession {
             id: session_id,
@@ -130,7 +124,6 @@ async fn rotate(
         };
         return Ok((account, opened, now));
     }
-    drop(tx);
 
     let Some(known) = store::sessions::find_refresh_token(state.store.reader(), &hash).await?
     else {
@@ -141,6 +134,7 @@ async fn rotate(
     }
     let session_id = store::parse_id(&known.session_id)?;
     let user_id = store::parse_id(&known.user_id)?;
+    crate::telemetry::record_user(user_id);
     let spent_at = known.spent_at.unwrap_or(now);
     let within_grace = now - spent_at < millis(state.settings.refresh_grace_period);
     if within_grace
@@ -164,21 +158,13 @@ async fn rotate(
         return Ok((account, opened, now));
     }
 
-    // Reuse of a spent token: revoke the whole session. Its own transaction, committed although
-    // the request fails, because the security record must survive.
-    let mut tx = state.store.begin().await?;
-    if store::sessions::revoke_session(&mut *tx, session_id, "refresh_token_reuse", now).await? {
-        audit::record(
-            &mut *tx,
-            audit::Kind::RefreshReuseDetected,
-            &client.actor(Some(user_id), Some(session_id)),
-            now,
-        )
-        .await?;
+    // Reuse of a spent token: revoke the whole session, in a transaction of its own that
+    // commits although the request fails, because the security record must survive.
+    let actor = client.actor(Some(user_id), Some(session_id));
+    if state.store.revoke_reused(session_id, actor, now).await? {
+        state.metrics.reuse_detected.inc();
+        state.metrics.revoked(Reason::RefreshTokenReuse, 1);
+        tracing::warn!(session_id = %session_id, "refresh token reuse detected: session revoked");
     }
-    tx.commit().await?;
-    state.metrics.reuse_detected.inc();
-    state.metrics.revoked("refresh_token_reuse", 1);
-    tracing::warn!(session_id = %session_id, "refresh token reuse detected: session revoked");
     Err(ApiError::SessionRevoked)
 }

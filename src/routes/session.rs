@@ -1,4 +1,4 @@
-//! What signup, login and refresh share: opening a session inside the caller's transaction, and,
+//! What signup, login and refresh share: preparing a session for the store's transaction, and,
 //! after the commit, the one response that carries tokens and sets the cookies.
 
 use std::time::Duration;
@@ -16,46 +16,50 @@ use crate::clock::{Millis, millis};
 use crate::cookies;
 use crate::error::ApiError;
 use crate::extract::ClientInfo;
-use crate::store::{self, Tx};
+use crate::store::{self, flows::NewSession};
 use crate::tokens::{self, Purpose};
 
-/// A session just written in a transaction that has not committed yet.
+/// A session about to be opened: the rows for the store, and the refresh token they hash.
+pub struct PreparedSession {
+    pub rows: NewSession,
+    pub refresh_token: SecretString,
+}
+
+/// A session the store opened or extended, for `respond`.
 pub struct OpenedSession {
     pub id: Uuid,
     pub refresh_token: SecretString,
     pub idle_expires_at: Millis,
 }
 
-/// Inserts a session and its first refresh token.
-pub async fn open(
-    tx: &mut Tx,
-    state: &AppState,
-    user_id: Uuid,
-    client: &ClientInfo,
-    now: Millis,
-) -> Result<OpenedSession, sqlx::Error> {
+/// Prepares a new session before the transaction: its id, its first refresh token and expiries.
+pub fn prepare(state: &AppState, client: &ClientInfo, now: Millis) -> PreparedSession {
     let settings = &state.settings;
-    let id = Uuid::now_v7();
     let absolute_expires_at = now + millis(settings.session_absolute_lifetime);
     let idle_expires_at = (now + millis(settings.session_idle_timeout)).min(absolute_expires_at);
-    let session = store::sessions::NewSession {
-        id,
-        user_id,
-        now,
-        idle_expires_at,
-        absolute_expires_at,
-        user_agent: client.user_agent.as_deref(),
-        ip: client.ip.as_deref(),
-    };
-    store::sessions::insert_session(&mut **tx, &session).await?;
     let refresh_token = tokens::new_opaque();
-    let hash = tokens::hash_opaque(Purpose::Refresh, &refresh_token);
-    store::sessions::insert_refresh_token(&mut **tx, &hash, id, now).await?;
-    Ok(OpenedSession {
-        id,
+    PreparedSession {
+        rows: NewSession {
+            id: Uuid::now_v7(),
+            refresh_token_hash: tokens::hash_opaque(Purpose::Refresh, &refresh_token),
+            idle_expires_at,
+            absolute_expires_at,
+            user_agent: client.user_agent.clone(),
+            ip: client.ip.clone(),
+        },
         refresh_token,
-        idle_expires_at,
-    })
+    }
+}
+
+impl PreparedSession {
+    /// The session once the store's transaction committed it.
+    pub fn opened(self) -> OpenedSession {
+        OpenedSession {
+            id: self.rows.id,
+            refresh_token: self.refresh_token,
+            idle_expires_at: self.rows.idle_expires_at,
+        }
+    }
 }
 
 /// The response of signup, login and refresh, built only after their transaction committed:

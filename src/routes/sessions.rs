@@ -17,7 +17,8 @@ use crate::clock::rfc3339;
 use crate::cookies;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Authenticated, ClientInfo};
-use crate::store::{self, audit};
+use crate::store;
+use crate::store::sessions::Reason;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -40,22 +41,20 @@ pub fn router() -> Router<AppState> {
         (status = 401, response = Unauthenticated),
     ),
 )]
-#[tracing::instrument(name = "logout_all", skip_all)]
+#[tracing::instrument(name = "logout_all", skip_all, fields(user_id = tracing::field::Empty))]
 pub(super) async fn logout_all(
     State(state): State<AppState>,
     auth: Authenticated,
     client: ClientInfo,
     jar: CookieJar,
 ) -> Result<impl IntoResponse, ApiError> {
-    let now = state.clock.now();
-    // Transaction boundary: the revocations and their audit event.
-    let mut tx = state.store.begin().await?;
-    let revoked =
-        store::sessions::revoke_all_sessions(&mut *tx, auth.user_id, "logout_all", now).await?;
     let actor = client.actor(Some(auth.user_id), Some(auth.session_id));
-    audit::record(&mut *tx, audit::Kind::LogoutAll, &actor, now).await?;
-    tx.commit().await?;
-    state.metrics.revoked("logout_all", revoked);
+    // One store call: the revocations and their audit event.
+    let revoked = state
+        .store
+        .logout_all(auth.user_id, actor, state.clock.now())
+        .await?;
+    state.metrics.revoked(Reason::LogoutAll, revoked);
     Ok((
         StatusCode::NO_CONTENT,
         cookies::clear_session(jar, state.settings.cookie_secure),
@@ -98,7 +97,7 @@ pub struct SessionList {
         (status = 401, response = Unauthenticated),
     ),
 )]
-#[tracing::instrument(name = "list_sessions", skip_all)]
+#[tracing::instrument(name = "list_sessions", skip_all, fields(user_id = tracing::field::Empty))]
 pub(super) async fn list(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -141,7 +140,7 @@ pub(super) async fn list(
             (another user's session included).", body = ErrorBody),
     ),
 )]
-#[tracing::instrument(name = "revoke_session", skip_all)]
+#[tracing::instrument(name = "revoke_session", skip_all, fields(user_id = tracing::field::Empty))]
 pub(super) async fn revoke(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -155,29 +154,16 @@ pub(super) async fn revoke(
         .ok()
         .and_then(|Path(id)| Uuid::parse_str(&id).ok())
         .ok_or(ApiError::NotFound)?;
-    let now = state.clock.now();
-    // Transaction boundary: the revocation and its audit event.
-    let mut tx = state.store.begin().await?;
-    if !store::sessions::revoke_own_session(
-        &mut *tx,
-        session_id,
-        auth.user_id,
-        "revoked_by_user",
-        now,
-    )
-    .await?
-    {
+    let actor = client.actor(Some(auth.user_id), Some(session_id));
+    // One store call: the revocation and its audit event.
+    let revoked = state
+        .store
+        .revoke_own_session(auth.user_id, session_id, actor, state.clock.now())
+        .await?;
+    if !revoked {
         return Err(ApiError::NotFound);
     }
-    audit::record(
-        &mut *tx,
-        audit::Kind::SessionRevoked,
-        &client.actor(Some(auth.user_id), Some(session_id)),
-        now,
-    )
-    .await?;
-    tx.commit().await?;
-    state.metrics.revoked("revoked_by_user", 1);
+    state.metrics.revoked(Reason::RevokedByUser, 1);
     // Revoking the session this request came from is a logout: its cookies go too.
     let jar = if session_id == auth.session_id {
         cookies::clear_session(jar, state.settings.cookie_secure)

@@ -23,7 +23,8 @@ use uuid::Uuid;
 
 use super::body::SessionBody;
 use super::openapi::responses::{Overloaded, RateLimited};
-use super::{links, session};
+use super::password::stored_email;
+use super::session;
 use crate::app::AppState;
 use crate::clock::Millis;
 use crate::domain::{Email, NewAccount};
@@ -31,8 +32,10 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ClientInfo};
 use crate::failpoint::failpoint;
 use crate::limits::Limit;
-use crate::store::{self, audit};
-use crate::tokens::Purpose;
+use crate::mail::Kind;
+use crate::mail::links::{self, LinkKind};
+use crate::store;
+use crate::store::flows::signup::{NewSignup, Signup};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/auth/signup", post(signup))
@@ -77,7 +80,7 @@ pub struct EmptyBody {}
         (status = 503, response = Overloaded),
     ),
 )]
-#[tracing::instrument(name = "signup", skip_all)]
+#[tracing::instrument(name = "signup", skip_all, fields(user_id = tracing::field::Empty))]
 pub(super) async fn signup(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -97,62 +100,43 @@ pub(super) async fn signup(
     // Hash before the transaction opens: no connection or lock is held while Argon2 runs.
     let password_hash = state.hasher.hash(account.password.into_secret()).await?;
     let user_id = Uuid::now_v7();
-    tracing::Span::current().record("user_id", tracing::field::display(user_id));
     let now = state.clock.now();
     let conceal = state.settings.conceal_existing_accounts;
-
-    // Transaction boundary: everything below up to `commit` is one unit. Any early return drops
-    // `tx`, which rolls it back.
-    let mut tx = state.store.begin().await?;
-    if let Err(err) =
-        store::users::insert_user(&mut *tx, user_id, &account.email, &password_hash, now).await
-    {
-        if !store::is_unique_violation(&err) {
-            return Err(err.into());
-        }
-        if !conceal {
-            return Err(ApiError::EmailTaken);
-        }
-        drop(tx);
-        return account_exists(&state, &account.email, now).await;
-    }
-    failpoint!("signup.after_user");
-    store::users::insert_profile(&mut *tx, user_id, account.display_name.as_ref(), now).await?;
-    failpoint!("signup.after_profile");
     // Concealment: no session, or the answer would tell a new address from a taken one.
-    let opened = match conceal {
-        false => Some(session::open(&mut tx, &state, user_id, &client, now).await?),
-        true => None,
-    };
-    audit::record(
-        &mut *tx,
-        audit::Kind::Signup,
-        &client.actor(Some(user_id), opened.as_ref().map(|o| o.id)),
-        now,
-    )
-    .await?;
-    // The verification email is written with the account: it exists exactly when the account does.
-    // The address of a new account has no throttle slot taken yet, so this always sends.
-    links::send_link(
-        &mut tx,
-        &state,
+    let session = (!conceal).then(|| session::prepare(&state, &client, now));
+    let verification = links::prepare(&state, LinkKind::EmailVerification, &account.email, now)?;
+    let new = NewSignup {
         user_id,
-        &account.email,
-        Purpose::EmailVerification,
+        throttle: links::throttle(&state, Kind::EmailVerification, &account.email),
+        email: account.email.clone(),
+        password_hash,
+        display_name: account.display_name,
+        session: session.as_ref().map(|s| s.rows.clone()),
+        verification,
+        actor: client.actor(Some(user_id), session.as_ref().map(|s| s.rows.id)),
         now,
-    )
-    .await?;
-    let created = store::users::find_account(&mut *tx, user_id)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("account vanished inside its own transaction"))?;
-    failpoint!("signup.before_commit");
-    tx.commit().await?;
+    };
+
+    // One store call: user, profile, session, audit event and verification email, or nothing.
+    let created = match state.store.signup(new).await? {
+        Signup::Created(created) => created,
+        Signup::EmailTaken if conceal => return account_exists(&state, &account.email, now).await,
+        Signup::EmailTaken => return Err(ApiError::EmailTaken),
+    };
+    crate::telemetry::record_user(user_id);
     state.metrics.signups.inc();
     state.mailer.wake();
     failpoint!("signup.after_commit");
 
-    match opened {
-        Some(opened) => session::respond(&state, jar, StatusCode::CREATED, created, &opened, now),
+    match session {
+        Some(prepared) => session::respond(
+            &state,
+            jar,
+            StatusCode::CREATED,
+            created,
+            &prepared.opened(),
+            now,
+        ),
         None => Ok(accepted()),
     }
 }
@@ -164,15 +148,17 @@ async fn account_exists(
     email: &Email,
     now: Millis,
 ) -> Result<Response, ApiError> {
-    let mut tx = state.store.begin().await?;
-    // The address on file, not the one typed: they are equal only case-insensitively.
-    if let Some(contact) = store::users::find_contact_by_email(&mut *tx, email).await? {
-        let on_file = Email::parse(&contact.email)
-            .map_err(|problem| anyhow::anyhow!("stored email is invalid: {problem}"))?;
-        links::notify_account_exists(&mut tx, state, &on_file, now).await?;
+    // The address on file, not the one typed: they are equal only after normalization.
+    if let Some(contact) = store::users::find_contact_by_email(state.store.reader(), email).await? {
+        let on_file = stored_email(&contact.email)?;
+        let notice = links::account_exists(state, &on_file)?;
+        let throttle = links::throttle(state, Kind::AccountExists, &on_file);
+        state
+            .store
+            .notify_account_exists(notice, throttle, now)
+            .await?;
+        state.mailer.wake();
     }
-    tx.commit().await?;
-    state.mailer.wake();
     Ok(accepted())
 }
 

@@ -56,7 +56,7 @@ pub async fn find_user<'e>(
 }
 
 /// Sets or clears `disabled_at`; returns whether the user exists.
-pub async fn set_disabled<'e>(
+pub(in crate::store) async fn set_disabled<'e>(
     db: impl Executor<'e, Database = Any>,
     user_id: Uuid,
     disabled_at: Option<Millis>,
@@ -73,7 +73,7 @@ pub async fn set_disabled<'e>(
 
 /// Deletes a user; the profile, sessions, refresh tokens and one-time tokens go with it by
 /// cascade. Returns whether the user existed.
-pub async fn delete_user<'e>(
+pub(in crate::store) async fn delete_user<'e>(
     db: impl Executor<'e, Database = Any>,
     user_id: Uuid,
 ) -> Result<bool, sqlx::Error> {

@@ -66,7 +66,17 @@ pub struct Actor {
     pub user_agent: Option<String>,
 }
 
-pub async fn record<'e>(
+impl Actor {
+    /// An event about a user, with no request behind it (the operator's commands).
+    pub fn user(user_id: Uuid) -> Actor {
+        Actor {
+            user_id: Some(user_id),
+            ..Actor::default()
+        }
+    }
+}
+
+pub(in crate::store) async fn record<'e>(
     db: impl Executor<'e, Database = Any>,
     kind: Kind,
     actor: &Actor,

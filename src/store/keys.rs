@@ -1,6 +1,7 @@
 //! Signing keys (see `crate::keys`).
 
 use super::Store;
+use super::tx::{Conn, Done};
 use crate::clock::Millis;
 use crate::keys::StoredKey;
 
@@ -8,17 +9,22 @@ use crate::keys::StoredKey;
 /// is inside the write transaction, so of two processes starting at once on SQLite only one
 /// inserts (on PostgreSQL both may, which leaves two valid keys: harmless).
 pub async fn insert_first(store: &Store, key: &StoredKey) -> Result<bool, sqlx::Error> {
-    let mut tx = store.begin().await?;
-    let active: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM signing_keys WHERE retired_at IS NULL")
-            .fetch_one(&mut *tx)
-            .await?;
-    if active > 0 {
-        return Ok(false);
-    }
-    insert(&mut tx, key).await?;
-    tx.commit().await?;
-    Ok(true)
+    store
+        .write(key.clone(), |c, key| {
+            Box::pin(async move {
+                let active: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM signing_keys WHERE retired_at IS NULL",
+                )
+                .fetch_one(&mut *c)
+                .await?;
+                if active > 0 {
+                    return Ok(Done::Rollback(false));
+                }
+                insert(c, key).await?;
+                Ok(Done::Commit(true))
+            })
+        })
+        .await
 }
 
 /// Retires every active key and inserts `key`, in one transaction; with `made_before`, only if the
@@ -28,28 +34,34 @@ pub async fn rotate(
     key: &StoredKey,
     made_before: Option<Millis>,
 ) -> Result<bool, sqlx::Error> {
-    let mut tx = store.begin().await?;
-    // Conditional rotation retires only keys older than the cutoff. Of two instances racing, the
-    // second either blocks on the first's row lock and then finds the old key retired (PostgreSQL
-    // re-checks the condition), or starts after the first committed and finds only the fresh key,
-    // too young to retire: either way it retires nothing and adds nothing.
-    let retired = sqlx::query(
-        "UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL AND created_at < $2",
-    )
-    .bind(key.created_at)
-    .bind(made_before.unwrap_or(i64::MAX))
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if retired == 0 && made_before.is_some() {
-        return Ok(false);
-    }
-    insert(&mut tx, key).await?;
-    tx.commit().await?;
-    Ok(true)
+    store
+        .write(key.clone(), move |c, key| {
+            Box::pin(async move {
+                // Conditional rotation retires only keys older than the cutoff. Of two instances
+                // racing, the second either blocks on the first's row lock and then finds the old
+                // key retired (PostgreSQL re-checks the condition), or starts after the first
+                // committed and finds only the fresh key, too young to retire: either way it
+                // retires nothing and adds nothing.
+                let retired = sqlx::query(
+                    "UPDATE signing_keys SET retired_at = $1 \
+                     WHERE retired_at IS NULL AND created_at < $2",
+                )
+                .bind(key.created_at)
+                .bind(made_before.unwrap_or(i64::MAX))
+                .execute(&mut *c)
+                .await?
+                .rows_affected();
+                if retired == 0 && made_before.is_some() {
+                    return Ok(Done::Rollback(false));
+                }
+                insert(c, key).await?;
+                Ok(Done::Commit(true))
+            })
+        })
+        .await
 }
 
-async fn insert(tx: &mut super::Tx, key: &StoredKey) -> Result<(), sqlx::Error> {
+async fn insert(c: &mut Conn, key: &StoredKey) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO signing_keys (kid, public_key, sealed_private_key, created_at, retired_at) \
          VALUES ($1, $2, $3, $4, NULL)",
@@ -58,7 +70,7 @@ async fn insert(tx: &mut super::Tx, key: &StoredKey) -> Result<(), sqlx::Error> 
     .bind(&key.public_key)
     .bind(&key.sealed_private_key)
     .bind(key.created_at)
-    .execute(&mut **tx)
+    .execute(c)
     .await?;
     Ok(())
 }

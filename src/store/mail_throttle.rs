@@ -9,7 +9,7 @@ use crate::clock::Millis;
 
 /// Takes the address's slot for `now` if its last email was sent at or before `window_start`
 /// (or never); returns whether it did.
-pub async fn claim<'e>(
+pub(in crate::store) async fn claim<'e>(
     db: impl Executor<'e, Database = Any>,
     email: &str,
     now: Millis,
@@ -29,7 +29,7 @@ pub async fn claim<'e>(
 }
 
 /// When the last email to the address was sent, if one was.
-pub async fn last_sent_at<'e>(
+pub(in crate::store) async fn last_sent_at<'e>(
     db: impl Executor<'e, Database = Any>,
     email: &str,
 ) -> Result<Option<Millis>, sqlx::Error> {
@@ -40,7 +40,7 @@ pub async fn last_sent_at<'e>(
 }
 
 /// Deletes slots that ended before `cutoff`.
-pub async fn prune<'e>(
+pub(in crate::store) async fn prune<'e>(
     db: impl Executor<'e, Database = Any>,
     cutoff: Millis,
 ) -> Result<u64, sqlx::Error> {

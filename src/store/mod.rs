@@ -2,9 +2,17 @@
 //!
 //! One schema and one set of statements serve SQLite and PostgreSQL through sqlx's `Any` driver:
 //! ids are UUID text, timestamps are BIGINT milliseconds, placeholders are `$n` (both drivers
-//! accept them). Store functions take an executor (`&mut *tx` inside a flow's transaction, or a
-//! pool for lone reads); they never begin or commit. The flow that begins a transaction is the one
-//! that commits it.
+//! accept them).
+//!
+//! The store is an API of use cases that own their transactions: each public write method (signup,
+//! login, rotate a refresh token, reset a password, …) takes its prepared input (hashes, opaque
+//! tokens, rendered emails: nothing is computed or rendered while a write lock is held), begins,
+//! writes with its preconditions inside the statements (`AND password_hash = $verified AND
+//! disabled_at IS NULL`, `AND revoked_at IS NULL`, checked row counts), commits or rolls back,
+//! and returns a typed outcome. They all go through `Store::write` (`tx.rs`), the only code that
+//! begins a transaction, which also explains why a dropped request never leaves one half-done.
+//! The statement functions of the table modules take an executor: a flow's connection, or the
+//! read pool (`Store::reader`) for lone reads; those that write are private to the store.
 //!
 //! SQLite: the database is opened in WAL mode with a busy timeout, readers share a pool, and every
 //! write transaction goes through a single-connection writer pool and starts with
@@ -18,18 +26,24 @@ pub mod mail_throttle;
 pub mod one_time_tokens;
 pub mod outbox;
 pub mod rate_limits;
+pub mod reset_requests;
 pub mod sessions;
 pub mod users;
+
+mod constraint;
+pub mod flows;
+mod tx;
+
+pub use constraint::Constraint;
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::any::AnyPoolOptions;
-use sqlx::{Any, AnyPool, Executor};
 
-/// A write transaction of one flow.
-pub type Tx = sqlx::Transaction<'static, Any>;
+use crate::config::SqliteSynchronous;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Executor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -45,26 +59,32 @@ pub struct Store {
 }
 
 impl Store {
-    pub async fn connect(url: &SecretString) -> anyhow::Result<Store> {
+    pub async fn connect(
+        url: &SecretString,
+        durability: SqliteSynchronous,
+    ) -> anyhow::Result<Store> {
         sqlx::any::install_default_drivers();
         let url = url.expose_secret();
         if url.starts_with("sqlite:") {
             let url = create_if_missing(url);
+            let pragmas = format!(
+                "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
+                 PRAGMA foreign_keys = ON; PRAGMA synchronous = {};",
+                durability.pragma()
+            );
             let options = || {
-                AnyPoolOptions::new()
+                let pragmas = pragmas.clone();
+                guarded(AnyPoolOptions::new())
                     .acquire_timeout(Duration::from_secs(10))
                     // A connection to a local file cannot go stale, and sqlx's default ping before
                     // every acquire is one more round trip to the connection's worker thread:
                     // on GET /auth/me it was a quarter of the server's CPU (see the README's
                     // "Performance").
                     .test_before_acquire(false)
-                    .after_connect(|conn, _| {
+                    .after_connect(move |conn, _| {
+                        let pragmas = pragmas.clone();
                         Box::pin(async move {
-                            conn.execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
-                                 PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
-                            )
-                            .await?;
+                            conn.execute(pragmas.as_str()).await?;
                             Ok(())
                         })
                     })
@@ -85,7 +105,7 @@ impl Store {
                 backend: Backend::Sqlite,
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let pool = AnyPoolOptions::new()
+            let pool = guarded(AnyPoolOptions::new())
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(5))
                 .connect(url)
@@ -113,17 +133,17 @@ impl Store {
             .context("migrations failed")
     }
 
-    /// Begins a write transaction: the one way every flow starts.
-    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        match self.backend {
-            Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.write.begin().await,
-        }
-    }
-
     /// The pool for reads outside a transaction.
     pub fn reader(&self) -> &AnyPool {
         &self.read
+    }
+
+    /// The write pool itself, for tests that put a connection into the state a dropped
+    /// transaction leaves behind and check that the store recovers. Not for production code:
+    /// writes go through the use cases.
+    #[doc(hidden)]
+    pub fn write_pool_for_tests(&self) -> &AnyPool {
+        &self.write
     }
 
     /// Connections (in use, idle) of the read and the write pool; on PostgreSQL they are one pool.
@@ -158,6 +178,14 @@ impl Store {
     }
 }
 
+/// The hooks every pool gets: a connection sqlx counts inside a transaction is closed instead of
+/// handed out (`before_acquire`) or kept (`after_release`); see `tx.rs`.
+fn guarded(options: AnyPoolOptions) -> AnyPoolOptions {
+    options
+        .before_acquire(|conn, _| Box::pin(async move { Ok(tx::outside_transaction(conn)) }))
+        .after_release(|conn, _| Box::pin(async move { Ok(tx::outside_transaction(conn)) }))
+}
+
 /// `sqlite://file.db` does not create a missing file unless asked to.
 fn create_if_missing(url: &str) -> String {
     if url.contains("mode=") {
@@ -173,9 +201,4 @@ fn create_if_missing(url: &str) -> String {
 /// corrupt row, never the client's doing.
 pub fn parse_id(id: &str) -> anyhow::Result<uuid::Uuid> {
     uuid::Uuid::parse_str(id).with_context(|| format!("stored id {id:?} is not a UUID"))
-}
-
-/// Whether `err` is a unique-constraint violation (the database deciding uniqueness).
-pub fn is_unique_violation(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(e) if e.is_unique_violation())
 }

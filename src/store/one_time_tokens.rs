@@ -20,7 +20,7 @@ pub struct NewToken<'a> {
     pub expires_at: Millis,
 }
 
-pub async fn insert<'e>(
+pub(in crate::store) async fn insert<'e>(
     db: impl Executor<'e, Database = Any>,
     t: &NewToken<'_>,
 ) -> Result<(), sqlx::Error> {
@@ -79,7 +79,7 @@ pub struct UsedToken {
 
 /// Uses the token if it is live: one conditional UPDATE, so of two concurrent uses exactly one
 /// gets `Some`. `None` means unknown, used, revoked, expired or of another purpose.
-pub async fn use_token<'e>(
+pub(in crate::store) async fn use_token<'e>(
     db: impl Executor<'e, Database = Any>,
     token_hash: &str,
     purpose: Purpose,
@@ -100,7 +100,7 @@ pub async fn use_token<'e>(
 
 /// Revokes every live token of this purpose of a user (a newer one supersedes them, or what they
 /// were for has happened); returns how many.
-pub async fn revoke_all<'e>(
+pub(in crate::store) async fn revoke_all<'e>(
     db: impl Executor<'e, Database = Any>,
     user_id: Uuid,
     purpose: Purpose,
@@ -119,7 +119,7 @@ pub async fn revoke_all<'e>(
 }
 
 /// Deletes tokens that expired before `cutoff` (used or not): nothing can use them any more.
-pub async fn prune<'e>(
+pub(in crate::store) async fn prune<'e>(
     db: impl Executor<'e, Database = Any>,
     cutoff: Millis,
 ) -> Result<u64, sqlx::Error> {

@@ -11,7 +11,8 @@
 use sqlx::{Any, Executor, FromRow};
 use uuid::Uuid;
 
-use super::{Backend, Tx};
+use super::tx::Done;
+use super::{Backend, Store};
 use crate::clock::Millis;
 
 pub struct NewMessage<'a> {
@@ -26,7 +27,7 @@ pub struct NewMessage<'a> {
 
 /// Writes a message to the outbox, due at once. Called inside the flow's transaction, so the
 /// message exists exactly when what it tells about was committed.
-pub async fn enqueue<'e>(
+pub(in crate::store) async fn enqueue<'e>(
     db: impl Executor<'e, Database = Any>,
     m: &NewMessage<'_>,
 ) -> Result<(), sqlx::Error> {
@@ -61,8 +62,8 @@ pub struct Claimed {
 }
 
 /// Claims up to `limit` due messages until `lease_until` and counts the attempt.
-pub async fn claim_due(
-    tx: &mut Tx,
+async fn claim_due<'e>(
+    db: impl Executor<'e, Database = Any>,
     backend: Backend,
     claim_id: Uuid,
     now: Millis,
@@ -87,13 +88,13 @@ pub async fn claim_due(
         .bind(lease_until)
         .bind(now)
         .bind(limit)
-        .fetch_all(&mut **tx)
+        .fetch_all(db)
         .await
 }
 
 /// Records a delivery; returns whether this call did (a message is marked sent once). The
 /// bodies, which carry the link, are erased.
-pub async fn mark_sent<'e>(
+async fn mark_sent<'e>(
     db: impl Executor<'e, Database = Any>,
     id: &str,
     now: Millis,
@@ -111,7 +112,7 @@ pub async fn mark_sent<'e>(
 }
 
 /// Records a failed attempt of this claim and when to try again.
-pub async fn mark_retry<'e>(
+async fn mark_retry<'e>(
     db: impl Executor<'e, Database = Any>,
     id: &str,
     claim_id: Uuid,
@@ -133,7 +134,7 @@ pub async fn mark_retry<'e>(
 }
 
 /// Gives up on a message of this claim: it is dead, its bodies erased, and it is never tried again.
-pub async fn mark_dead<'e>(
+async fn mark_dead<'e>(
     db: impl Executor<'e, Database = Any>,
     id: &str,
     claim_id: Uuid,
@@ -155,7 +156,7 @@ pub async fn mark_dead<'e>(
 }
 
 /// Deletes messages sent or dead before `cutoff`.
-pub async fn prune<'e>(
+async fn prune<'e>(
     db: impl Executor<'e, Database = Any>,
     cutoff: Millis,
 ) -> Result<u64, sqlx::Error> {
@@ -175,4 +176,97 @@ pub async fn backlog<'e>(
     )
     .fetch_one(db)
     .await
+}
+
+/// The outcome of one delivery attempt.
+#[derive(Debug)]
+pub enum Outcome {
+    Sent,
+    Retry {
+        error: String,
+        next_attempt_at: Millis,
+    },
+    Dead {
+        error: String,
+    },
+}
+
+impl Store {
+    /// Claims up to `limit` due messages for one attempt each, in a short transaction of its own,
+    /// committed before any SMTP traffic, so no lock or connection is held while the relay
+    /// answers.
+    pub async fn claim_mail(
+        &self,
+        claim_id: Uuid,
+        now: Millis,
+        lease_until: Millis,
+        limit: i64,
+    ) -> Result<Vec<Claimed>, sqlx::Error> {
+        let backend = self.backend();
+        self.write((), move |c, ()| {
+            Box::pin(async move {
+                let claimed = claim_due(c, backend, claim_id, now, lease_until, limit).await?;
+                Ok(Done::Commit(claimed))
+            })
+        })
+        .await
+    }
+
+    /// Records the outcome of an attempt on a claimed message; whether the row changed (a
+    /// message another worker already finished is left alone).
+    pub async fn record_mail(
+        &self,
+        id: String,
+        claim_id: Uuid,
+        outcome: Outcome,
+        now: Millis,
+    ) -> Result<bool, sqlx::Error> {
+        self.write((id, outcome), move |c, (id, outcome)| {
+            Box::pin(async move {
+                let changed = match outcome {
+                    Outcome::Sent => mark_sent(c, id, now).await?,
+                    Outcome::Retry {
+                        error,
+                        next_attempt_at,
+                    } => mark_retry(c, id, claim_id, error, *next_attempt_at).await?,
+                    Outcome::Dead { error } => mark_dead(c, id, claim_id, error, now).await?,
+                };
+                Ok(Done::Commit(changed))
+            })
+        })
+        .await
+    }
+
+    /// Housekeeping: one-time tokens expired before `tokens_before`, emails sent or given up
+    /// before `mail_before`, throttle slots that ended before `slots_before`. Every row deleted is
+    /// one no request or worker can use any more, so several instances may run this at once.
+    pub async fn prune_mail(
+        &self,
+        tokens_before: Millis,
+        mail_before: Millis,
+        slots_before: Millis,
+    ) -> Result<(), sqlx::Error> {
+        self.write((), move |c, ()| {
+            Box::pin(async move {
+                super::one_time_tokens::prune(&mut *c, tokens_before).await?;
+                prune(&mut *c, mail_before).await?;
+                super::mail_throttle::prune(&mut *c, slots_before).await?;
+                super::reset_requests::prune(&mut *c, tokens_before).await?;
+                Ok(Done::Commit(()))
+            })
+        })
+        .await
+    }
+
+    /// Deletes sessions that ended before `ended_before`; how many.
+    pub async fn prune_sessions(&self, ended_before: Millis) -> Result<u64, sqlx::Error> {
+        self.write((), move |c, ()| {
+            Box::pin(async move {
+                Ok(Done::Commit(
+                    super::sessions::prune(&mut *c, ended_before).await?,
+                ))
+            })
+        })
+        .await
+    }
 }

@@ -7,6 +7,8 @@
 
 use sqlx::{Any, Executor, FromRow};
 
+use super::Store;
+use super::tx::{Conn, Done};
 use crate::clock::Millis;
 
 /// A fixed-window counter right after a hit.
@@ -20,7 +22,7 @@ pub struct Window {
 
 /// Counts one hit in the key's window, opening a new window of `period` ms when the last one
 /// has ended (or there was none).
-pub async fn hit<'e>(
+pub(in crate::store) async fn hit<'e>(
     db: impl Executor<'e, Database = Any>,
     key: &str,
     now: Millis,
@@ -46,7 +48,7 @@ pub async fn hit<'e>(
 }
 
 /// Takes back one hit of the window that ends at `expires_at`, if that window is still current.
-pub async fn refund<'e>(
+pub(in crate::store) async fn refund<'e>(
     db: impl Executor<'e, Database = Any>,
     key: &str,
     expires_at: Millis,
@@ -74,7 +76,7 @@ pub struct Strikes {
 /// Counts one failure, unless a wait is in force: then nothing changes and the caller refuses
 /// the attempt. A counter whose `expires_at` has passed starts again from one, with a quiet
 /// period of `period` ms.
-pub async fn strike<'e>(
+pub(in crate::store) async fn strike<'e>(
     db: impl Executor<'e, Database = Any>,
     key: &str,
     now: Millis,
@@ -103,7 +105,7 @@ pub async fn strike<'e>(
 }
 
 /// Imposes a wait on a counter until `blocked_until`, and keeps the counter until `expires_at`.
-pub async fn block<'e>(
+pub(in crate::store) async fn block<'e>(
     db: impl Executor<'e, Database = Any>,
     key: &str,
     blocked_until: Millis,
@@ -119,7 +121,7 @@ pub async fn block<'e>(
 }
 
 /// Forgets a counter.
-pub async fn clear<'e>(
+pub(in crate::store) async fn clear<'e>(
     db: impl Executor<'e, Database = Any>,
     key: &str,
 ) -> Result<(), sqlx::Error> {
@@ -131,7 +133,7 @@ pub async fn clear<'e>(
 }
 
 /// Deletes counters that mean nothing any more; returns how many.
-pub async fn prune<'e>(
+pub(in crate::store) async fn prune<'e>(
     db: impl Executor<'e, Database = Any>,
     now: Millis,
 ) -> Result<u64, sqlx::Error> {
@@ -140,4 +142,152 @@ pub async fn prune<'e>(
         .execute(db)
         .await?;
     Ok(done.rows_affected())
+}
+
+/// The counters a login attempt (or a password change's current-password check) moves, with
+/// their limits: per client IP attempts and failures, and the strikes of the account (or, from a
+/// device that signed in to it before, of that device).
+#[derive(Debug, Clone)]
+pub struct NewAttempt {
+    pub attempts: Counter,
+    pub failures: Counter,
+    pub strikes: Counter,
+    /// The first wait once `strikes.max` is reached; each further strike doubles it, up to
+    /// `max_wait`.
+    pub max_wait: Millis,
+    pub now: Millis,
+}
+
+/// A counter key with its limit.
+#[derive(Debug, Clone)]
+pub struct Counter {
+    pub key: String,
+    pub max: i64,
+    pub period: Millis,
+}
+
+/// What counting an attempt decided.
+#[derive(Debug)]
+pub enum Attempt {
+    /// Counted as a failure until it is taken back with the refund.
+    Counted(Refund),
+    /// Refused: the counter `name` (attempts, failures or strikes) is over its limit until then.
+    Refused { which: Which, until: Millis },
+}
+
+/// Which of an attempt's counters refused it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    Attempts,
+    Failures,
+    Strikes,
+}
+
+/// What a successful attempt takes back: its failure hit, and the strikes.
+#[derive(Debug, Clone)]
+pub struct Refund {
+    pub failures_key: String,
+    pub failures_window: Millis,
+    pub strikes_key: String,
+}
+
+/// The wait after `count` strikes against a limit of `max` per `period`: one period at `max`,
+/// doubling with each further strike, capped at `max_wait` (or the period, when that is longer).
+pub fn strike_wait(max: i64, period: Millis, count: i64, max_wait: Millis) -> Millis {
+    let doublings = u32::try_from(count - max).unwrap_or(0).min(16);
+    let cap = max_wait.max(period);
+    period.saturating_mul(1 << doublings).min(cap)
+}
+
+impl Store {
+    /// Counts one hit of a fixed-window limit, in a transaction of its own: the count must
+    /// survive whatever happens to the request it belongs to.
+    pub async fn hit_limit(
+        &self,
+        key: String,
+        now: Millis,
+        period: Millis,
+    ) -> Result<Window, sqlx::Error> {
+        self.write(key, move |c, key| {
+            Box::pin(async move { Ok(Done::Commit(hit(&mut *c, key, now, period).await?)) })
+        })
+        .await
+    }
+
+    /// Counts a login attempt as a failure, before the password is checked, in a transaction of
+    /// its own (so concurrent attempts cannot slip past a limit while their hashes run); the
+    /// success path takes it back inside its own flow (`Refund`).
+    pub async fn count_attempt(&self, new: NewAttempt) -> Result<Attempt, sqlx::Error> {
+        self.write(new, |c, new| Box::pin(count_attempt(c, new)))
+            .await
+    }
+
+    /// Forgets a counter (a reset that happened outside the flows, e.g. by the operator).
+    pub async fn clear_limit(&self, key: String) -> Result<(), sqlx::Error> {
+        self.write(key, |c, key| {
+            Box::pin(async move {
+                clear(&mut *c, key).await?;
+                Ok(Done::Commit(()))
+            })
+        })
+        .await
+    }
+
+    /// Deletes counters that mean nothing any more; how many.
+    pub async fn prune_rate_limits(&self, now: Millis) -> Result<u64, sqlx::Error> {
+        self.write((), move |c, ()| {
+            Box::pin(async move { Ok(Done::Commit(prune(&mut *c, now).await?)) })
+        })
+        .await
+    }
+}
+
+async fn count_attempt(c: &mut Conn, a: &NewAttempt) -> Result<Done<Attempt>, sqlx::Error> {
+    let now = a.now;
+    let refused = |which, until| Ok(Done::Commit(Attempt::Refused { which, until }));
+    let attempts = hit(&mut *c, &a.attempts.key, now, a.attempts.period).await?;
+    if attempts.count > a.attempts.max {
+        return refused(Which::Attempts, attempts.expires_at);
+    }
+    let failures = hit(&mut *c, &a.failures.key, now, a.failures.period).await?;
+    if failures.count > a.failures.max {
+        return refused(Which::Failures, failures.expires_at);
+    }
+    let strikes = strike(&mut *c, &a.strikes.key, now, a.strikes.period).await?;
+    if strikes.blocked_until > now {
+        return refused(Which::Strikes, strikes.blocked_until);
+    }
+    if strikes.count >= a.strikes.max {
+        let wait = strike_wait(a.strikes.max, a.strikes.period, strikes.count, a.max_wait);
+        let blocked_until = now.saturating_add(wait);
+        let keep_until = blocked_until.saturating_add(a.strikes.period);
+        block(&mut *c, &a.strikes.key, blocked_until, keep_until).await?;
+    }
+    Ok(Done::Commit(Attempt::Counted(Refund {
+        failures_key: a.failures.key.clone(),
+        failures_window: failures.expires_at,
+        strikes_key: a.strikes.key.clone(),
+    })))
+}
+
+/// Takes back a counted attempt: its failure hit, and the strikes (the password was right).
+pub(in crate::store) async fn apply_refund(c: &mut Conn, r: &Refund) -> Result<(), sqlx::Error> {
+    refund(&mut *c, &r.failures_key, r.failures_window).await?;
+    clear(&mut *c, &r.strikes_key).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strike_wait;
+
+    #[test]
+    fn the_wait_starts_at_one_period_and_doubles_up_to_the_cap() {
+        let (period, cap) = (300_000, 3_600_000);
+        let waits: Vec<i64> = (5..=10)
+            .map(|count| strike_wait(5, period, count, cap) / 1000)
+            .collect();
+        assert_eq!(waits, [300, 600, 1200, 2400, 3600, 3600]);
+        assert_eq!(strike_wait(5, period, 1_000_000, cap) / 1000, 3600);
+        assert_eq!(strike_wait(3, 7_200_000, 9, cap) / 1000, 7200);
+    }
 }

@@ -5,23 +5,45 @@
 //! two requests racing with the same token cannot both spend it.
 
 use sqlx::{Any, Executor, FromRow};
+
+pub use super::flows::NewSession;
 use uuid::Uuid;
 
 use crate::clock::Millis;
 
-pub struct NewSession<'a> {
-    pub id: Uuid,
-    pub user_id: Uuid,
-    pub now: Millis,
-    pub idle_expires_at: Millis,
-    pub absolute_expires_at: Millis,
-    pub user_agent: Option<&'a str>,
-    pub ip: Option<&'a str>,
+/// Why a session ended: stored in `sessions.revoked_reason` and used as the metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Logout,
+    LogoutAll,
+    RevokedByUser,
+    RefreshTokenReuse,
+    PasswordReset,
+    PasswordChange,
+    UserDisabled,
+    RevokedByAdmin,
 }
 
-pub async fn insert_session<'e>(
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Logout => "logout",
+            Reason::LogoutAll => "logout_all",
+            Reason::RevokedByUser => "revoked_by_user",
+            Reason::RefreshTokenReuse => "refresh_token_reuse",
+            Reason::PasswordReset => "password_reset",
+            Reason::PasswordChange => "password_change",
+            Reason::UserDisabled => "user_disabled",
+            Reason::RevokedByAdmin => "revoked_by_admin",
+        }
+    }
+}
+
+pub(in crate::store) async fn insert_session<'e>(
     db: impl Executor<'e, Database = Any>,
-    s: &NewSession<'_>,
+    user_id: Uuid,
+    s: &NewSession,
+    now: Millis,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO sessions (id, user_id, created_at, last_used_at, idle_expires_at, \
@@ -29,18 +51,18 @@ pub async fn insert_session<'e>(
          VALUES ($1, $2, $3, $3, $4, $5, $6, $7)",
     )
     .bind(s.id.to_string())
-    .bind(s.user_id.to_string())
-    .bind(s.now)
+    .bind(user_id.to_string())
+    .bind(now)
     .bind(s.idle_expires_at)
     .bind(s.absolute_expires_at)
-    .bind(s.user_agent)
-    .bind(s.ip)
+    .bind(s.user_agent.as_deref())
+    .bind(s.ip.as_deref())
     .execute(db)
     .await?;
     Ok(())
 }
 
-pub async fn insert_refresh_token<'e>(
+pub(in crate::store) async fn insert_refresh_token<'e>(
     db: impl Executor<'e, Database = Any>,
     token_hash: &str,
     session_id: Uuid,
@@ -58,21 +80,13 @@ pub async fn insert_refresh_token<'e>(
 }
 
 /// A live session, as refresh needs it.
-#[derive(Debug, FromRow)]
-pub struct LiveSession {
-    pub id: String,
-    pub user_id: String,
-    pub absolute_expires_at: i64,
-}
-
-/// Spends the refresh token with this hash if it is unspent and its session is live, and returns
-/// that session. `None` means the token is unknown, spent, or its session is over.
-pub async fn spend_refresh_token(
-    tx: &mut super::Tx,
+/// Spends the token if it is unspent and its session live; the session's id if it did.
+pub(in crate::store) async fn spend_refresh_token<'e>(
+    db: impl Executor<'e, Database = Any>,
     token_hash: &str,
     now: Millis,
-) -> Result<Option<LiveSession>, sqlx::Error> {
-    let spent: Option<String> = sqlx::query_scalar(
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
         // EXISTS, correlated, and not `session_id IN (SELECT id FROM sessions WHERE …)`: SQLite
         // evaluates that uncorrelated list by scanning every session, on every refresh (it made
         // refresh cost a millisecond of CPU with a few thousand sessions; see the README's
@@ -85,34 +99,60 @@ pub async fn spend_refresh_token(
     )
     .bind(now)
     .bind(token_hash)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let Some(session_id) = spent else {
-        return Ok(None);
-    };
-    sqlx::query_as("SELECT id, user_id, absolute_expires_at FROM sessions WHERE id = $1")
-        .bind(session_id)
-        .fetch_optional(&mut **tx)
-        .await
+    .fetch_optional(db)
+    .await
 }
 
-/// Marks a session used and pushes its idle expiry out.
-pub async fn touch_session<'e>(
+#[derive(Debug, FromRow)]
+pub struct Extended {
+    pub user_id: String,
+    pub idle_expires_at: i64,
+}
+
+/// Extends a session that is still live to `idle_until` (capped at its absolute expiry), locking
+/// its row; `None` when it is revoked or over.
+pub(in crate::store) async fn extend_live<'e>(
+    db: impl Executor<'e, Database = Any>,
+    session_id: &str,
+    now: Millis,
+    idle_until: Millis,
+) -> Result<Option<Extended>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE sessions SET last_used_at = $1, \
+             idle_expires_at = CASE WHEN absolute_expires_at < $2 THEN absolute_expires_at \
+                                    ELSE $2 END \
+         WHERE id = $3 AND revoked_at IS NULL AND idle_expires_at > $1 \
+         AND absolute_expires_at > $1 \
+         RETURNING user_id, idle_expires_at",
+    )
+    .bind(now)
+    .bind(idle_until)
+    .bind(session_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Whether the session is live, locking its row until the commit: a revocation racing the flow
+/// either committed before (and this sees it) or waits for the flow to end.
+pub(in crate::store) async fn lock_live<'e>(
     db: impl Executor<'e, Database = Any>,
     session_id: Uuid,
+    user_id: Uuid,
     now: Millis,
-    idle_expires_at: Millis,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE sessions SET last_used_at = $1, idle_expires_at = $2 WHERE id = $3")
-        .bind(now)
-        .bind(idle_expires_at)
-        .bind(session_id.to_string())
-        .execute(db)
-        .await?;
-    Ok(())
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE sessions SET last_used_at = last_used_at \
+         WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL \
+         AND idle_expires_at > $3 AND absolute_expires_at > $3",
+    )
+    .bind(session_id.to_string())
+    .bind(user_id.to_string())
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
-/// What is known of a refresh token that could not be spent.
 #[derive(Debug, FromRow)]
 pub struct TokenState {
     pub session_id: String,
@@ -160,17 +200,17 @@ pub async fn is_current_token<'e>(
 }
 
 /// Revokes a session; returns whether it was live until now.
-pub async fn revoke_session<'e>(
+pub(in crate::store) async fn revoke_session<'e>(
     db: impl Executor<'e, Database = Any>,
     session_id: Uuid,
-    reason: &str,
+    reason: Reason,
     now: Millis,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL",
     )
     .bind(now)
-    .bind(reason)
+    .bind(reason.as_str())
     .bind(session_id.to_string())
     .execute(db)
     .await?;
@@ -197,11 +237,11 @@ pub async fn is_live<'e>(
 }
 
 /// Revokes one session if it belongs to `user_id`; returns whether it was live until now.
-pub async fn revoke_own_session<'e>(
+pub(in crate::store) async fn revoke_own_session<'e>(
     db: impl Executor<'e, Database = Any>,
     session_id: Uuid,
     user_id: Uuid,
-    reason: &str,
+    reason: Reason,
     now: Millis,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
@@ -210,7 +250,7 @@ pub async fn revoke_own_session<'e>(
          AND idle_expires_at > $1 AND absolute_expires_at > $1",
     )
     .bind(now)
-    .bind(reason)
+    .bind(reason.as_str())
     .bind(session_id.to_string())
     .bind(user_id.to_string())
     .execute(db)
@@ -219,10 +259,10 @@ pub async fn revoke_own_session<'e>(
 }
 
 /// Revokes every live session of a user; returns how many.
-pub async fn revoke_all_sessions<'e>(
+pub(in crate::store) async fn revoke_all_sessions<'e>(
     db: impl Executor<'e, Database = Any>,
     user_id: Uuid,
-    reason: &str,
+    reason: Reason,
     now: Millis,
 ) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
@@ -230,7 +270,7 @@ pub async fn revoke_all_sessions<'e>(
          WHERE user_id = $3 AND revoked_at IS NULL AND idle_expires_at > $1 AND absolute_expires_at > $1",
     )
     .bind(now)
-    .bind(reason)
+    .bind(reason.as_str())
     .bind(user_id.to_string())
     .execute(db)
     .await?;
@@ -239,11 +279,11 @@ pub async fn revoke_all_sessions<'e>(
 
 /// Revokes every live session of a user except `keep` (the one changing the password); returns
 /// how many.
-pub async fn revoke_other_sessions<'e>(
+pub(in crate::store) async fn revoke_other_sessions<'e>(
     db: impl Executor<'e, Database = Any>,
     user_id: Uuid,
     keep: Uuid,
-    reason: &str,
+    reason: Reason,
     now: Millis,
 ) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
@@ -251,7 +291,7 @@ pub async fn revoke_other_sessions<'e>(
          WHERE user_id = $3 AND id <> $4 AND revoked_at IS NULL",
     )
     .bind(now)
-    .bind(reason)
+    .bind(reason.as_str())
     .bind(user_id.to_string())
     .bind(keep.to_string())
     .execute(db)
@@ -287,7 +327,7 @@ pub async fn live_sessions<'e>(
 
 /// Deletes sessions (and, by cascade, their refresh tokens) that ended before `ended_before`.
 /// Safe to run from several instances at once: each row is deleted once, by whoever gets there.
-pub async fn prune<'e>(
+pub(in crate::store) async fn prune<'e>(
     db: impl Executor<'e, Database = Any>,
     ended_before: Millis,
 ) -> Result<u64, sqlx::Error> {

@@ -27,7 +27,7 @@ pub struct Credentials {
 }
 
 /// Inserts a user. A taken email is a unique violation (see `store::is_unique_violation`).
-pub async fn insert_user<'e>(
+pub(in crate::store) async fn insert_user<'e>(
     db: impl Executor<'e, Database = Any>,
     id: Uuid,
     email: &Email,
@@ -48,7 +48,7 @@ pub async fn insert_user<'e>(
     Ok(())
 }
 
-pub async fn insert_profile<'e>(
+pub(in crate::store) async fn insert_profile<'e>(
     db: impl Executor<'e, Database = Any>,
     user_id: Uuid,
     display_name: Option<&DisplayName>,
@@ -114,7 +114,26 @@ pub async fn find_live_account<'e>(
     .await
 }
 
-pub async fn record_login<'e>(
+/// Whether the account still has the verified hash and is not disabled, locking its row until the
+/// commit: a reset, change or disable racing the login either committed before (and this finds no
+/// row) or waits for the login's commit, and then revokes the session it opened.
+pub(in crate::store) async fn lock_credentials<'e>(
+    db: impl Executor<'e, Database = Any>,
+    user_id: Uuid,
+    verified_hash: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE users SET password_hash = password_hash \
+         WHERE id = $1 AND password_hash = $2 AND disabled_at IS NULL",
+    )
+    .bind(user_id.to_string())
+    .bind(verified_hash)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(in crate::store) async fn record_login<'e>(
     db: impl Executor<'e, Database = Any>,
     user_id: Uuid,
     now: Millis,
@@ -127,7 +146,7 @@ pub async fn record_login<'e>(
     Ok(())
 }
 
-pub async fn set_display_name<'e>(
+pub(in crate::store) async fn set_display_name<'e>(
     db: impl Executor<'e, Database = Any>,
     user_id: Uuid,
     display_name: Option<&DisplayName>,
@@ -142,7 +161,7 @@ pub async fn set_display_name<'e>(
     Ok(())
 }
 
-pub async fn set_password_hash<'e>(
+pub(in crate::store) async fn set_password_hash<'e>(
     db: impl Executor<'e, Database = Any>,
     user_id: Uuid,
     password_hash: &str,
@@ -205,7 +224,7 @@ pub async fn find_own_credentials<'e>(
 
 /// Replaces the password hash only if it is still `expected`, the hash the current password was
 /// verified against: a change never silently overwrites a reset or change that won a race.
-pub async fn replace_password_hash<'e>(
+pub(in crate::store) async fn replace_password_hash<'e>(
     db: impl Executor<'e, Database = Any>,
     user_id: Uuid,
     expected: &str,
@@ -226,7 +245,7 @@ pub async fn replace_password_hash<'e>(
 
 /// Marks the address verified if it is still the user's (normalized) address; keeps the time of
 /// the first verification. Returns whether the user has that address.
-pub async fn mark_email_verified<'e>(
+pub(in crate::store) async fn mark_email_verified<'e>(
     db: impl Executor<'e, Database = Any>,
     user_id: Uuid,
     email_normalized: &str,

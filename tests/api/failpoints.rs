@@ -155,7 +155,11 @@ async fn signup_failing_after_commit_keeps_an_account_that_can_log_in(db: Db) {
             "{context}: login to the committed account"
         );
         let session = Session::from_response(login).await;
-        assert_eq!(session.cookies.len(), 2, "{context}: cookies of the login");
+        assert_eq!(
+            session.cookies.len(),
+            3,
+            "{context}: session and device cookies"
+        );
         assert_eq!(server.me(&session.access_token).await.status(), 200);
         let again = server.signup("ALICE@example.com").await;
         assert_eq!(again.status(), 409, "{context}: the account exists");
@@ -218,7 +222,11 @@ async fn login_failing_before_commit_opens_no_session_and_records_no_login(db: D
         let retried = server.login("alice@example.com").await;
         assert_eq!(retried.status(), 200, "{context}: the same login again");
         let session = Session::from_response(retried).await;
-        assert_eq!(session.cookies.len(), 2, "{context}: cookies of the retry");
+        assert_eq!(
+            session.cookies.len(),
+            3,
+            "{context}: session and device cookies"
+        );
         assert_eq!(server.me(&session.access_token).await.status(), 200);
         assert_eq!(count(&pool, "SELECT COUNT(*) FROM sessions").await, 2);
         assert_eq!(

@@ -31,6 +31,7 @@ async fn login_opens_a_new_session_and_records_it(db: Db) {
     assert_eq!(session.body["token_type"], "Bearer");
     assert_eq!(session.body["expires_in"], 900);
     assert_session_cookies_set(&session, 604_800);
+    assert_device_cookie_set(&session);
     assert_ne!(session.refresh_token, signup.refresh_token);
     assert_eq!(app.me(&session.access_token).await.status(), 200);
     assert_eq!(

@@ -9,6 +9,9 @@ mod email;
 mod errors;
 #[cfg(feature = "failpoints")]
 mod failpoints;
+mod integrity;
+#[cfg(feature = "failpoints")]
+mod interleavings;
 mod keys;
 mod limits;
 mod login;

@@ -106,6 +106,11 @@ async fn refresh_rotates_the_token_and_returns_a_new_session(db: Db) {
 
     // Both cookies, set exactly as signup sets them.
     assert_session_cookies_set(&session, 604_800);
+    assert_eq!(
+        session.cookies.len(),
+        2,
+        "no device cookie: only a login sets it"
+    );
     assert_ne!(session.refresh_token, signup.refresh_token);
 
     // Rows: the old token spent, its successor the one unspent token, the session pushed out.

@@ -60,6 +60,11 @@ async fn signup_creates_user_profile_and_session_and_sets_cookies(db: Db) {
 
     // Cookies: exactly the contract's attributes.
     assert_session_cookies_set(&session, 604_800);
+    assert_eq!(
+        session.cookies.len(),
+        2,
+        "no device cookie: only a login sets it"
+    );
 
     // The access token works.
     let me = app.me(&session.access_token).await;

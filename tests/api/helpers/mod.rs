@@ -422,7 +422,16 @@ pub fn unauthenticated() -> Value {
 /// token for 900 s on Path=/, the refresh token (256 bits, base64url) for `refresh_max_age` on
 /// Path=/auth; the mirror of `assert_session_cookies_cleared`.
 pub fn assert_session_cookies_set(session: &Session, refresh_max_age: u64) {
-    assert_eq!(session.cookies.len(), 2, "{:?}", session.cookies);
+    let others: Vec<&String> = session
+        .cookies
+        .keys()
+        .filter(|name| !matches!(name.as_str(), "__Host-lk_access" | "__Secure-lk_refresh"))
+        .collect();
+    assert!(
+        others.is_empty() || others == ["__Host-lk_device"],
+        "only the session cookies and, after a login, the device cookie: {:?}",
+        session.cookies
+    );
     let access = &session.cookies["__Host-lk_access"];
     assert_eq!(access.value, session.access_token);
     assert_eq!(
@@ -448,6 +457,27 @@ pub fn assert_session_cookies_set(session: &Session, refresh_max_age: u64) {
         ])
     );
     assert_eq!(refresh.value.len(), 43, "256 bits, base64url");
+}
+
+/// Asserts that a login set the device cookie (see `latchkey::device`), exactly.
+pub fn assert_device_cookie_set(session: &Session) {
+    let device = &session.cookies["__Host-lk_device"];
+    assert_eq!(
+        device.attributes,
+        attrs(&[
+            "httponly",
+            "secure",
+            "samesite=Lax",
+            "path=/",
+            "max-age=15552000"
+        ])
+    );
+    let (id, mac) = device.value.split_once('.').expect("id.mac");
+    assert_eq!(
+        (id.len(), mac.len()),
+        (22, 43),
+        "128-bit id, 256-bit MAC, base64url"
+    );
 }
 
 /// Asserts that a response clears both session cookies: empty values, Max-Age=0 and otherwise

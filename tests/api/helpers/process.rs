@@ -126,6 +126,33 @@ impl ServerProcess {
         self.log.lock().unwrap().clone()
     }
 
+    /// The token of the `n`-th (from 0) emailed link to `path` (`password/reset`, `email/verify`)
+    /// that the process logged (it logs emails when no SMTP relay is configured), waiting for it.
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+    pub async fn link_token(&self, path: &str, n: usize) -> String {
+        let marker = format!("{PUBLIC_URL}/{path}?token=");
+        for _ in 0..100 {
+            let tokens: Vec<String> = self
+                .log()
+                .iter()
+                .flat_map(|line| {
+                    line.match_indices(&marker)
+                        .map(|(i, _)| &line[i + marker.len()..])
+                })
+                .map(|rest| {
+                    rest.chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+                        .collect()
+                })
+                .collect();
+            if let Some(token) = tokens.get(n) {
+                return token.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no link {n} to {path} in the log");
+    }
+
     pub async fn signup(&self, email: &str) -> reqwest::Response {
         self.client
             .post(self.url("/auth/signup"))

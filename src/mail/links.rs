@@ -1,0 +1,107 @@
+//! What signup, the reset worker, resend and the notices share: preparing a one-time link and its
+//! rendered email, or a rendered notice, before the store's transaction writes them.
+//!
+//! The token and its email are written in the same transaction, so either both exist or neither
+//! does. The caller wakes the mail worker after its commit.
+
+use secrecy::ExposeSecret as _;
+
+use crate::app::AppState;
+use crate::clock::{Millis, millis};
+use crate::domain::Email;
+use crate::error::ApiError;
+use crate::mail::{self, Kind};
+use crate::store::flows::{NewLink, NewMail, Throttle};
+use crate::tokens::{self, Purpose};
+
+/// The kinds of email a link is sent in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkKind {
+    PasswordReset,
+    EmailVerification,
+}
+
+impl LinkKind {
+    fn purpose(self) -> Purpose {
+        match self {
+            LinkKind::PasswordReset => Purpose::PasswordReset,
+            LinkKind::EmailVerification => Purpose::EmailVerification,
+        }
+    }
+}
+
+/// A new link to `to` and its rendered email. The link comes from the configured public URL,
+/// never from the request's Host header.
+pub fn prepare(
+    state: &AppState,
+    kind: LinkKind,
+    to: &Email,
+    now: Millis,
+) -> Result<NewLink, ApiError> {
+    let settings = &state.settings;
+    let (mail_kind, path, ttl) = match kind {
+        LinkKind::PasswordReset => (
+            Kind::PasswordReset,
+            "password/reset",
+            settings.password_reset_ttl,
+        ),
+        LinkKind::EmailVerification => (
+            Kind::EmailVerification,
+            "email/verify",
+            settings.email_verification_ttl,
+        ),
+    };
+    let purpose = kind.purpose();
+    let token = tokens::new_opaque();
+    let link = format!("{}/{path}?token={}", state.issuer, token.expose_secret());
+    let expires_in = mail::human_duration(ttl);
+    let values = [
+        ("link", link.as_str()),
+        ("email", to.as_str()),
+        ("expires_in", &expires_in),
+        ("public_url", &state.issuer),
+    ];
+    Ok(NewLink {
+        purpose,
+        token_hash: tokens::hash_opaque(purpose, &token),
+        email_normalized: to.normalized().to_owned(),
+        expires_at: now + millis(ttl),
+        mail: render(state, mail_kind, to, &values)?,
+    })
+}
+
+/// The throttle slot of `kind` emails to `to`: one per address and purpose per `mail_throttle`.
+pub fn throttle(state: &AppState, kind: Kind, to: &Email) -> Throttle {
+    let window = millis(state.settings.mail_throttle);
+    Throttle::new(kind.as_str(), to.normalized(), window)
+}
+
+/// The notice that the password of `to` changed. Not throttled: it follows a change that
+/// succeeded, and its owner must hear of every one.
+pub fn password_changed(state: &AppState, to: &Email) -> Result<NewMail, ApiError> {
+    let values = [("email", to.as_str()), ("public_url", &*state.issuer)];
+    render(state, Kind::PasswordChanged, to, &values)
+}
+
+/// The notice that someone tried to sign up with `to`, which has an account (signup with
+/// `conceal_existing_accounts`); the store sends at most one per address per throttle window.
+pub fn account_exists(state: &AppState, to: &Email) -> Result<NewMail, ApiError> {
+    let values = [("email", to.as_str()), ("public_url", &*state.issuer)];
+    render(state, Kind::AccountExists, to, &values)
+}
+
+fn render(
+    state: &AppState,
+    kind: Kind,
+    to: &Email,
+    values: &[(&str, &str)],
+) -> Result<NewMail, ApiError> {
+    let rendered = state.mailer.render(kind, values)?;
+    Ok(NewMail {
+        kind: kind.as_str(),
+        recipient: to.as_str().to_owned(),
+        subject: rendered.subject,
+        text: rendered.text,
+        html: rendered.html,
+    })
+}

@@ -1,0 +1,97 @@
+//! Email verification: using a verification link, and sending a new one.
+
+use uuid::Uuid;
+
+use super::{NewLink, SessionRef, Throttle, claim, issue_link, lock_live_session};
+use crate::clock::Millis;
+use crate::failpoint::failpoint;
+use crate::store::audit::{self, Actor};
+use crate::store::tx::Done;
+use crate::store::{Store, one_time_tokens, parse_id, users};
+use crate::tokens::Purpose;
+
+#[derive(Debug)]
+pub enum Verify {
+    Verified {
+        user_id: Uuid,
+    },
+    /// Unknown, used, revoked or expired; or the account's address changed since it was sent.
+    TokenInvalid,
+}
+
+/// A new verification link for the caller, prepared before the transaction.
+#[derive(Debug)]
+pub struct NewResend {
+    pub session: SessionRef,
+    pub link: NewLink,
+    pub throttle: Throttle,
+    pub actor: Actor,
+    pub now: Millis,
+}
+
+#[derive(Debug)]
+pub enum Resend {
+    Sent,
+    /// The address had a verification email at `last_sent_at`, less than a window ago.
+    Throttled {
+        last_sent_at: Millis,
+    },
+    /// The caller's session ended meanwhile.
+    SessionGone,
+}
+
+impl Store {
+    /// Uses a verification link's token and marks the address it was sent to verified, retiring
+    /// the user's other verification links.
+    pub async fn verify_email(
+        &self,
+        token_hash: String,
+        actor: Actor,
+        now: Millis,
+    ) -> Result<Verify, sqlx::Error> {
+        self.write((token_hash, actor), move |c, (hash, actor)| {
+            Box::pin(async move {
+                let purpose = Purpose::EmailVerification;
+                let Some(used) = one_time_tokens::use_token(&mut *c, hash, purpose, now).await?
+                else {
+                    return Ok(Done::Rollback(Verify::TokenInvalid));
+                };
+                let user_id = parse_id(&used.user_id).map_err(|e| sqlx::Error::Decode(e.into()))?;
+                // The link verifies the address it was sent to, and only while that is the
+                // user's address.
+                if !users::mark_email_verified(&mut *c, user_id, &used.email, now).await? {
+                    return Ok(Done::Rollback(Verify::TokenInvalid));
+                }
+                one_time_tokens::revoke_all(&mut *c, user_id, purpose, now).await?;
+                let actor = Actor {
+                    user_id: Some(user_id),
+                    ..actor.clone()
+                };
+                audit::record(&mut *c, audit::Kind::EmailVerified, &actor, now).await?;
+                failpoint!("email_verify.before_commit");
+                Ok(Done::Commit(Verify::Verified { user_id }))
+            })
+        })
+        .await
+    }
+
+    /// Sends a new verification link, unless the address's throttle slot is taken.
+    pub async fn resend_verification(&self, new: NewResend) -> Result<Resend, sqlx::Error> {
+        self.write(new, |c, new| {
+            Box::pin(async move {
+                if !lock_live_session(c, new.session, new.now).await? {
+                    return Ok(Done::Rollback(Resend::SessionGone));
+                }
+                if let Err(last_sent_at) = claim(c, &new.throttle, new.now).await? {
+                    return Ok(Done::Rollback(Resend::Throttled { last_sent_at }));
+                }
+                issue_link(c, new.session.user_id, &new.link, new.now).await?;
+                let kind = audit::Kind::EmailVerificationRequested;
+                audit::record(&mut *c, kind, &new.actor, new.now).await?;
+                failpoint!("email_resend.before_commit");
+                Ok(Done::Commit(Resend::Sent))
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,149 @@
+//! The use cases of the store: one public method per critical flow, each one transaction that
+//! begins, writes with its preconditions, commits or rolls back, and returns a typed outcome.
+//!
+//! Their inputs are prepared by the caller before the call: ids, the hashes of opaque tokens,
+//! Argon2 hashes, rendered emails, the audit actor. Nothing inside a transaction hashes, renders a
+//! template or reads the application's state, so a write lock is held only for the statements.
+//!
+//! Lock order, where flows touch the same rows: one-time token → user → sessions. Reads that a
+//! flow decided on outside its transaction (a verified password hash, a live session) are
+//! re-checked inside it by a statement that locks the row it checks (`UPDATE … WHERE …` with a
+//! row count), so a flow racing it either waits for it or sees its result.
+
+pub mod email;
+pub mod login;
+pub mod password;
+pub mod profile;
+pub mod refresh;
+pub mod revoke;
+pub mod signup;
+
+use uuid::Uuid;
+
+use super::tx::Conn;
+use super::{mail_throttle, one_time_tokens, outbox, sessions};
+use crate::clock::Millis;
+use crate::tokens::Purpose;
+
+/// A session to open: its id and its first refresh token's hash, chosen by the caller.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: Uuid,
+    pub refresh_token_hash: String,
+    pub idle_expires_at: Millis,
+    pub absolute_expires_at: Millis,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+/// An email rendered before the transaction, written to the outbox inside it.
+#[derive(Debug, Clone)]
+pub struct NewMail {
+    /// `mail::Kind::as_str`.
+    pub kind: &'static str,
+    pub recipient: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// A one-time link (reset, verification) and the email that carries it.
+#[derive(Debug, Clone)]
+pub struct NewLink {
+    pub purpose: Purpose,
+    pub token_hash: String,
+    /// The address the link is sent to, in its normalized form: the link proves this one.
+    pub email_normalized: String,
+    pub expires_at: Millis,
+    pub mail: NewMail,
+}
+
+/// A slot of the per-address mail throttle: at most one email of a kind per address per window.
+#[derive(Debug, Clone)]
+pub struct Throttle {
+    /// `purpose:address`, so that one kind of email never holds back another.
+    pub slot: String,
+    /// Milliseconds; 0 turns the throttle off.
+    pub window: Millis,
+}
+
+impl Throttle {
+    pub fn new(purpose: &str, email_normalized: &str, window: Millis) -> Throttle {
+        Throttle {
+            slot: format!("{purpose}:{email_normalized}"),
+            window,
+        }
+    }
+}
+
+/// The session a request was authenticated with: the flows it starts re-check, inside their
+/// transaction, that it is still live.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionRef {
+    pub user_id: Uuid,
+    pub session_id: Uuid,
+}
+
+/// Inserts a session and its first refresh token.
+async fn open_session(
+    c: &mut Conn,
+    user_id: Uuid,
+    s: &NewSession,
+    now: Millis,
+) -> Result<(), sqlx::Error> {
+    sessions::insert_session(&mut *c, user_id, s, now).await?;
+    sessions::insert_refresh_token(&mut *c, &s.refresh_token_hash, s.id, now).await
+}
+
+/// Takes the throttle slot; `Err(last_sent_at)` when it is taken.
+async fn claim(c: &mut Conn, t: &Throttle, now: Millis) -> Result<Result<(), Millis>, sqlx::Error> {
+    if t.window <= 0 || mail_throttle::claim(&mut *c, &t.slot, now, now - t.window).await? {
+        return Ok(Ok(()));
+    }
+    let last = mail_throttle::last_sent_at(&mut *c, &t.slot).await?;
+    Ok(Err(last.unwrap_or(now)))
+}
+
+/// Writes a link's token and its email.
+async fn issue_link(
+    c: &mut Conn,
+    user_id: Uuid,
+    link: &NewLink,
+    now: Millis,
+) -> Result<(), sqlx::Error> {
+    one_time_tokens::insert(
+        &mut *c,
+        &one_time_tokens::NewToken {
+            token_hash: &link.token_hash,
+            purpose: link.purpose,
+            user_id,
+            email: &link.email_normalized,
+            now,
+            expires_at: link.expires_at,
+        },
+    )
+    .await?;
+    enqueue(c, &link.mail, now).await
+}
+
+/// Writes an email to the outbox.
+async fn enqueue(c: &mut Conn, m: &NewMail, now: Millis) -> Result<(), sqlx::Error> {
+    outbox::enqueue(
+        &mut *c,
+        &outbox::NewMessage {
+            id: Uuid::now_v7(),
+            kind: m.kind,
+            recipient: &m.recipient,
+            subject: &m.subject,
+            body_text: &m.text,
+            body_html: &m.html,
+            now,
+        },
+    )
+    .await
+}
+
+/// Whether the session is live, locking its row until the commit (see `sessions::lock_live`).
+async fn lock_live_session(c: &mut Conn, s: SessionRef, now: Millis) -> Result<bool, sqlx::Error> {
+    sessions::lock_live(&mut *c, s.session_id, s.user_id, now).await
+}

@@ -1,0 +1,240 @@
+//! The one way to a write transaction: `Store::write`, private to the store.
+//!
+//! Every use case of the store is one call of `write` with its prepared input and a flow: an
+//! async function that runs its statements on the transaction's connection and says whether to
+//! commit or roll back (`Done`). Nothing outside `store` can begin, hold or commit a transaction,
+//! so a forgotten commit or a half-done flow cannot be written in a handler.
+//!
+//! # Why a flow that has begun always ends, and its connection comes back clean
+//!
+//! axum drops a handler's future when the client hangs up or the request timeout fires, and any
+//! `.await` is a point where that can happen. A transaction dropped there is the dangerous case:
+//! sqlx 0.8's SQLite `begin_with` raises the connection's transaction depth and then awaits once
+//! more; dropped between the two it leaves no `Transaction` guard, so nothing ever rolls back and
+//! the connection goes back to the pool inside an orphaned transaction, refusing every later
+//! `BEGIN` (transact-rs/sqlx #3932). A write that SQLite rolls back by itself (a full disk) leaves
+//! the same mismatch. Three things together rule this out:
+//!
+//! 1. **The flow runs in a task of its own** (`tokio::spawn`), from acquiring the connection to the
+//!    commit or rollback. Dropping the caller's future drops only a `JoinHandle`: the task is not
+//!    cancelled, so the transaction is always committed or rolled back by this code. (Only the
+//!    runtime shutting down can stop it, and then every connection closes with it.)
+//! 2. **A connection whose state is not known to be clean is closed, never returned**: after any
+//!    error (but a serialization failure that rolled back cleanly), after a panic inside the flow,
+//!    or whenever sqlx still counts it inside a transaction afterwards. The pool opens a fresh
+//!    one, and a flow whose `BEGIN` failed is tried again on it.
+//! 3. **The pools refuse such a connection at both ends** (`Store::connect` installs
+//!    `before_acquire` and `after_release` hooks that close any connection sqlx counts inside a
+//!    transaction), so no path, not even one outside this module, is handed one.
+//!
+//! # Retries
+//!
+//! Under SERIALIZABLE isolation (the default of CockroachDB and YugabyteDB, and a setting of
+//! PostgreSQL) a transaction may fail with a serialization failure (SQLSTATE 40001) or a deadlock
+//! (40P01) and must be run again from its start. `write` does that, a bounded number of times with
+//! a short random pause, which is why a flow takes its input by reference and may run more than
+//! once: everything it writes comes from the prepared input, never from a previous attempt.
+
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use futures_util::FutureExt as _;
+use futures_util::future::BoxFuture;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Connection as _};
+use tracing::Instrument as _;
+
+use super::{Backend, Store};
+
+/// The connection of a flow, inside its transaction.
+pub(super) type Conn = AnyConnection;
+
+/// How a flow ends: with a commit, or with a rollback (a precondition did not hold, a constraint
+/// said no). Both carry the flow's typed outcome.
+pub(super) enum Done<T> {
+    Commit(T),
+    Rollback(T),
+}
+
+/// How many times a transaction is tried when the database asks for a retry.
+const MAX_ATTEMPTS: u32 = 5;
+
+impl Store {
+    /// Runs `flow` with `input` in one write transaction in a task of its own, and returns its
+    /// outcome once the transaction has committed or rolled back. See the module docs for why the
+    /// caller may be dropped at any moment without leaving anything half-done.
+    pub(super) async fn write<I, T, F>(&self, input: I, flow: F) -> Result<T, sqlx::Error>
+    where
+        I: Send + Sync + 'static,
+        T: Send + 'static,
+        F: for<'t> Fn(&'t mut Conn, &'t I) -> BoxFuture<'t, Result<Done<T>, sqlx::Error>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let pool = self.write.clone();
+        let begin = match self.backend {
+            // Takes the write lock at the start, so the transaction never fails half-way trying
+            // to upgrade a read lock.
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        };
+        let task = tokio::spawn(
+            async move {
+                let mut attempt = 1;
+                loop {
+                    match once(&pool, begin, &flow, &input).await {
+                        Err(failed) if failed.worth_another_try(attempt) => {
+                            tracing::info!(attempt, error = %failed.error, "transaction retried");
+                            tokio::time::sleep(backoff(attempt)).await;
+                            attempt += 1;
+                        }
+                        outcome => return outcome.map_err(|failed| failed.error),
+                    }
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
+        match task.await {
+            Ok(outcome) => outcome,
+            // A panic in the flow (its transaction was rolled back and its connection closed)
+            // goes on in the caller, where the request's panic handler answers 500.
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            Err(_) => Err(sqlx::Error::PoolClosed),
+        }
+    }
+}
+
+/// One attempt: a connection, the transaction, and the connection's fate.
+async fn once<I, T, F>(
+    pool: &AnyPool,
+    begin: &'static str,
+    flow: &F,
+    input: &I,
+) -> Result<T, Failed>
+where
+    F: for<'t> Fn(&'t mut Conn, &'t I) -> BoxFuture<'t, Result<Done<T>, sqlx::Error>>,
+{
+    let mut conn = pool.acquire().await.map_err(|error| Failed {
+        error,
+        step: Step::Acquire,
+    })?;
+    let ran = AssertUnwindSafe(run(&mut conn, begin, flow, input))
+        .catch_unwind()
+        .await;
+    match ran {
+        Ok(Ok(outcome)) if !conn.is_in_transaction() => Ok(outcome),
+        Ok(Ok(_)) => {
+            discard(conn).await;
+            Err(Failed {
+                error: sqlx::Error::Protocol(
+                    "connection inside a transaction after its flow".into(),
+                ),
+                step: Step::Flow,
+            })
+        }
+        Ok(Err(failed)) => {
+            // A serialization failure whose rollback went through leaves a clean connection;
+            // after any other error the connection may be in a state nobody knows (SQLite rolls
+            // back by itself on a full disk; a session setting may have broken): close it.
+            if !(failed.retryable() && failed.step == Step::Flow) || conn.is_in_transaction() {
+                discard(conn).await;
+            }
+            Err(failed)
+        }
+        Err(panic) => {
+            discard(conn).await;
+            std::panic::resume_unwind(panic)
+        }
+    }
+}
+
+/// Where an attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Acquire,
+    /// `BEGIN` failed: nothing was done, and a fresh connection may well succeed.
+    Begin,
+    /// The flow's statements, or its rollback after them.
+    Flow,
+    /// `COMMIT` or `ROLLBACK` of an outcome.
+    End,
+}
+
+/// A failed attempt.
+struct Failed {
+    error: sqlx::Error,
+    step: Step,
+}
+
+impl Failed {
+    /// A serialization failure or a deadlock (the database asks for the transaction to run
+    /// again), up to `MAX_ATTEMPTS`; or a first `BEGIN` that failed, on a connection now closed
+    /// (once only: a database that is down or busy must not be waited for several times over).
+    fn worth_another_try(&self, attempt: u32) -> bool {
+        match self.step {
+            Step::Begin => attempt == 1,
+            Step::Flow => attempt < MAX_ATTEMPTS && self.retryable(),
+            Step::Acquire | Step::End => false,
+        }
+    }
+
+    fn retryable(&self) -> bool {
+        matches!(&self.error, sqlx::Error::Database(e)
+            if matches!(e.code().as_deref(), Some("40001" | "40P01")))
+    }
+}
+
+async fn run<I, T, F>(
+    conn: &mut PoolConnection<Any>,
+    begin: &'static str,
+    flow: &F,
+    input: &I,
+) -> Result<T, Failed>
+where
+    F: for<'t> Fn(&'t mut Conn, &'t I) -> BoxFuture<'t, Result<Done<T>, sqlx::Error>>,
+{
+    let at = |step| move |error| Failed { error, step };
+    let mut tx = conn.begin_with(begin).await.map_err(at(Step::Begin))?;
+    match flow(&mut tx, input).await {
+        Ok(Done::Commit(outcome)) => {
+            tx.commit().await.map_err(at(Step::End))?;
+            Ok(outcome)
+        }
+        Ok(Done::Rollback(outcome)) => {
+            tx.rollback().await.map_err(at(Step::End))?;
+            Ok(outcome)
+        }
+        Err(error) => {
+            let rolled_back = tx.rollback().await.is_ok();
+            let step = if rolled_back { Step::Flow } else { Step::End };
+            Err(Failed { error, step })
+        }
+    }
+}
+
+/// Closes a connection instead of returning it to the pool; the pool opens a fresh one.
+async fn discard(conn: PoolConnection<Any>) {
+    tracing::warn!("closing a write connection whose state is not known to be clean");
+    if let Err(err) = conn.close().await {
+        tracing::warn!(error = %err, "closing the connection failed");
+    }
+}
+
+/// A short pause that grows with the attempt, with jitter so that two retried transactions do not
+/// collide again in lockstep.
+fn backoff(attempt: u32) -> Duration {
+    use rand::Rng as _;
+    let base = 5 * u64::from(attempt);
+    Duration::from_millis(base + rand::thread_rng().gen_range(0..=base))
+}
+
+/// The pool hook of `Store::connect`: a connection sqlx counts inside a transaction is closed
+/// rather than handed out or kept.
+pub(super) fn outside_transaction(conn: &AnyConnection) -> bool {
+    let clean = !conn.is_in_transaction();
+    if !clean {
+        tracing::warn!("a pooled connection was left inside a transaction: closing it");
+    }
+    clean
+}

@@ -1,0 +1,416 @@
+//! Flows under interleavings (`--features failpoints`): a client that hangs up while its flow is
+//! held before the commit, and the flows that revoke or change what another flow read, committing
+//! in the window between its read and its write. Each case runs the real binary with failpoints
+//! that hold a flow (`return(sleep:MS)`, an await that does not block the runtime), on a fresh
+//! database.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sqlx::AnyPool;
+
+use crate::db_tests;
+use crate::helpers::*;
+
+db_tests!(
+    flows_abandoned_before_their_commit_end_whole_and_writes_go_on,
+    a_reset_committing_while_a_login_verifies_leaves_no_live_session,
+    a_password_change_committing_while_a_login_verifies_leaves_no_new_session,
+    a_disable_committing_while_a_login_verifies_leaves_no_live_session,
+    a_logout_all_committing_while_a_refresh_spends_leaves_no_live_token,
+);
+
+const NEW_PASSWORD: &str = "another horse battery staple";
+
+/// How long a held flow sleeps; the racing request has this long to commit.
+const HOLD_MS: u64 = 1200;
+
+async fn server_with(db: &TestDb, failpoints: &[&str]) -> ServerProcess {
+    server_with_kek(db, &latchkey::keys::Kek::generate_encoded(), failpoints).await
+}
+
+async fn server_with_kek(db: &TestDb, kek: &str, failpoints: &[&str]) -> ServerProcess {
+    let held: Vec<String> = failpoints
+        .iter()
+        .map(|point| format!("{point}=1*return(sleep:{HOLD_MS})"))
+        .collect();
+    ServerProcess::serve(db, kek, &[("FAILPOINTS", &held.join(";"))]).await
+}
+
+async fn count(pool: &AnyPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Waits until `sql` counts `expected` (the abandoned flow ends on its own), or fails.
+async fn eventually(pool: &AnyPool, sql: &str, expected: i64, context: &str) {
+    for _ in 0..100 {
+        if count(pool, sql).await == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{context}: `{sql}` never counted {expected}");
+}
+
+/// How many times the process logged that `point` holds a flow.
+fn times_held(server: &ServerProcess, point: &str) -> usize {
+    let marker = format!("failpoint={point}");
+    server
+        .log()
+        .iter()
+        .filter(|line| line.contains("failpoint holding the flow") && line.contains(&marker))
+        .count()
+}
+
+/// Sends the request and hangs up on it once its flow is held at `point`: the client goes away
+/// while the server is inside the flow, as a closing tab or a load balancer's timeout does.
+async fn abandon(server: &ServerProcess, request: reqwest::RequestBuilder, point: &str) {
+    let before = times_held(server, point);
+    let sent = tokio::spawn(request.send());
+    for _ in 0..200 {
+        if times_held(server, point) > before {
+            sent.abort();
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{point}: the flow was never held");
+}
+
+async fn session_of(response: reqwest::Response, context: &str) -> Session {
+    assert!(
+        response.status().is_success(),
+        "{context}: {}",
+        response.status()
+    );
+    Session::from_response(response).await
+}
+
+/// Every critical flow is held before its commit while its client hangs up; each still ends
+/// whole (committed here: the flow that began finishes, although its handler is gone: no
+/// response is ever logged for it), and every later write works.
+async fn flows_abandoned_before_their_commit_end_whole_and_writes_go_on(db: Db) {
+    let test_db = TestDb::new(db).await;
+    let server = server_with(
+        &test_db,
+        &[
+            "signup.before_commit",
+            "login.before_commit",
+            "refresh.before_commit",
+            "email_verify.before_commit",
+            "password_change.before_commit",
+            "password_reset.before_commit",
+            "logout_all.before_commit",
+        ],
+    )
+    .await;
+    let pool = test_db.pool().await;
+    let client = &server.client;
+    let body = json!({"email": "alice@example.com", "password": PASSWORD});
+
+    abandon(
+        &server,
+        client.post(server.url("/auth/signup")).json(&body),
+        "signup.before_commit",
+    )
+    .await;
+    eventually(&pool, "SELECT COUNT(*) FROM sessions", 1, "signup").await;
+    for table in ["users", "profiles", "refresh_tokens", "one_time_tokens"] {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        assert_eq!(count(&pool, &sql).await, 1, "signup: {table}");
+    }
+
+    abandon(
+        &server,
+        client.post(server.url("/auth/login")).json(&body),
+        "login.before_commit",
+    )
+    .await;
+    eventually(&pool, "SELECT COUNT(*) FROM sessions", 2, "login").await;
+    let sql = "SELECT COUNT(*) FROM profiles WHERE last_login_at IS NOT NULL";
+    assert_eq!(count(&pool, sql).await, 1, "login: last login");
+
+    let session = session_of(server.login("alice@example.com").await, "login").await;
+    let refresh = client.post(server.url("/auth/refresh")).header(
+        "cookie",
+        format!("__Secure-lk_refresh={}", session.refresh_token),
+    );
+    abandon(&server, refresh, "refresh.before_commit").await;
+    let spent = "SELECT COUNT(*) FROM refresh_tokens WHERE spent_at IS NOT NULL";
+    eventually(&pool, spent, 1, "refresh").await;
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM refresh_tokens").await, 4);
+
+    let token = server.link_token("email/verify", 0).await;
+    let verify = client
+        .post(server.url("/auth/email/verify"))
+        .json(&json!({"token": token}));
+    abandon(&server, verify, "email_verify.before_commit").await;
+    let verified = "SELECT COUNT(*) FROM users WHERE email_verified_at IS NOT NULL";
+    eventually(&pool, verified, 1, "verify").await;
+
+    let change = client
+        .post(server.url("/auth/password/change"))
+        .bearer_auth(&session.access_token)
+        .json(&json!({"current_password": PASSWORD, "new_password": NEW_PASSWORD}));
+    abandon(&server, change, "password_change.before_commit").await;
+    let others_revoked = "SELECT COUNT(*) FROM sessions WHERE revoked_reason = 'password_change'";
+    eventually(&pool, others_revoked, 2, "change").await;
+    let login = server
+        .client
+        .post(server.url("/auth/login"))
+        .json(&json!({"email": "alice@example.com", "password": NEW_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200, "change: the new password works");
+
+    let forgot = server
+        .client
+        .post(server.url("/auth/password/forgot"))
+        .json(&json!({"email": "alice@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forgot.status(), 202);
+    let token = server.link_token("password/reset", 0).await;
+    let reset = client
+        .post(server.url("/auth/password/reset"))
+        .json(&json!({"token": token, "password": PASSWORD}));
+    abandon(&server, reset, "password_reset.before_commit").await;
+    let live = "SELECT COUNT(*) FROM sessions WHERE revoked_at IS NULL";
+    eventually(&pool, live, 0, "reset").await;
+    let used = "SELECT COUNT(*) FROM one_time_tokens WHERE purpose = 'password_reset' \
+                AND used_at IS NOT NULL";
+    assert_eq!(count(&pool, used).await, 1, "reset: the token is used");
+
+    let session = session_of(server.login("alice@example.com").await, "login after reset").await;
+    let logout_all = client
+        .post(server.url("/auth/logout-all"))
+        .bearer_auth(&session.access_token);
+    abandon(&server, logout_all, "logout_all.before_commit").await;
+    let by_logout_all = "SELECT COUNT(*) FROM sessions WHERE revoked_reason = 'logout_all'";
+    eventually(&pool, by_logout_all, 1, "logout-all").await;
+    assert_eq!(count(&pool, live).await, 0, "logout-all: no live session");
+
+    // The hang-ups reached the server: none of the held requests got to answer.
+    for route in [
+        "/auth/signup",
+        "/auth/refresh",
+        "/auth/email/verify",
+        "/auth/password/reset",
+    ] {
+        let answered = server
+            .log()
+            .iter()
+            .any(|line| line.contains("response") && line.contains(&format!("route={route} ")));
+        assert!(!answered, "{route}: the abandoned request was not answered");
+    }
+    // Nothing is stuck: a lock, a connection, a transaction.
+    for i in 0..3 {
+        let email = format!("after-{i}@example.com");
+        assert_eq!(server.signup(&email).await.status(), 201, "signup {i}");
+        let session = session_of(server.login(&email).await, "login").await;
+        assert_eq!(server.refresh(&session.refresh_token).await.status(), 200);
+    }
+    assert_eq!(count(&pool, ORPHANS).await, 0);
+    pool.close().await;
+}
+
+/// Starts a login that will be held between verifying the password and opening its session.
+fn held_login(server: &ServerProcess, password: &str) -> tokio::task::JoinHandle<(u16, Value)> {
+    let request = server
+        .client
+        .post(server.url("/auth/login"))
+        .json(&json!({"email": "alice@example.com", "password": password}));
+    tokio::spawn(async move {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    })
+}
+
+/// The login's answer: 401 `invalid_credentials`, the same as a wrong password.
+fn assert_refused(outcome: (u16, Value), context: &str) {
+    assert_eq!(outcome.0, 401, "{context}: {:?}", outcome.1);
+    assert_eq!(
+        outcome.1["error"]["code"], "invalid_credentials",
+        "{context}"
+    );
+}
+
+/// Gives the held request time to reach its failpoint.
+async fn until_held() {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+async fn a_reset_committing_while_a_login_verifies_leaves_no_live_session(db: Db) {
+    let test_db = TestDb::new(db).await;
+    let server = server_with(&test_db, &["login.after_verify"]).await;
+    let pool = test_db.pool().await;
+    assert_eq!(server.signup("alice@example.com").await.status(), 201);
+    let forgot = server
+        .client
+        .post(server.url("/auth/password/forgot"))
+        .json(&json!({"email": "alice@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forgot.status(), 202);
+    let token = server.link_token("password/reset", 0).await;
+
+    let login = held_login(&server, PASSWORD);
+    until_held().await;
+    let reset = server
+        .client
+        .post(server.url("/auth/password/reset"))
+        .json(&json!({"token": token, "password": NEW_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        reset.status(),
+        204,
+        "the reset commits while the login is held"
+    );
+
+    assert_refused(
+        login.await.unwrap(),
+        "login verified against the old password",
+    );
+    let live = "SELECT COUNT(*) FROM sessions WHERE revoked_at IS NULL";
+    assert_eq!(count(&pool, live).await, 0, "no live session");
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM sessions").await, 1);
+    let logins = "SELECT COUNT(*) FROM audit_events WHERE kind = 'login'";
+    assert_eq!(count(&pool, logins).await, 0, "no login recorded");
+    pool.close().await;
+}
+
+async fn a_password_change_committing_while_a_login_verifies_leaves_no_new_session(db: Db) {
+    let test_db = TestDb::new(db).await;
+    let server = server_with(&test_db, &["login.after_verify"]).await;
+    let pool = test_db.pool().await;
+    let owner = session_of(server.signup("alice@example.com").await, "signup").await;
+
+    let login = held_login(&server, PASSWORD);
+    until_held().await;
+    let change = server
+        .client
+        .post(server.url("/auth/password/change"))
+        .bearer_auth(&owner.access_token)
+        .json(&json!({"current_password": PASSWORD, "new_password": NEW_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        change.status(),
+        204,
+        "the change commits while the login is held"
+    );
+
+    assert_refused(
+        login.await.unwrap(),
+        "login verified against the old password",
+    );
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM sessions").await,
+        1,
+        "no new session"
+    );
+    assert_eq!(
+        server.me(&owner.access_token).await.status(),
+        200,
+        "the changer's session stays"
+    );
+    pool.close().await;
+}
+
+async fn a_disable_committing_while_a_login_verifies_leaves_no_live_session(db: Db) {
+    let test_db = TestDb::new(db).await;
+    let kek = latchkey::keys::Kek::generate_encoded();
+    let server = server_with_kek(&test_db, &kek, &["login.after_verify"]).await;
+    let pool = test_db.pool().await;
+    let user_id = session_of(server.signup("alice@example.com").await, "signup")
+        .await
+        .user_id()
+        .to_owned();
+
+    let login = held_login(&server, PASSWORD);
+    until_held().await;
+    let url = test_db.url.clone();
+    let disabled = tokio::task::spawn_blocking(move || {
+        let args = ["users", "disable", &user_id, "--database-url", &url];
+        let args = [&args[..], &["--key-encryption-key", &kek]].concat();
+        run(&args, &std::env::temp_dir())
+    })
+    .await
+    .unwrap();
+    assert!(
+        disabled.status.success(),
+        "disable: {}",
+        String::from_utf8_lossy(&disabled.stderr)
+    );
+
+    assert_refused(
+        login.await.unwrap(),
+        "login of an account disabled meanwhile",
+    );
+    let live = "SELECT COUNT(*) FROM sessions WHERE revoked_at IS NULL";
+    assert_eq!(count(&pool, live).await, 0, "no live session");
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM sessions").await, 1);
+    pool.close().await;
+}
+
+/// On PostgreSQL the logout-all commits inside the refresh's window (READ COMMITTED lets it),
+/// and the refresh, finding its session revoked, rolls back: 401. On SQLite the refresh holds the
+/// write lock through its window, so the logout-all waits and revokes the refreshed session after
+/// it: the refresh's tokens then die with it. Either way no token of a live session is left and
+/// the access token the refresh may have minted is refused.
+async fn a_logout_all_committing_while_a_refresh_spends_leaves_no_live_token(db: Db) {
+    let test_db = TestDb::new(db).await;
+    let server = server_with(&test_db, &["refresh.after_spend"]).await;
+    let pool = test_db.pool().await;
+    let session = session_of(server.signup("alice@example.com").await, "signup").await;
+
+    let request = server.client.post(server.url("/auth/refresh")).header(
+        "cookie",
+        format!("__Secure-lk_refresh={}", session.refresh_token),
+    );
+    let refresh = tokio::spawn(async move { request.send().await.unwrap() });
+    until_held().await;
+    let logout_all = server
+        .client
+        .post(server.url("/auth/logout-all"))
+        .bearer_auth(&session.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout_all.status(), 204);
+
+    let refreshed = refresh.await.unwrap();
+    match db {
+        Db::Postgres => {
+            assert_eq!(refreshed.status(), 401, "the rotation rolled back");
+            let body: Value = refreshed.json().await.unwrap();
+            assert_eq!(body, session_revoked());
+            let spent = "SELECT COUNT(*) FROM refresh_tokens WHERE spent_at IS NOT NULL";
+            assert_eq!(count(&pool, spent).await, 0, "the spend rolled back too");
+        }
+        Db::Sqlite => {
+            assert_eq!(refreshed.status(), 200, "the refresh committed first");
+            let minted = Session::from_response(refreshed).await;
+            assert_eq!(server.me(&minted.access_token).await.status(), 401);
+            assert_eq!(server.refresh(&minted.refresh_token).await.status(), 401);
+        }
+    }
+    let live_tokens = "SELECT COUNT(*) FROM refresh_tokens rt JOIN sessions s \
+                       ON s.id = rt.session_id WHERE s.revoked_at IS NULL";
+    assert_eq!(
+        count(&pool, live_tokens).await,
+        0,
+        "no token of a live session"
+    );
+    pool.close().await;
+}
