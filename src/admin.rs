@@ -1,5 +1,7 @@
 //! The operator's commands: `latchkey users …`, `latchkey sessions revoke`, `latchkey keys list`,
 //! `latchkey config check`. Each prints readable lines, or JSON with `--json`.
+//! `latchkey users email-collisions` lists, with their addresses, the accounts the email re-key
+//! left alone (the start-up log names them by id only; see `store::email_keys`).
 //!
 //! Commands that change accounts follow the flows' pattern: one transaction with its audit event.
 //! Disabling revokes every session at once, so a disabled user's access tokens stop working on
@@ -13,6 +15,7 @@ use uuid::Uuid;
 use crate::clock::{Clock, rfc3339};
 use crate::config::Settings;
 use crate::store::admin::{KeyRow, UserRow};
+use crate::store::email_keys::StoredAddress;
 use crate::store::{self, Store};
 
 /// How a command's result is printed.
@@ -176,6 +179,39 @@ pub async fn revoke_sessions(
         &format!("revoked {revoked} sessions of {} ({})", row.email, row.id),
         json!({"id": row.id, "email": row.email, "sessions_revoked": revoked}),
     );
+    Ok(())
+}
+
+/// The accounts left on their old email key, for the operator to resolve one by one: merging
+/// or deleting is a decision about people, not something to automate.
+pub async fn email_collisions(store: &Store, out: Output) -> anyhow::Result<()> {
+    let report = store::email_keys::check(store).await?;
+    let address = |u: &StoredAddress| json!({"id": u.id, "email": u.email, "email_normalized": u.email_normalized});
+    let mut text = Vec::new();
+    for c in &report.collisions {
+        text.push(format!("one address under the current rules: {}", c.key));
+        text.extend(c.users.iter().map(|u| format!("  {}  {}", u.id, u.email)));
+    }
+    for u in &report.unparsable {
+        text.push(format!(
+            "refused by the current rules ({}): {}  {}",
+            u.problem, u.user.id, u.user.email
+        ));
+    }
+    if text.is_empty() {
+        text.push("no email collisions".to_owned());
+    }
+    let json = json!({
+        "collisions": report.collisions.iter().map(|c| json!({
+            "key": c.key, "users": c.users.iter().map(address).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "unparsable": report.unparsable.iter().map(|u| {
+            let mut v = address(&u.user);
+            v["problem"] = json!(u.problem);
+            v
+        }).collect::<Vec<_>>(),
+    });
+    out.print(&text.join("\n"), json);
     Ok(())
 }
 

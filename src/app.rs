@@ -52,6 +52,7 @@ impl AppState {
         let mailer = Mailer::new(&settings)?;
         let store = Store::connect(&settings.database_url, settings.sqlite_durability).await?;
         store.migrate().await?;
+        crate::store::email_keys::rekey_at_start(&store, clock.now()).await?;
         let kek = Kek::from_setting(settings.key_encryption_key.as_ref())?;
         let refresh_secret = Arc::new(kek.derive("latchkey refresh successor v1"));
         let limit_secret = kek.derive("latchkey rate limit keys v1");

@@ -83,6 +83,9 @@ pub enum UsersCommand {
     Enable { user: String },
     /// Delete an account with its profile, sessions and tokens.
     Delete { user: String },
+    /// List the accounts an email re-key left on their old key: addresses that are one address
+    /// under the current rules, and stored addresses those rules refuse.
+    EmailCollisions,
 }
 
 #[derive(Debug, Subcommand)]

@@ -57,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
                 UsersCommand::Delete { user } => {
                     admin::delete_user(&store, &clock, &user, out).await
                 }
+                UsersCommand::EmailCollisions => admin::email_collisions(&store, out).await,
             }
         }
         Command::Sessions {
@@ -65,10 +66,12 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// The database, migrated: admin commands work on the schema this binary knows.
+/// The database, migrated and re-keyed: admin commands work on the schema and email keys this
+/// binary knows.
 async fn connect(settings: &Settings) -> anyhow::Result<store::Store> {
     let store = store::Store::connect(&settings.database_url, settings.sqlite_durability).await?;
     store.migrate().await?;
+    store::email_keys::rekey_at_start(&store, Clock::default().now()).await?;
     Ok(store)
 }
 

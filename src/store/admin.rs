@@ -50,7 +50,12 @@ pub async fn find_user<'e>(
     ))
     .bind(now)
     .bind(id_or_email.trim())
-    .bind(id_or_email.trim().to_lowercase())
+    // The uniqueness key of the address, as signup computes it; no key when it is no address.
+    .bind(
+        crate::domain::Email::parse(id_or_email)
+            .map(|email| email.normalized().to_owned())
+            .unwrap_or_default(),
+    )
     .fetch_optional(db)
     .await
 }

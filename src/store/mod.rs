@@ -21,6 +21,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod email_keys;
 pub mod keys;
 pub mod mail_throttle;
 pub mod one_time_tokens;

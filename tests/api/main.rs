@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod addresses;
 mod admin;
 mod cli;
 mod email;
