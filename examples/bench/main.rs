@@ -372,7 +372,20 @@ async fn pass(
         backend.hangups.push((limits, h));
     }
     server.stop();
-    let _ = std::fs::remove_file(&log);
+    // Kept when writes broke: its errors say why.
+    match backend
+        .hangups
+        .iter()
+        .any(|(l, h)| *l == limits && !h.writes_ok())
+    {
+        true => println!(
+            "writes broke after the hang-ups: the server's log is kept at {}",
+            log.display()
+        ),
+        false => {
+            let _ = std::fs::remove_file(&log);
+        }
+    }
     Ok(())
 }
 /// Mixed load: `GET /auth/me` alone, then the same next to a flood of signups at concurrency 64.
