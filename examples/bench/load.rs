@@ -181,7 +181,7 @@ pub async fn run(
                 let mut n = 0u64;
                 let mut ip = None;
                 while Instant::now() < deadline {
-                    if clients == Clients::Forwarded && n % REQUESTS_PER_CLIENT == 0 {
+                    if clients == Clients::Forwarded && n.is_multiple_of(REQUESTS_PER_CLIENT) {
                         ip = Some(fresh_client_ip());
                     }
                     let sent = Instant::now();

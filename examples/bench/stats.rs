@@ -134,14 +134,15 @@ mod tests {
 
     #[test]
     fn mann_whitney_with_ties() {
-        // By hand: ranks 1, 2.5, 2.5, 4, 5.5, 5.5 → R_a = 1 + 2.5 + 5.5 = 9, U = 3; tie term
-        // 2·(8 − 2) = 12, variance = 9/12 · (7 − 12/30) = 4.95; z = (|3 − 4.5| − 0.5)/√4.95.
+        // By hand: pooled 1a 2a 2b 3a 3b 4b, ranks 1, 2.5, 2.5, 4.5, 4.5, 6 → R_a = 8, U = 2 (one
+        // pair a > b, two ties); tie term 2·(8 − 2) = 12, variance = 9/12 · (7 − 12/30) = 4.95;
+        // z = (|2 − 4.5| − 0.5)/√4.95 = 0.89893, p = erfc(z/√2) = 0.368688.
         let r = mann_whitney(&[1.0, 2.0, 3.0], &[2.0, 3.0, 4.0]);
-        assert_eq!(r.u, 3.0);
-        let z: f64 = 1.0 / 4.95_f64.sqrt();
+        assert_eq!(r.u, 2.0);
+        let z: f64 = 2.0 / 4.95_f64.sqrt();
         assert!(close(r.z, -z, 1e-12), "{r:?}");
         assert!(close(r.p, erfc(z / std::f64::consts::SQRT_2), 1e-12));
-        assert!(close(r.p, 0.653_095_1, 1e-6), "{r:?}");
+        assert!(close(r.p, 0.368_688_3, 1e-6), "{r:?}");
     }
 
     #[test]
