@@ -1,5 +1,6 @@
 //! The load generator: closed-loop workers on one reqwest client, per-request latencies.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -7,7 +8,7 @@ use reqwest::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
 use reqwest::{Client, StatusCode};
 
 /// A password that passes the service's checks (length, not a common password, not the email).
-const PASSWORD: &str = "bench: a long and unguessable passphrase 7f3a";
+pub const PASSWORD: &str = "bench: a long and unguessable passphrase 7f3a";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -43,13 +44,57 @@ impl Op {
     }
 }
 
+/// Where the load comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clients {
+    /// Every request from the harness's own address (rate limits off).
+    Loopback,
+    /// Many clients behind a trusted proxy: each worker names a fresh client address in
+    /// `X-Forwarded-For` every [`REQUESTS_PER_CLIENT`] requests (rate limits on).
+    Forwarded,
+}
+
+/// Requests one forwarded client address sends: under the smallest default per-IP limit of a
+/// benchmarked endpoint (signup, 20 a minute), so every request reads and writes its counters
+/// without being refused.
+pub const REQUESTS_PER_CLIENT: u64 = 10;
+
+/// Client addresses handed out so far; each is used by one worker only, once in the process.
+static NEXT_CLIENT: AtomicU32 = AtomicU32::new(1);
+
+/// A client address never handed out before in this process, in 10.0.0.0/8.
+pub fn fresh_client_ip() -> String {
+    let n = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed) & 0x00ff_ffff;
+    std::net::Ipv4Addr::from(0x0a00_0000 | n).to_string()
+}
+
+/// Adds `X-Forwarded-For` when the request stands for a forwarded client.
+pub fn from_client(request: reqwest::RequestBuilder, ip: Option<&str>) -> reqwest::RequestBuilder {
+    match ip {
+        Some(ip) => request.header("x-forwarded-for", ip),
+        None => request,
+    }
+}
+
+/// The error of a request answered 429: counted apart from errors.
+#[derive(Debug)]
+pub struct RateLimited;
+
+impl std::fmt::Display for RateLimited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("429 rate_limited")
+    }
+}
+
+impl std::error::Error for RateLimited {}
+
 /// One account and its current session, as a client holds it.
 #[derive(Debug, Clone)]
 pub struct Session {
-    email: String,
-    access_token: String,
+    pub email: String,
+    pub access_token: String,
     /// `name=value` of the refresh cookie, as the next refresh sends it.
-    refresh_cookie: String,
+    pub refresh_cookie: String,
 }
 
 /// What one scenario measured.
@@ -57,6 +102,8 @@ pub struct Session {
 pub struct Sample {
     pub ok: u64,
     pub errors: u64,
+    /// Answered 429 (rate limits on): neither a success nor an error.
+    pub limited: u64,
     pub elapsed: Duration,
     /// Microseconds, successful requests only, sorted.
     latencies_us: Vec<u32>,
@@ -86,13 +133,20 @@ pub fn client() -> anyhow::Result<Client> {
 }
 
 /// Signs up `n` accounts (8 at a time) and returns their sessions, one per future worker.
-pub async fn sessions(client: &Client, base: &str, n: usize) -> anyhow::Result<Vec<Session>> {
+/// With `Clients::Forwarded`, each account is signed up from a fresh client address.
+pub async fn sessions(
+    client: &Client,
+    base: &str,
+    n: usize,
+    clients: Clients,
+) -> anyhow::Result<Vec<Session>> {
     let mut sessions = Vec::with_capacity(n);
     let run = std::process::id();
     for chunk in (0..n).collect::<Vec<_>>().chunks(8) {
         let made = futures_util::future::join_all(chunk.iter().map(|i| {
             let email = format!("setup-{run}-{i}@bench.example");
-            signup(client, base, email)
+            let ip = (clients == Clients::Forwarded).then(fresh_client_ip);
+            async move { signup(client, base, email, ip.as_deref()).await }
         }))
         .await;
         for session in made {
@@ -104,11 +158,11 @@ pub async fn sessions(client: &Client, base: &str, n: usize) -> anyhow::Result<V
 
 /// Runs `concurrency` workers sending `op` for `duration`. Worker `w` uses `sessions[w]` (login,
 /// refresh, me) and keeps it up to date; signup workers append the first session they open when
-/// `sessions` has fewer than `concurrency`.
+/// `sessions` has fewer than `concurrency`. `clients` says which client each request stands for.
 pub async fn run(
     client: &Client,
     base: &str,
-    op: Op,
+    (op, clients): (Op, Clients),
     concurrency: usize,
     duration: Duration,
     sessions: &mut Vec<Session>,
@@ -123,22 +177,27 @@ pub async fn run(
             let (client, base, tag) = (client.clone(), base.to_owned(), tag.clone());
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
-                let mut errors = 0u64;
+                let (mut errors, mut limited) = (0u64, 0u64);
                 let mut n = 0u64;
+                let mut ip = None;
                 while Instant::now() < deadline {
+                    if clients == Clients::Forwarded && n.is_multiple_of(REQUESTS_PER_CLIENT) {
+                        ip = Some(fresh_client_ip());
+                    }
                     let sent = Instant::now();
-                    let result = once(&client, &base, op, &mut session, || {
-                        n += 1;
+                    let result = once(&client, &base, op, &mut session, ip.as_deref(), || {
                         format!("{}-{tag}-{w}-{n}@bench.example", op.key())
                     })
                     .await;
+                    n += 1;
                     match result {
                         Ok(()) => latencies
                             .push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX)),
+                        Err(e) if e.is::<RateLimited>() => limited += 1,
                         Err(_) => errors += 1,
                     }
                 }
-                (w, session, latencies, errors)
+                (w, session, latencies, errors, limited)
             })
         })
         .collect();
@@ -147,9 +206,10 @@ pub async fn run(
         elapsed: started.elapsed(),
         ..Sample::default()
     };
-    for (w, session, latencies, errors) in done.into_iter().flatten() {
+    for (w, session, latencies, errors, limited) in done.into_iter().flatten() {
         sample.ok += latencies.len() as u64;
         sample.errors += errors;
+        sample.limited += limited;
         sample.latencies_us.extend(latencies);
         match (session, w < sessions.len()) {
             (Some(s), true) => sessions[w] = s,
@@ -167,25 +227,31 @@ async fn once(
     base: &str,
     op: Op,
     session: &mut Option<Session>,
+    ip: Option<&str>,
     fresh_email: impl FnOnce() -> String,
 ) -> anyhow::Result<()> {
     match op {
-        Op::Healthz => get(client, &format!("{base}/healthz"), None).await,
-        Op::Jwks => get(client, &format!("{base}/.well-known/jwks.json"), None).await,
+        Op::Healthz => get(client, &format!("{base}/healthz"), None, ip).await,
+        Op::Jwks => get(client, &format!("{base}/.well-known/jwks.json"), None, ip).await,
         Op::Me => {
             let s = session.as_ref().context("no session")?;
-            get(client, &format!("{base}/auth/me"), Some(&s.access_token)).await
+            get(
+                client,
+                &format!("{base}/auth/me"),
+                Some(&s.access_token),
+                ip,
+            )
+            .await
         }
         Op::Signup => {
-            let opened = signup(client, base, fresh_email()).await?;
+            let opened = signup(client, base, fresh_email(), ip).await?;
             session.get_or_insert(opened);
             Ok(())
         }
         Op::Login => {
             let s = session.as_mut().context("no session")?;
             let body = serde_json::json!({ "email": s.email, "password": PASSWORD });
-            let response = client
-                .post(format!("{base}/auth/login"))
+            let response = from_client(client.post(format!("{base}/auth/login")), ip)
                 .json(&body)
                 .send()
                 .await?;
@@ -194,8 +260,7 @@ async fn once(
         }
         Op::Refresh => {
             let s = session.as_mut().context("no session")?;
-            let response = client
-                .post(format!("{base}/auth/refresh"))
+            let response = from_client(client.post(format!("{base}/auth/refresh")), ip)
                 .header(COOKIE, &s.refresh_cookie)
                 .send()
                 .await?;
@@ -205,8 +270,13 @@ async fn once(
     }
 }
 
-async fn get(client: &Client, url: &str, bearer: Option<&str>) -> anyhow::Result<()> {
-    let mut request = client.get(url);
+async fn get(
+    client: &Client,
+    url: &str,
+    bearer: Option<&str>,
+    ip: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut request = from_client(client.get(url), ip);
     if let Some(token) = bearer {
         request = request.header(AUTHORIZATION, format!("Bearer {token}"));
     }
@@ -214,16 +284,24 @@ async fn get(client: &Client, url: &str, bearer: Option<&str>) -> anyhow::Result
     let status = response.status();
     // Read the body to the end, so the connection goes back to the pool.
     response.bytes().await?;
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return Err(RateLimited.into());
+    }
     if status != StatusCode::OK {
         bail!("{url}: {status}");
     }
     Ok(())
 }
 
-async fn signup(client: &Client, base: &str, email: String) -> anyhow::Result<Session> {
+/// Signs up `email` with [`PASSWORD`], from client `ip` when given.
+pub async fn signup(
+    client: &Client,
+    base: &str,
+    email: String,
+    ip: Option<&str>,
+) -> anyhow::Result<Session> {
     let body = serde_json::json!({ "email": email, "password": PASSWORD });
-    let response = client
-        .post(format!("{base}/auth/signup"))
+    let response = from_client(client.post(format!("{base}/auth/signup")), ip)
         .json(&body)
         .send()
         .await?;
@@ -232,7 +310,7 @@ async fn signup(client: &Client, base: &str, email: String) -> anyhow::Result<Se
 
 /// The session of a signup, login or refresh response: the access token from its body, the
 /// refresh token from its cookie.
-async fn read_session(
+pub async fn read_session(
     response: reqwest::Response,
     expected: StatusCode,
     email: String,
@@ -250,6 +328,9 @@ async fn read_session(
         })
         .map(str::to_owned);
     let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return Err(RateLimited.into());
+    }
     if status != expected {
         bail!("{status}: {body}");
     }
@@ -264,7 +345,7 @@ async fn read_session(
     })
 }
 
-fn rand_u64() -> u64 {
+pub fn rand_u64() -> u64 {
     use rand::RngCore as _;
     rand::rngs::OsRng.next_u64()
 }

@@ -2,18 +2,25 @@
 //! ceilings that bound them, measured in the same run.
 //!
 //!     cargo run --release --example bench -- [--postgres-url URL] [--duration-secs N]
-//!         [--out DIR] [--only healthz,jwks,signup,login,refresh,me,mixed]
+//!         [--out DIR] [--rate-limits off|on|both]
+//!         [--only healthz,jwks,signup,login,refresh,me,mixed,timing,hangup]
 //!
 //! `--only` runs just those scenarios against the server, without the ceilings and without writing
 //! results, and prints the server's pid: the loop to profile with `perf record -g -p PID`.
+//! `--rate-limits` picks the passes (both by default).
 //!
 //! It builds the release server (`cargo build --release --bin latchkey`), starts it as a child
-//! process on 127.0.0.1 with rate limits off against a fresh SQLite database in a temporary
-//! directory (and then, with `--postgres-url`, against a fresh PostgreSQL database created on that
-//! server and dropped afterwards), and drives it over loopback with a closed-loop load generator
-//! (N workers, each sending its next request when the previous one is answered, for a fixed
-//! duration). Results go to `bench/results/` as JSON and Markdown (a timestamped pair, and
-//! `latest.json`/`latest.md`).
+//! process on 127.0.0.1 against a fresh SQLite database in a temporary directory (and then, with
+//! `--postgres-url`, against a fresh PostgreSQL database created on that server and dropped
+//! afterwards), and drives it over loopback with a closed-loop load generator (N workers, each
+//! sending its next request when the previous one is answered, for a fixed duration). Each
+//! database gets two passes, each with a server of its own on a database of its own: rate limits
+//! off, then the default limits on with 127.0.0.1 a trusted proxy and every worker a fresh client
+//! in `X-Forwarded-For` every few requests (so the counters are read and written on every request
+//! without refusing them; 429s are counted apart). Both passes end with the hang-up scenario
+//! (`hangup.rs`); the first also measures the forgot-password timing (`timing.rs`). Results go to
+//! `bench/results/` as JSON and Markdown (a timestamped pair, and `latest.json`/`latest.md`). The
+//! run exits non-zero, after writing them, if a write flow fails after the hang-ups.
 //!
 //! The load generator runs in this process, on the same cores as the server: every figure is what
 //! the server achieves while sharing the machine with its clients. Server CPU is read from
@@ -23,9 +30,12 @@
 //! Every address is on the loopback interface, and every loop is bounded by the duration.
 
 mod ceilings;
+mod hangup;
 mod load;
 mod report;
 mod server;
+mod stats;
+mod timing;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,7 +44,7 @@ use anyhow::{Context, bail};
 use latchkey::config::{Overrides, Settings};
 use latchkey::password::argon2id::Cost;
 
-use crate::load::{Op, Sample};
+use crate::load::{Clients, Op, Sample};
 use crate::report::{Backend, Row};
 
 /// Concurrency levels of every scenario.
@@ -46,6 +56,8 @@ struct Args {
     out: PathBuf,
     /// Only these scenarios (for profiling one endpoint); every one when empty.
     only: Vec<String>,
+    /// The passes: rate limits off, on, or both.
+    passes: Vec<bool>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -54,6 +66,7 @@ fn parse_args() -> anyhow::Result<Args> {
         duration: Duration::from_secs(5),
         out: PathBuf::from("bench/results"),
         only: Vec::new(),
+        passes: vec![false, true],
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -69,11 +82,20 @@ fn parse_args() -> anyhow::Result<Args> {
             }
             "--out" => args.out = PathBuf::from(value()?),
             "--only" => args.only = value()?.split(',').map(str::to_owned).collect(),
+            "--rate-limits" => {
+                args.passes = match value()?.as_str() {
+                    "off" => vec![false],
+                    "on" => vec![true],
+                    "both" => vec![false, true],
+                    other => bail!("--rate-limits is off, on or both, not {other:?}"),
+                }
+            }
             "-h" | "--help" => {
                 println!(
                     "usage: cargo run --release --example bench -- \
                      [--postgres-url postgres://USER@127.0.0.1:5432/DB] [--duration-secs N] [--out DIR]\n\
-                     \x20      [--only healthz,jwks,signup,login,refresh,me,mixed] (profiling; writes no results)"
+                     \x20      [--rate-limits off|on|both] (the passes; both by default)\n\
+                     \x20      [--only healthz,jwks,signup,login,refresh,me,mixed,timing,hangup] (profiling; writes no results)"
                 );
                 std::process::exit(0);
             }
@@ -128,7 +150,10 @@ async fn main() -> anyhow::Result<()> {
             "SQLite",
             &binary,
             &args,
-            (sqlite_url("ceiling.db"), sqlite_url("server.db")),
+            (
+                sqlite_url("ceiling.db"),
+                [sqlite_url("server.db"), sqlite_url("server-limits.db")],
+            ),
             (cost, machine.cores),
             eddsa_us,
             machine.hash_threads,
@@ -138,11 +163,15 @@ async fn main() -> anyhow::Result<()> {
     if let Some(admin) = &args.postgres_url {
         let ceiling_db = server::PgDatabase::create(admin, "ceiling").await?;
         let server_db = server::PgDatabase::create(admin, "server").await?;
+        let limits_db = server::PgDatabase::create(admin, "server_limits").await?;
         let result = run_backend(
             "PostgreSQL",
             &binary,
             &args,
-            (ceiling_db.url.clone(), server_db.url.clone()),
+            (
+                ceiling_db.url.clone(),
+                [server_db.url.clone(), limits_db.url.clone()],
+            ),
             (cost, machine.cores),
             eddsa_us,
             machine.hash_threads,
@@ -150,10 +179,33 @@ async fn main() -> anyhow::Result<()> {
         .await;
         ceiling_db.drop_database().await;
         server_db.drop_database().await;
+        limits_db.drop_database().await;
         backends.push(result?);
     }
     let _ = std::fs::remove_dir_all(&scratch);
+    let broken: Vec<String> = backends
+        .iter()
+        .flat_map(|b| {
+            b.hangups
+                .iter()
+                .filter(|(_, h)| !h.writes_ok())
+                .map(|(limits, h)| {
+                    format!(
+                        "{} (rate limits {}): {}",
+                        b.name,
+                        if *limits { "on" } else { "off" },
+                        h.failures().join("; ")
+                    )
+                })
+        })
+        .collect();
     if profiling {
+        if !broken.is_empty() {
+            bail!(
+                "writes are broken after the hang-ups: {}",
+                broken.join(" | ")
+            );
+        }
         return Ok(());
     }
 
@@ -168,6 +220,12 @@ async fn main() -> anyhow::Result<()> {
     let written = run.write(&args.out)?;
     println!("\n{}", run.markdown());
     println!("written: {}", written.join(", "));
+    if !broken.is_empty() {
+        bail!(
+            "writes are broken after the hang-ups: {}",
+            broken.join(" | ")
+        );
+    }
     Ok(())
 }
 
@@ -176,13 +234,12 @@ async fn run_backend(
     name: &'static str,
     binary: &std::path::Path,
     args: &Args,
-    (ceiling_url, server_url): (String, String),
+    (ceiling_url, server_urls): (String, [String; 2]),
     (cost, cores): (Cost, usize),
     eddsa_us: f64,
     hash_threads: usize,
 ) -> anyhow::Result<Backend> {
     println!("\n## {name}");
-    let wanted = |key: &str| args.only.is_empty() || args.only.iter().any(|o| o == key);
     let mut refresh_ceiling = Vec::new();
     for c in LEVELS.into_iter().filter(|_| args.only.is_empty()) {
         let rate = ceilings::refresh_transactions(&ceiling_url, c, args.duration).await?;
@@ -190,25 +247,88 @@ async fn run_backend(
         refresh_ceiling.push((c, rate));
     }
 
-    let log =
-        std::env::temp_dir().join(format!("latchkey-bench-{}-{name}.log", std::process::id()));
-    let server = server::Server::start(binary, &server_url, log.clone())?;
+    let mut backend = Backend {
+        name,
+        refresh_ceiling,
+        argon2_ceiling: f64::NAN,
+        eddsa_us,
+        hash_threads,
+        rows: Vec::new(),
+        mixed: None,
+        mixed_limits: None,
+        hangups: Vec::new(),
+        timing: None,
+    };
+    for limits in args.passes.iter().copied() {
+        let server_url = &server_urls[usize::from(limits)];
+        pass(
+            &mut backend,
+            binary,
+            args,
+            server_url,
+            limits,
+            (cost, cores),
+        )
+        .await?;
+    }
+    Ok(backend)
+}
+
+/// One pass of every scenario against a server of its own: rate limits off, or the defaults on
+/// with every worker a fresh client every few requests.
+async fn pass(
+    backend: &mut Backend,
+    binary: &std::path::Path,
+    args: &Args,
+    server_url: &str,
+    limits: bool,
+    (cost, cores): (Cost, usize),
+) -> anyhow::Result<()> {
+    let wanted = |key: &str| args.only.is_empty() || args.only.iter().any(|o| o == key);
+    let clients = if limits {
+        Clients::Forwarded
+    } else {
+        Clients::Loopback
+    };
+    let name = backend.name;
+    let label = if limits { "on" } else { "off" };
+    println!("\n### {name}, rate limits {label}");
+    let log = std::env::temp_dir().join(format!(
+        "latchkey-bench-{}-{name}-limits-{label}.log",
+        std::process::id()
+    ));
+    let options = server::Options {
+        rate_limits: limits,
+        // Signup's verification email takes the address's mail slot; without a throttle every
+        // forgot right after it issues its token (the hang-up and timing scenarios need that).
+        mail_throttle: Some(0),
+    };
+    let server = server::Server::start(binary, server_url, log.clone(), options)?;
     println!("server pid {} at {}", server.pid, server.base);
     let client = load::client()?;
-    let mut rows = Vec::new();
+    let rows = &mut backend.rows;
     let mut measure = async |op: Op, c: usize, sessions: &mut Vec<load::Session>| {
         server.reset_peak_rss();
         let cpu_before = server.cpu_seconds()?;
-        let sample = load::run(&client, &server.base, op, c, args.duration, sessions).await;
+        let sample = load::run(
+            &client,
+            &server.base,
+            (op, clients),
+            c,
+            args.duration,
+            sessions,
+        )
+        .await;
         let cpu = server.cpu_seconds()? - cpu_before;
-        let row = Row::new(op, c, &sample, cpu, server.peak_rss_mib()?);
+        let row = Row::new(op, c, limits, &sample, cpu, server.peak_rss_mib()?);
         println!("{}", row.line());
         rows.push(row);
         anyhow::Ok(())
     };
 
-    let mut sessions = load::sessions(&client, &server.base, 64).await?;
-    let mut argon2_ceiling = f64::NAN;
+    let mut sessions = load::sessions(&client, &server.base, 64, clients).await?;
+    let known: Vec<String> = sessions.iter().map(|s| s.email.clone()).collect();
+    let mut argon2_ceiling = backend.argon2_ceiling;
     for op in [
         Op::Healthz,
         Op::Jwks,
@@ -232,31 +352,49 @@ async fn run_backend(
             measure(op, c, &mut sessions).await?;
         }
     }
+    backend.argon2_ceiling = argon2_ceiling;
 
-    let mixed = match wanted("mixed") {
-        true => Some(mixed(&server, &client, args.duration, &mut sessions).await?),
-        false => None,
-    };
+    if wanted("mixed") {
+        let m = mixed(&server, &client, args.duration, &mut sessions, clients).await?;
+        match limits {
+            false => backend.mixed = Some(m),
+            true => backend.mixed_limits = Some(m),
+        }
+    }
+    if wanted("timing") && !limits {
+        let t = timing::forgot(&client, &server.base, &known).await?;
+        println!("{}", t.line());
+        backend.timing = Some(t);
+    }
+    if wanted("hangup") {
+        let h = hangup::run(&client, &server.base, &server.log, clients).await?;
+        println!("{}", h.line());
+        backend.hangups.push((limits, h));
+    }
     server.stop();
-    let _ = std::fs::remove_file(&log);
-
-    Ok(Backend {
-        name,
-        refresh_ceiling,
-        argon2_ceiling,
-        eddsa_us,
-        hash_threads,
-        rows,
-        mixed,
-    })
+    // Kept when writes broke: its errors say why.
+    match backend
+        .hangups
+        .iter()
+        .any(|(l, h)| *l == limits && !h.writes_ok())
+    {
+        true => println!(
+            "writes broke after the hang-ups: the server's log is kept at {}",
+            log.display()
+        ),
+        false => {
+            let _ = std::fs::remove_file(&log);
+        }
+    }
+    Ok(())
 }
-
 /// Mixed load: `GET /auth/me` alone, then the same next to a flood of signups at concurrency 64.
 async fn mixed(
     server: &server::Server,
     client: &reqwest::Client,
     duration: Duration,
     sessions: &mut Vec<load::Session>,
+    clients: Clients,
 ) -> anyhow::Result<report::Mixed> {
     let me_workers = 8;
     let me_duration = duration.saturating_sub(Duration::from_millis(600));
@@ -264,7 +402,7 @@ async fn mixed(
     let idle = load::run(
         client,
         &server.base,
-        Op::Me,
+        (Op::Me, clients),
         me_workers,
         me_duration,
         sessions,
@@ -275,7 +413,7 @@ async fn mixed(
         load::run(
             client,
             &server.base,
-            Op::Signup,
+            (Op::Signup, clients),
             64,
             duration,
             &mut flood_sessions
@@ -287,7 +425,7 @@ async fn mixed(
             load::run(
                 client,
                 &server.base,
-                Op::Me,
+                (Op::Me, clients),
                 me_workers,
                 me_duration,
                 &mut mine,
@@ -301,17 +439,27 @@ async fn mixed(
 }
 
 impl Row {
-    fn new(op: Op, concurrency: usize, s: &Sample, cpu_seconds: f64, peak_rss_mib: f64) -> Row {
+    fn new(
+        op: Op,
+        concurrency: usize,
+        limits: bool,
+        s: &Sample,
+        cpu_seconds: f64,
+        peak_rss_mib: f64,
+    ) -> Row {
+        let answered = s.ok + s.errors + s.limited;
         Row {
             op,
             concurrency,
+            limits,
             requests: s.ok,
             errors: s.errors,
+            rate_limited: s.limited,
             per_sec: s.rate(),
             p50_ms: s.percentile_ms(50.0),
             p99_ms: s.percentile_ms(99.0),
-            cpu_us_per_request: if s.ok + s.errors > 0 {
-                cpu_seconds * 1e6 / (s.ok + s.errors) as f64
+            cpu_us_per_request: if answered > 0 {
+                cpu_seconds * 1e6 / answered as f64
             } else {
                 0.0
             },

@@ -10,7 +10,9 @@ use latchkey::password::argon2id::Cost;
 use serde_json::{Value, json};
 
 use crate::ceilings::Hasher;
+use crate::hangup::Hangup;
 use crate::load::{Op, Sample};
+use crate::timing::Timing;
 
 pub struct Machine {
     pub cores: usize,
@@ -66,8 +68,12 @@ impl Machine {
 pub struct Row {
     pub op: Op,
     pub concurrency: usize,
+    /// The pass: default rate limits on (clients through `X-Forwarded-For`), or off.
+    pub limits: bool,
     pub requests: u64,
     pub errors: u64,
+    /// Answered 429: neither a success nor an error.
+    pub rate_limited: u64,
     pub per_sec: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -78,13 +84,15 @@ pub struct Row {
 impl Row {
     pub fn line(&self) -> String {
         format!(
-            "{:<28} c={:<3} {:>8.1} req/s  p50 {:>8.2} ms  p99 {:>8.2} ms  errors {:>5}  cpu {:>8.1} µs/req  rss {:>6.1} MiB",
+            "{:<28} c={:<3} limits {:<3} {:>8.1} req/s  p50 {:>8.2} ms  p99 {:>8.2} ms  errors {:>5}  429 {:>5}  cpu {:>8.1} µs/req  rss {:>6.1} MiB",
             self.op.label(),
             self.concurrency,
+            on_off(self.limits),
             self.per_sec,
             self.p50_ms,
             self.p99_ms,
             self.errors,
+            self.rate_limited,
             self.cpu_us_per_request,
             self.peak_rss_mib
         )
@@ -129,6 +137,33 @@ impl Mixed {
         }
     }
 
+    pub fn json(&self) -> Value {
+        json!({
+            "me_concurrency": self.me_concurrency,
+            "idle": {"p50_ms": self.idle_p50_ms, "p99_ms": self.idle_p99_ms, "per_sec": self.idle_per_sec},
+            "during_signup_flood": {"p50_ms": self.flood_p50_ms, "p99_ms": self.flood_p99_ms,
+                "per_sec": self.flood_per_sec, "me_errors": self.flood_errors,
+                "signups_per_sec": self.signups_per_sec, "signup_errors": self.signup_errors},
+            "peak_rss_mib": self.peak_rss_mib,
+        })
+    }
+
+    pub fn text(&self) -> String {
+        format!(
+            "GET /auth/me at c={}: idle p50 {:.2} ms, p99 {:.2} ms ({:.0} req/s); during a \
+             signup flood at c=64 ({:.1} signups/s, {} errors) p50 {:.2} ms, p99 {:.2} ms ({:.0} req/s).",
+            self.me_concurrency,
+            self.idle_p50_ms,
+            self.idle_p99_ms,
+            self.idle_per_sec,
+            self.signups_per_sec,
+            self.signup_errors,
+            self.flood_p50_ms,
+            self.flood_p99_ms,
+            self.flood_per_sec
+        )
+    }
+
     pub fn line(&self) -> String {
         format!(
             "mixed: GET /auth/me c={} idle p99 {:.2} ms ({:.0} req/s); during a signup flood (c=64, {:.1} signups/s) p99 {:.2} ms ({:.0} req/s): {:.1}×",
@@ -143,6 +178,10 @@ impl Mixed {
     }
 }
 
+fn on_off(on: bool) -> &'static str {
+    if on { "on" } else { "off" }
+}
+
 pub struct Backend {
     pub name: &'static str,
     /// Refresh transactions per second, per concurrency.
@@ -153,13 +192,38 @@ pub struct Backend {
     pub rows: Vec<Row>,
     /// `None` only when profiling other scenarios (`--only`).
     pub mixed: Option<Mixed>,
+    /// The mixed load again with rate limits on.
+    pub mixed_limits: Option<Mixed>,
+    /// The hang-up scenario of each pass: (rate limits on, outcome).
+    pub hangups: Vec<(bool, Hangup)>,
+    /// Forgot-password timing, known against unknown addresses (rate limits off).
+    pub timing: Option<Timing>,
 }
 
 impl Backend {
+    /// The row of the pass with rate limits off.
     fn row(&self, op: Op, concurrency: usize) -> Option<&Row> {
         self.rows
             .iter()
-            .find(|r| r.op == op && r.concurrency == concurrency)
+            .find(|r| r.op == op && r.concurrency == concurrency && !r.limits)
+    }
+
+    /// A row with rate limits on against the same scenario with them off: (req/s, CPU) ratios.
+    fn limits_cost(&self, row: &Row) -> Option<(f64, f64)> {
+        let off = self.row(row.op, row.concurrency).filter(|_| row.limits)?;
+        Some((
+            row.per_sec / off.per_sec.max(1e-9),
+            row.cpu_us_per_request / off.cpu_us_per_request.max(1e-9),
+        ))
+    }
+
+    /// What the "vs" column says of a row: its ceiling (limits off), or the cost of the limits.
+    fn versus_text(&self, row: &Row) -> String {
+        match self.limits_cost(row) {
+            Some((rate, cpu)) => format!("{rate:.2}× the req/s, {cpu:.2}× the CPU of limits off"),
+            None if row.limits => String::new(),
+            None => self.versus(row).map(|(_, s)| s).unwrap_or_default(),
+        }
     }
 
     fn tx_ceiling(&self, concurrency: usize) -> Option<f64> {
@@ -175,8 +239,11 @@ impl Backend {
             .map(|h| h.cpu_us_per_request + self.eddsa_us)
     }
 
-    /// How a row compares with what bounds it.
+    /// How a row (limits off) compares with what bounds it.
     fn versus(&self, row: &Row) -> Option<(f64, String)> {
+        if row.limits {
+            return None;
+        }
         match row.op {
             Op::Signup | Op::Login => {
                 let f = row.per_sec / self.argon2_ceiling;
@@ -247,6 +314,22 @@ impl Backend {
                 ));
             }
         }
+        for (limits, h) in &self.hangups {
+            t.push((
+                format!(
+                    "every write flow works after {} abandoned requests (rate limits {})",
+                    h.total(|t| t.sent),
+                    on_off(*limits)
+                ),
+                format!(
+                    "{}/{} follow-ups as expected, {} answered 5xx",
+                    h.checks.iter().filter(|c| c.ok()).count(),
+                    h.checks.len(),
+                    h.follow_up_5xx()
+                ),
+                h.writes_ok(),
+            ));
+        }
         let budget = 64.0 + self.hash_threads as f64 * 19.0;
         let peak = self
             .rows
@@ -304,19 +387,42 @@ impl Run {
                 },
                 "scenarios": b.rows.iter().map(|r| json!({
                     "endpoint": r.op.label(), "concurrency": r.concurrency,
-                    "requests": r.requests, "errors": r.errors, "per_sec": r.per_sec,
+                    "rate_limits": on_off(r.limits),
+                    "requests": r.requests, "errors": r.errors, "rate_limited": r.rate_limited,
+                    "per_sec": r.per_sec,
                     "p50_ms": r.p50_ms, "p99_ms": r.p99_ms,
                     "server_cpu_us_per_request": r.cpu_us_per_request,
                     "peak_rss_mib": r.peak_rss_mib,
                     "versus_ceiling": b.versus(r).map(|(f, _)| f),
+                    "versus_limits_off": b.limits_cost(r).map(|(rate, cpu)| json!({
+                        "per_sec_ratio": rate, "cpu_ratio": cpu,
+                    })),
                 })).collect::<Vec<_>>(),
-                "mixed": b.mixed.as_ref().map(|m| json!({
-                    "me_concurrency": m.me_concurrency,
-                    "idle": {"p50_ms": m.idle_p50_ms, "p99_ms": m.idle_p99_ms, "per_sec": m.idle_per_sec},
-                    "during_signup_flood": {"p50_ms": m.flood_p50_ms, "p99_ms": m.flood_p99_ms,
-                        "per_sec": m.flood_per_sec, "me_errors": m.flood_errors,
-                        "signups_per_sec": m.signups_per_sec, "signup_errors": m.signup_errors},
-                    "peak_rss_mib": m.peak_rss_mib,
+                "mixed": b.mixed.as_ref().map(Mixed::json),
+                "mixed_rate_limits_on": b.mixed_limits.as_ref().map(Mixed::json),
+                "hangups": b.hangups.iter().map(|(limits, h)| json!({
+                    "rate_limits": on_off(*limits),
+                    "concurrency": h.concurrency,
+                    "elapsed_secs": h.elapsed.as_secs_f64(),
+                    "flows": h.tallies.iter().map(|t| json!({
+                        "endpoint": t.flow, "sent": t.sent, "abandoned": t.abandoned,
+                        "answered_before_hang_up": t.answered, "answered_5xx": t.answered_5xx,
+                        "failed": t.failed,
+                    })).collect::<Vec<_>>(),
+                    "follow_ups": h.checks.iter().map(|c| json!({
+                        "check": c.what, "expected": c.expected,
+                        "status": c.got.as_ref().ok(), "error": c.got.as_ref().err(),
+                        "ok": c.ok(),
+                    })).collect::<Vec<_>>(),
+                    "follow_up_5xx": h.follow_up_5xx(),
+                    "all_follow_up_writes_succeeded": h.writes_ok(),
+                })).collect::<Vec<_>>(),
+                "forgot_timing": b.timing.as_ref().map(|t| json!({
+                    "known_requests": t.known_requests, "unknown_requests": t.unknown_requests,
+                    "known_accounts": t.known_accounts,
+                    "known_median_ms": t.known_median_ms, "unknown_median_ms": t.unknown_median_ms,
+                    "difference_ms": t.difference_ms(),
+                    "mann_whitney": {"u": t.test.u, "z": t.test.z, "p_two_sided": t.test.p},
                 })),
                 "targets": b.targets().into_iter().map(|(what, measured, met)| json!({
                     "target": what, "measured": measured, "met": met,
@@ -331,15 +437,18 @@ impl Run {
         let _ = writeln!(
             md,
             "Machine: {} cores ({}), {:.0} GiB, Linux {}, 1-minute load average {} when the run \
-             started. Server: release build, {} hashing threads, rate limits off, load generator on \
-             the same cores over loopback, {} s per scenario.\n",
+             started. Server: release build, {} hashing threads, mail throttle 0, load generator on \
+             the same cores over loopback, {} s per scenario; every scenario with rate limits off, then \
+             again with the default limits on and each worker a fresh client (X-Forwarded-For from \
+             127.0.0.1, a trusted proxy) every {} requests.\n",
             m.cores,
             m.cpu,
             m.memory_gib,
             m.kernel,
             m.load_before,
             m.hash_threads,
-            self.duration.as_secs()
+            self.duration.as_secs(),
+            crate::load::REQUESTS_PER_CLIENT
         );
         let _ = writeln!(
             md,
@@ -383,41 +492,103 @@ impl Run {
             );
             let _ = writeln!(
                 md,
-                "| endpoint | c | req/s | p50 ms | p99 ms | errors | server CPU µs/req | peak RSS MiB | vs ceiling |\n\
-                 |---|---:|---:|---:|---:|---:|---:|---:|---|"
+                "| endpoint | c | limits | req/s | p50 ms | p99 ms | errors | 429 | server CPU µs/req | peak RSS MiB | vs ceiling, or vs limits off |\n\
+                 |---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"
             );
-            for r in &b.rows {
+            // Each scenario with limits off, followed by the same with limits on.
+            let mut ordered: Vec<&Row> = b.rows.iter().filter(|r| !r.limits).collect();
+            let mut i = 0;
+            while i < ordered.len() {
+                let off = ordered[i];
+                if let Some(on) = b
+                    .rows
+                    .iter()
+                    .find(|r| r.limits && r.op == off.op && r.concurrency == off.concurrency)
+                {
+                    ordered.insert(i + 1, on);
+                    i += 1;
+                }
+                i += 1;
+            }
+            ordered.extend(
+                b.rows
+                    .iter()
+                    .filter(|r| r.limits && b.limits_cost(r).is_none()),
+            );
+            for r in ordered {
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {:.1} | {:.2} | {:.2} | {} | {:.0} | {:.1} | {} |",
+                    "| {} | {} | {} | {:.1} | {:.2} | {:.2} | {} | {} | {:.0} | {:.1} | {} |",
                     r.op.label(),
                     r.concurrency,
+                    on_off(r.limits),
                     r.per_sec,
                     r.p50_ms,
                     r.p99_ms,
                     r.errors,
+                    r.rate_limited,
                     r.cpu_us_per_request,
                     r.peak_rss_mib,
-                    b.versus(r).map(|(_, s)| s).unwrap_or_default()
+                    b.versus_text(r)
                 );
             }
-            if let Some(x) = &b.mixed {
+            for (limits, x) in [(false, &b.mixed), (true, &b.mixed_limits)] {
+                if let Some(x) = x {
+                    let _ = writeln!(md, "\nMixed, rate limits {}: {}", on_off(limits), x.text());
+                }
+            }
+            for (limits, h) in &b.hangups {
                 let _ = writeln!(
                     md,
-                    "\nMixed: GET /auth/me at c={}: idle p50 {:.2} ms, p99 {:.2} ms ({:.0} req/s); during a \
-                 signup flood at c=64 ({:.1} signups/s, {} errors) p50 {:.2} ms, p99 {:.2} ms ({:.0} req/s).\n",
-                    x.me_concurrency,
-                    x.idle_p50_ms,
-                    x.idle_p99_ms,
-                    x.idle_per_sec,
-                    x.signups_per_sec,
-                    x.signup_errors,
-                    x.flood_p50_ms,
-                    x.flood_p99_ms,
-                    x.flood_per_sec
+                    "\nHang-ups, rate limits {}: {} write requests abandoned at random moments on {} \
+                     connections at once ({:.1} s); all follow-up writes succeeded: **{}** ({}/{} \
+                     as expected, {} answered 5xx).\n\n\
+                     | endpoint | sent | abandoned | answered first | of which 5xx | failed |\n|---|---:|---:|---:|---:|---:|",
+                    on_off(*limits),
+                    h.total(|t| t.sent),
+                    h.concurrency,
+                    h.elapsed.as_secs_f64(),
+                    if h.writes_ok() { "yes" } else { "no" },
+                    h.checks.iter().filter(|c| c.ok()).count(),
+                    h.checks.len(),
+                    h.follow_up_5xx()
+                );
+                for t in &h.tallies {
+                    let _ = writeln!(
+                        md,
+                        "| {} | {} | {} | {} | {} | {} |",
+                        t.flow, t.sent, t.abandoned, t.answered, t.answered_5xx, t.failed
+                    );
+                }
+                let failures = h.failures();
+                if !failures.is_empty() {
+                    let _ = writeln!(md, "\nFailed follow-ups: {}.", failures.join("; "));
+                }
+            }
+            if let Some(t) = &b.timing {
+                let _ = writeln!(
+                    md,
+                    "\nForgot-password timing (rate limits off, mail throttle 0; {} known addresses of \
+                     {} accounts and {} unknown ones, interleaved at random, one at a time): median \
+                     {:.3} ms known, {:.3} ms unknown, difference {:+.3} ms; Mann–Whitney U {:.0}, \
+                     z {:.2}, two-sided p {:.2e}{}.",
+                    t.known_requests,
+                    t.known_accounts,
+                    t.unknown_requests,
+                    t.known_median_ms,
+                    t.unknown_median_ms,
+                    t.difference_ms(),
+                    t.test.u,
+                    t.test.z,
+                    t.test.p,
+                    if t.test.p < 0.01 {
+                        ": the answer time tells whether an account exists"
+                    } else {
+                        ": no measurable difference"
+                    }
                 );
             }
-            let _ = writeln!(md, "| target | measured | met |\n|---|---|---|");
+            let _ = writeln!(md, "\n| target | measured | met |\n|---|---|---|");
             for (what, measured, met) in b.targets() {
                 let _ = writeln!(
                     md,

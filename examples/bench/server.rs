@@ -57,13 +57,31 @@ pub struct Server {
     pub pid: u32,
     /// `http://127.0.0.1:PORT`
     pub base: String,
+    /// The server's log (stderr), where emails land without SMTP: the hang-up scenario reads its
+    /// reset links there.
+    pub log: PathBuf,
     ticks_per_second: f64,
 }
 
+/// How one pass configures the server.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Off: `--rate-limits off`. On: the default limits, with 127.0.0.1 a trusted proxy so that
+    /// the load generator's `X-Forwarded-For` names many clients.
+    pub rate_limits: bool,
+    /// Seconds between two reset emails to one address; `None`: the default (60).
+    pub mail_throttle: Option<u64>,
+}
+
 impl Server {
-    /// Starts `latchkey serve` on a free loopback port against `database_url`, with rate limits
-    /// off, and waits for its "listening" log line. Its log goes to `log_path`.
-    pub fn start(binary: &Path, database_url: &str, log_path: PathBuf) -> anyhow::Result<Server> {
+    /// Starts `latchkey serve` on a free loopback port against `database_url`, configured by
+    /// `options`, and waits for its "listening" log line. Its log goes to `log_path`.
+    pub fn start(
+        binary: &Path,
+        database_url: &str,
+        log_path: PathBuf,
+        options: Options,
+    ) -> anyhow::Result<Server> {
         let help = Command::new(binary)
             .arg("--help")
             .output()
@@ -83,8 +101,15 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         // Settings that may not exist in every version of the server.
-        if help.contains("--rate-limits") {
+        if help.contains("--rate-limits") && !options.rate_limits {
             command.args(["--rate-limits", "off"]);
+        }
+        if options.rate_limits {
+            // Only the load generator on loopback is believed; every other setting is the default.
+            command.args(["--trusted-proxies", "127.0.0.1/32"]);
+        }
+        if let Some(secs) = options.mail_throttle {
+            command.args(["--mail-throttle", &secs.to_string()]);
         }
         // The closed loop keeps at most 64 signups or logins in flight: a queue that holds them
         // all measures throughput, not load shedding (which answers the 65th with 503 at once).
@@ -94,6 +119,7 @@ impl Server {
         let mut child = command.spawn().context("cannot start the server")?;
         let stderr = child.stderr.take().context("no stderr")?;
         let (tx, rx) = mpsc::channel();
+        let log = log_path.clone();
         std::thread::spawn(move || {
             // Drains the log for the server's whole life, so it never blocks on a full pipe.
             let mut log = std::fs::File::create(&log_path).ok();
@@ -126,6 +152,7 @@ impl Server {
             child,
             pid,
             base: format!("http://{address}"),
+            log,
             ticks_per_second: clock_ticks(),
         })
     }
