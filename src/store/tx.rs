@@ -57,7 +57,7 @@ pub(super) enum Done<T> {
 }
 
 /// How many times a transaction is tried when the database asks for a retry.
-const MAX_ATTEMPTS: u32 = 5;
+const MAX_ATTEMPTS: u32 = 8;
 
 impl Store {
     /// Runs `flow` with `input` in one write transaction in a task of its own, and returns its
@@ -174,8 +174,10 @@ impl Failed {
     fn worth_another_try(&self, attempt: u32) -> bool {
         match self.step {
             Step::Begin => attempt == 1,
-            Step::Flow => attempt < MAX_ATTEMPTS && self.retryable(),
-            Step::Acquire | Step::End => false,
+            // PostgreSQL may refuse a SERIALIZABLE transaction at its COMMIT: with 40001 it is
+            // known to have rolled back, so running it again is as safe as after a statement.
+            Step::Flow | Step::End => attempt < MAX_ATTEMPTS && self.retryable(),
+            Step::Acquire => false,
         }
     }
 

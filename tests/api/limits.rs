@@ -22,6 +22,7 @@ db_tests!(
     failed_logins_are_limited_per_ip_and_successes_are_taken_back,
     failed_logins_delay_an_account_progressively_and_an_unknown_address_alike,
     a_successful_login_or_a_quiet_period_forgets_the_failures,
+    a_device_that_signed_in_before_is_not_held_back_by_failures_from_elsewhere,
     a_delayed_account_can_still_reset_its_password_and_then_log_in_at_once,
     account_delays_hold_across_instances,
     guessing_the_current_password_counts_as_failed_logins,
@@ -311,6 +312,91 @@ async fn failed_logins_delay_an_account_progressively_and_an_unknown_address_ali
     // so does the owner.
     assert_eq!(app.login("bob@example.com", PASSWORD).await.status(), 200);
     assert_eq!(app.login("alice@example.com", PASSWORD).await.status(), 200);
+}
+
+/// A login from the browser that signed in before (its device cookie) as `email`.
+async fn login_from_device(
+    app: &TestApp,
+    device: &str,
+    email: &str,
+    password: &str,
+) -> reqwest::Response {
+    app.client
+        .post(app.url("/auth/login"))
+        .header("cookie", format!("__Host-lk_device={device}"))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The lockout turned against the owner (issue 10, finding 7): five wrong passwords from
+/// anywhere used to make the owner's correct password 429 for up to an hour. A browser that
+/// signed in to the account before has a failure counter of its own (OWASP's device cookies):
+/// the owner there gets in at once, while guesses from it are limited like any account's, and a
+/// cookie of another account or a forged one counts as none.
+async fn a_device_that_signed_in_before_is_not_held_back_by_failures_from_elsewhere(db: Db) {
+    let app = TestApp::spawn_with(db, account_limits).await;
+    app.signed_up("alice@example.com").await;
+    app.signed_up("bob@example.com").await;
+    let device_of = |response: &reqwest::Response| {
+        set_cookies(response.headers())["__Host-lk_device"]
+            .value
+            .clone()
+    };
+    let alice = app.login("alice@example.com", PASSWORD).await;
+    assert_eq!(alice.status(), 200);
+    let alices_device = device_of(&alice);
+    let bob = app.login("bob@example.com", PASSWORD).await;
+    let bobs_device = device_of(&bob);
+    freeze(&[&app]);
+    let limited = (429, rate_limited(), Some("300".to_owned()));
+
+    // Someone elsewhere guesses alice's password: after five failures the account waits.
+    for _ in 0..5 {
+        assert_eq!(app.login("alice@example.com", "guess").await.status(), 401);
+    }
+    let elsewhere = outcome(app.login("alice@example.com", PASSWORD).await).await;
+    assert_eq!(
+        elsewhere, limited,
+        "the right password from elsewhere waits"
+    );
+
+    // Her own browser gets in at once, and is remembered again.
+    let own = login_from_device(&app, &alices_device, "alice@example.com", PASSWORD).await;
+    assert_eq!(own.status(), 200, "the owner's device is not held back");
+    let renewed = device_of(&own);
+    assert_ne!(renewed, alices_device, "a fresh device id with every login");
+
+    // Bob's device cookie, or a forged one, does not stand in for alice's.
+    let forged = format!("{}x", &renewed[..renewed.len() - 1]);
+    for (device, why) in [
+        (&bobs_device, "another account's device"),
+        (&forged, "a forged MAC"),
+    ] {
+        let response = login_from_device(&app, device, "alice@example.com", PASSWORD).await;
+        assert_eq!(outcome(response).await, limited, "{why}");
+    }
+
+    // Guesses from the device are limited on their own: five, then that device waits too,
+    // while the account's counter did not move (the wait from elsewhere is still 300 s).
+    for _ in 0..5 {
+        let guess = login_from_device(&app, &renewed, "alice@example.com", "guess").await;
+        assert_eq!(guess.status(), 401);
+    }
+    let own = login_from_device(&app, &renewed, "alice@example.com", PASSWORD).await;
+    assert_eq!(
+        outcome(own).await,
+        limited,
+        "the device's own failures count"
+    );
+    let device_key = "SELECT COUNT(*) FROM rate_limits WHERE key LIKE 'login_failure_device:%'";
+    assert_eq!(app.count(device_key).await, 1, "one device counter");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM sessions").await,
+        5,
+        "two signups, two logins, and the one login from the owner's device"
+    );
 }
 
 async fn a_successful_login_or_a_quiet_period_forgets_the_failures(db: Db) {

@@ -11,7 +11,66 @@ db_tests!(
     login_ignores_the_case_of_the_email,
     bad_login_input_is_422_and_changes_nothing,
     login_upgrades_a_hash_made_with_older_parameters,
+    the_response_line_of_each_flow_carries_the_user_id,
 );
+
+/// The JSON log's response line of the request to `route`: its request span's fields.
+fn response_span(server: &ServerProcess, route: &str) -> Value {
+    let lines: Vec<Value> = server
+        .log()
+        .iter()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .filter(|line: &Value| {
+            line["fields"]["message"] == "response" && line["span"]["route"] == route
+        })
+        .collect();
+    assert_eq!(lines.len(), 1, "one response line for {route}");
+    lines[0]["span"].clone()
+}
+
+/// Once a flow knows whose request it is, the request's span says so: the response lines of a
+/// signup, login, refresh, password change and logout-all all carry the user id.
+async fn the_response_line_of_each_flow_carries_the_user_id(db: Db) {
+    let test_db = TestDb::new(db).await;
+    let kek = latchkey::keys::Kek::generate_encoded();
+    let server = ServerProcess::serve(&test_db, &kek, &[("LATCHKEY_LOG_FORMAT", "json")]).await;
+    assert_eq!(server.signup("alice@example.com").await.status(), 201);
+    let login = server.login("alice@example.com").await;
+    assert_eq!(login.status(), 200);
+    let session = Session::from_response(login).await;
+    let user_id = session.user_id().to_owned();
+    assert_eq!(server.refresh(&session.refresh_token).await.status(), 200);
+    let change = server
+        .client
+        .post(server.url("/auth/password/change"))
+        .bearer_auth(&session.access_token)
+        .json(&json!({"current_password": PASSWORD, "new_password": "a new horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(change.status(), 204);
+    let all = server
+        .client
+        .post(server.url("/auth/logout-all"))
+        .bearer_auth(&session.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(all.status(), 204);
+    // Give the reader of the child's stderr a moment to collect the last lines.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    for route in [
+        "/auth/signup",
+        "/auth/login",
+        "/auth/refresh",
+        "/auth/password/change",
+        "/auth/logout-all",
+    ] {
+        let span = response_span(&server, route);
+        assert_eq!(span["user_id"], user_id.as_str(), "{route}: {span}");
+    }
+}
 
 async fn login_opens_a_new_session_and_records_it(db: Db) {
     let app = TestApp::spawn(db).await;

@@ -4,6 +4,8 @@
 //! PostgreSQL: `LATCHKEY_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`)
 //! is used to create one database per test. When it cannot be reached the PostgreSQL variants are
 //! skipped, loudly, unless `LATCHKEY_TEST_REQUIRE_POSTGRES=1` or `CI` is set: then they fail.
+//! With `LATCHKEY_TEST_POSTGRES_SERIALIZABLE=1` each PostgreSQL test database runs every
+//! transaction at SERIALIZABLE isolation (a CI variant, see `.ci/run`).
 
 mod process;
 mod smtp;
@@ -113,6 +115,17 @@ impl TestDb {
                     .execute(&admin)
                     .await
                     .expect("create test database");
+                // The CI variant for distributed SQL (CockroachDB, YugabyteDB default to it):
+                // every transaction of the test database SERIALIZABLE.
+                if std::env::var("LATCHKEY_TEST_POSTGRES_SERIALIZABLE").is_ok_and(|v| v == "1") {
+                    let sql = format!(
+                        "ALTER DATABASE {name} SET default_transaction_isolation = 'serializable'"
+                    );
+                    sqlx::query(&sql)
+                        .execute(&admin)
+                        .await
+                        .expect("make the test database serializable");
+                }
                 admin.close().await;
                 let mut url = url::Url::parse(&admin_url()).expect("admin URL");
                 url.set_path(&name);
