@@ -1,7 +1,8 @@
 //! POST /auth/login: the session, `profiles.last_login_at`, a rehash when the stored hash has old
-//! parameters, and the audit event are written in one transaction; tokens and cookies only after
-//! it committed. A failed attempt is recorded in a transaction of its own, since the request's
-//! failure must not erase it.
+//! parameters, the refund of the attempt's counters and the audit event are written in one
+//! transaction (`Store::login`), only while the verified hash is still the account's and the
+//! account is enabled; tokens and cookies only after it committed. A failed attempt is recorded
+//! in a transaction of its own, since the request's failure must not erase it.
 //!
 //! Abuse resistance, in order: a place in the hashing queue (503 `overloaded` at once when it is
 //! full, before anything is counted or written), then the rate-limit counters of the attempt
@@ -55,10 +56,13 @@ pub struct LoginRequest {
     tag = "sessions",
     request_body = LoginRequest,
     responses(
-        (status = 200, description = "A new session. Sets both session cookies.",
+        (status = 200, description = "A new session. Sets both session cookies and the device \
+            cookie.",
             body = SessionBody,
             headers(("Set-Cookie" = String, description = "`__Host-lk_access` and \
-                `__Secure-lk_refresh` (see the security schemes)."))),
+                `__Secure-lk_refresh` (see the security schemes), and `__Host-lk_device` \
+                (HttpOnly, 180 days): this browser signed in to the account, so its failed \
+                logins are counted apart from the account's."))),
         (status = 401, description = "`invalid_credentials`: wrong email or wrong password \
             (the same answer, after the same work, for both).", body = ErrorBody),
         (status = 429, response = RateLimited),

@@ -10,6 +10,8 @@ mod email;
 mod errors;
 #[cfg(feature = "failpoints")]
 mod failpoints;
+#[cfg(feature = "failpoints")]
+mod failpoints_more;
 mod integrity;
 #[cfg(feature = "failpoints")]
 mod interleavings;

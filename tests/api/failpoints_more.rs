@@ -1,0 +1,886 @@
+//! The failpoints of the other store flows (`--features failpoints`), one just before each
+//! commit: password change, logout, logout-all, password forgot, verification resend, profile
+//! update and session revoke. Whatever fails there answers the contract's 500 `internal`, sets
+//! no cookie and changes no row; the server keeps serving, and the very same request then
+//! succeeds with its documented status and effect.
+//!
+//! As in `failpoints.rs`, each case runs the real binary as a subprocess with its own
+//! `FAILPOINTS` (the `fail` crate's configuration is global to a process), on a fresh database,
+//! every action (`return` and `panic`) in turn.
+
+use std::time::Duration;
+
+use reqwest::RequestBuilder;
+use serde_json::{Value, json};
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
+
+use crate::db_tests;
+use crate::helpers::*;
+
+db_tests!(
+    password_change_failing_before_commit_keeps_the_password_and_the_sessions,
+    logout_failing_before_commit_keeps_the_session,
+    logout_all_failing_before_commit_keeps_every_session,
+    password_forgot_failing_before_commit_takes_no_slot_and_records_no_request,
+    email_resend_failing_before_commit_issues_no_link_and_keeps_the_slot,
+    profile_update_failing_before_commit_keeps_the_display_name,
+    session_revoke_failing_before_commit_keeps_the_session,
+);
+
+/// What a failpoint does when it fires: fail the step with an error, or panic there.
+const ACTIONS: [&str; 2] = ["return", "panic"];
+
+/// The contract's 500, byte for byte: nothing about the cause leaks.
+const INTERNAL: &str =
+    r#"{"error":{"code":"internal","message":"Something went wrong on our side."}}"#;
+
+/// The contract's answers of forgot and resend.
+const FORGOT_MESSAGE: &str =
+    "If an account exists for this email address, a link to reset its password is on its way.";
+const RESENT_MESSAGE: &str = "A new verification link is on its way to your email address.";
+
+const NEW_PASSWORD: &str = "another horse battery staple";
+const ALICE: &str = "alice@example.com";
+
+/// Every table of the schema: the failed request must leave each one exactly as it was.
+const TABLES: [&str; 12] = [
+    "users",
+    "profiles",
+    "sessions",
+    "refresh_tokens",
+    "audit_events",
+    "signing_keys",
+    "one_time_tokens",
+    "outbox",
+    "mail_throttle",
+    "rate_limits",
+    "email_key_version",
+    "password_reset_requests",
+];
+
+/// Unsent emails: the mail worker changes these rows on its own, so a snapshot waits for none.
+const UNSENT: &str = "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL";
+
+/// One case: a `latchkey serve` failing once at `point=1*action`, on a fresh database, with
+/// alice signed up and her verification email sent.
+struct Fixture {
+    context: String,
+    point: &'static str,
+    server: ServerProcess,
+    pool: AnyPool,
+    alice: Session,
+    // Last: dropped after the server stopped.
+    _db: TestDb,
+}
+
+impl Fixture {
+    async fn start(db: Db, point: &'static str, action: &str) -> Fixture {
+        Fixture::start_with(db, point, action, &[]).await
+    }
+
+    /// With `extra` flags after the test flags of `ServerProcess::serve`.
+    async fn start_with(db: Db, point: &'static str, action: &str, extra: &[&str]) -> Fixture {
+        let context = format!("{point}=1*{action} ({db:?})");
+        let test_db = TestDb::new(db).await;
+        let kek = latchkey::keys::Kek::generate_encoded();
+        let mut args = vec![
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &test_db.url,
+            "--key-encryption-key",
+            &kek,
+            "--rate-limits",
+            "off",
+            "--public-url",
+            PUBLIC_URL,
+            "--hash-threads",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        let failpoints = format!("{point}=1*{action}");
+        let env = [("FAILPOINTS", failpoints.as_str())];
+        let server = ServerProcess::start(&args, &env, &std::env::temp_dir()).await;
+        let pool = test_db.pool().await;
+
+        let signup = server.signup(ALICE).await;
+        assert_eq!(
+            signup.status(),
+            201,
+            "{context}: signup has no failpoint here"
+        );
+        let alice = Session::from_response(signup).await;
+        let fixture = Fixture {
+            context,
+            point,
+            server,
+            pool,
+            alice,
+            _db: test_db,
+        };
+        fixture.settle().await;
+        fixture
+    }
+
+    /// Waits until the mail worker has nothing left to do, so that no row changes by itself.
+    async fn settle(&self) {
+        let context = format!("{}: mail worker idle", self.context);
+        eventually(&self.pool, UNSENT, 0, &context).await;
+        let pending = "SELECT COUNT(*) FROM password_reset_requests";
+        eventually(&self.pool, pending, 0, &context).await;
+    }
+
+    /// Sends `request` while the failpoint is armed: the contract's 500 without a cookie, the
+    /// failpoint (not anything else) the cause, no row of any table changed, the server still
+    /// serving.
+    async fn fails_changing_nothing(&self, request: &RequestBuilder) {
+        let context = &self.context;
+        let before = snapshot(&self.pool).await;
+        let response = send(request).await;
+        assert_internal_without_cookies(response, context).await;
+        assert_logged(&self.server, self.point, context).await;
+        let after = snapshot(&self.pool).await;
+        assert_eq!(
+            before, after,
+            "{context}: the failed request changed no row of any table"
+        );
+        self.server.assert_serving(context).await;
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        count(&self.pool, sql).await
+    }
+
+    /// `SELECT COUNT(*) FROM audit_events WHERE kind = '{kind}'`.
+    async fn events(&self, kind: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM audit_events WHERE kind = '{kind}'");
+        self.count(&sql).await
+    }
+
+    async fn login(&self, password: &str) -> reqwest::Response {
+        self.server
+            .client
+            .post(self.server.url("/auth/login"))
+            .json(&json!({"email": ALICE, "password": password}))
+            .send()
+            .await
+            .expect("login request answered")
+    }
+
+    /// A second session of alice, by a login.
+    async fn second_session(&self) -> Session {
+        let login = self.login(PASSWORD).await;
+        assert_eq!(login.status(), 200, "{}: a second session", self.context);
+        Session::from_response(login).await
+    }
+
+    /// The id of the caller's session (`current`) or of its other one, from GET /auth/sessions.
+    async fn session_id(&self, access_token: &str, current: bool) -> String {
+        let response = self
+            .server
+            .client
+            .get(self.server.url("/auth/sessions"))
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .expect("sessions request answered");
+        assert_eq!(
+            response.status(),
+            200,
+            "{}: GET /auth/sessions",
+            self.context
+        );
+        let body: Value = response.json().await.unwrap();
+        let ids: Vec<&str> = body["sessions"]
+            .as_array()
+            .expect("sessions")
+            .iter()
+            .filter(|s| s["current"] == current)
+            .map(|s| s["id"].as_str().expect("id"))
+            .collect();
+        assert_eq!(ids.len(), 1, "{}: one such session: {body}", self.context);
+        ids[0].to_owned()
+    }
+
+    /// GET /auth/me's status with `access_token`.
+    async fn me_status(&self, access_token: &str) -> u16 {
+        self.server.me(access_token).await.status().as_u16()
+    }
+
+    async fn finish(self) {
+        self.pool.close().await;
+    }
+}
+
+async fn send(request: &RequestBuilder) -> reqwest::Response {
+    request
+        .try_clone()
+        .expect("a request without a streamed body")
+        .send()
+        .await
+        .expect("request answered")
+}
+
+async fn count(pool: &AnyPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+async fn text(pool: &AnyPool, sql: &str) -> Option<String> {
+    sqlx::query_scalar(sql)
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Waits (up to 10 s) for `sql` to count `expected`.
+async fn eventually(pool: &AnyPool, sql: &str, expected: i64, context: &str) {
+    let mut last = count(pool, sql).await;
+    for _ in 0..100 {
+        if last == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        last = count(pool, sql).await;
+    }
+    panic!("{context}: {sql} is {last}, not {expected}, after 10 s");
+}
+
+/// Every row of every table, each cell rendered, sorted: equal snapshots are equal databases.
+async fn snapshot(pool: &AnyPool) -> Vec<String> {
+    let mut rows = Vec::new();
+    for table in TABLES {
+        let sql = format!("SELECT * FROM {table}");
+        let fetched = sqlx::query(&sql)
+            .fetch_all(pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        for row in fetched {
+            let cells: Vec<String> = (0..row.len()).map(|i| cell(&row, i)).collect();
+            rows.push(format!("{table}: {}", cells.join(" | ")));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+fn cell(row: &AnyRow, i: usize) -> String {
+    if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
+        return format!("{v:?}");
+    }
+    if let Ok(v) = row.try_get::<Option<String>, _>(i) {
+        return format!("{v:?}");
+    }
+    if let Ok(v) = row.try_get::<Option<f64>, _>(i) {
+        return format!("{v:?}");
+    }
+    if let Ok(v) = row.try_get::<Option<bool>, _>(i) {
+        return format!("{v:?}");
+    }
+    panic!("column {i} decodes as no known type");
+}
+
+/// A 500 `internal` in the contract's shape, with no cookie.
+async fn assert_internal_without_cookies(response: reqwest::Response, context: &str) {
+    assert_eq!(response.status(), 500, "{context}: status");
+    assert!(
+        response.headers().get("set-cookie").is_none(),
+        "{context}: no cookie on a failure, got {:?}",
+        response.headers().get_all("set-cookie")
+    );
+    assert!(
+        response.headers().contains_key("x-request-id"),
+        "{context}: X-Request-Id"
+    );
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(
+        content_type.as_deref(),
+        Some("application/json"),
+        "{context}: content type"
+    );
+    let body = response.text().await.unwrap();
+    assert_eq!(body, INTERNAL, "{context}: body");
+}
+
+/// The failpoint fired (its name is in the log): the 500 was not some other failure.
+async fn assert_logged(server: &ServerProcess, point: &str, context: &str) {
+    for _ in 0..50 {
+        if server.log().iter().any(|line| line.contains(point)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{context}: the log never mentions {point}");
+}
+
+/// A response without any `Set-Cookie`.
+fn assert_no_cookies(response: &reqwest::Response, context: &str) {
+    assert!(
+        response.headers().get("set-cookie").is_none(),
+        "{context}: no cookie, got {:?}",
+        response.headers().get_all("set-cookie")
+    );
+}
+
+async fn password_change_failing_before_commit_keeps_the_password_and_the_sessions(db: Db) {
+    for action in ACTIONS {
+        let f = Fixture::start(db, "password_change.before_commit", action).await;
+        let context = f.context.clone();
+        let other = f.second_session().await;
+        // A pending reset link, which a change revokes.
+        let forgot = f
+            .server
+            .client
+            .post(f.server.url("/auth/password/forgot"))
+            .json(&json!({"email": ALICE}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            forgot.status(),
+            202,
+            "{context}: forgot has no failpoint here"
+        );
+        f.server.link_token("password/reset", 0).await;
+        f.settle().await;
+        let hash_sql = "SELECT password_hash FROM users";
+        let hash = text(&f.pool, hash_sql).await;
+        let live_reset_links = "SELECT COUNT(*) FROM one_time_tokens \
+            WHERE purpose = 'password_reset' AND revoked_at IS NULL";
+        let notices = "SELECT COUNT(*) FROM outbox WHERE kind = 'password_changed'";
+        let live = "SELECT COUNT(*) FROM sessions WHERE revoked_at IS NULL";
+        let by_change = "SELECT COUNT(*) FROM sessions WHERE revoked_reason = 'password_change'";
+
+        let change = f
+            .server
+            .client
+            .post(f.server.url("/auth/password/change"))
+            .bearer_auth(&f.alice.access_token)
+            .json(&json!({"current_password": PASSWORD, "new_password": NEW_PASSWORD}));
+        f.fails_changing_nothing(&change).await;
+        assert_eq!(
+            text(&f.pool, hash_sql).await,
+            hash,
+            "{context}: password_hash unchanged"
+        );
+        assert_eq!(f.count(live).await, 2, "{context}: no session revoked");
+        assert_eq!(
+            f.count(live_reset_links).await,
+            1,
+            "{context}: the reset link not revoked"
+        );
+        assert_eq!(
+            f.count(notices).await,
+            0,
+            "{context}: no notice in the outbox"
+        );
+        assert_eq!(
+            f.events("password_changed").await,
+            0,
+            "{context}: no password_changed event"
+        );
+        assert_eq!(
+            f.me_status(&f.alice.access_token).await,
+            200,
+            "{context}: the caller's access token works"
+        );
+        assert_eq!(
+            f.me_status(&other.access_token).await,
+            200,
+            "{context}: the other session's access token works"
+        );
+        assert_eq!(
+            f.login(NEW_PASSWORD).await.status(),
+            401,
+            "{context}: the new password does not log in"
+        );
+        // A third session, which the retried change revokes too.
+        assert_eq!(
+            f.login(PASSWORD).await.status(),
+            200,
+            "{context}: the old password still logs in"
+        );
+
+        let retried = send(&change).await;
+        assert_eq!(retried.status(), 204, "{context}: the same change again");
+        assert_no_cookies(&retried, &context);
+        assert_ne!(
+            text(&f.pool, hash_sql).await,
+            hash,
+            "{context}: password_hash replaced"
+        );
+        assert_eq!(
+            f.count(by_change).await,
+            2,
+            "{context}: both other sessions revoked by the change"
+        );
+        assert_eq!(
+            f.count(live).await,
+            1,
+            "{context}: only the caller's session lives"
+        );
+        assert_eq!(
+            f.count(live_reset_links).await,
+            0,
+            "{context}: the reset link revoked"
+        );
+        assert_eq!(
+            f.count(notices).await,
+            1,
+            "{context}: one notice in the outbox"
+        );
+        assert_eq!(
+            f.events("password_changed").await,
+            1,
+            "{context}: one password_changed event"
+        );
+        assert_eq!(
+            f.me_status(&f.alice.access_token).await,
+            200,
+            "{context}: the caller's session kept"
+        );
+        assert_eq!(
+            f.me_status(&other.access_token).await,
+            401,
+            "{context}: the other session ended"
+        );
+        assert_eq!(
+            f.login(PASSWORD).await.status(),
+            401,
+            "{context}: the old password no longer logs in"
+        );
+        assert_eq!(
+            f.login(NEW_PASSWORD).await.status(),
+            200,
+            "{context}: the new password logs in"
+        );
+        f.finish().await;
+    }
+}
+
+/// How a logout names its session.
+#[derive(Debug, Clone, Copy)]
+enum Credential {
+    Bearer,
+    RefreshCookie,
+}
+
+async fn logout_failing_before_commit_keeps_the_session(db: Db) {
+    for credential in [Credential::Bearer, Credential::RefreshCookie] {
+        for action in ACTIONS {
+            let mut f = Fixture::start(db, "logout.before_commit", action).await;
+            f.context = format!("{} with {credential:?}", f.context);
+            let context = f.context.clone();
+            let logout = f.server.client.post(f.server.url("/auth/logout"));
+            let logout = match credential {
+                Credential::Bearer => logout.bearer_auth(&f.alice.access_token),
+                Credential::RefreshCookie => logout.header(
+                    "cookie",
+                    format!("__Secure-lk_refresh={}", f.alice.refresh_token),
+                ),
+            };
+            let live = "SELECT COUNT(*) FROM sessions WHERE revoked_at IS NULL";
+            let unspent = "SELECT COUNT(*) FROM refresh_tokens WHERE spent_at IS NULL";
+
+            f.fails_changing_nothing(&logout).await;
+            assert_eq!(f.count(live).await, 1, "{context}: the session is live");
+            assert_eq!(
+                f.count(unspent).await,
+                1,
+                "{context}: the refresh token unspent"
+            );
+            assert_eq!(f.events("logout").await, 0, "{context}: no logout event");
+            assert_eq!(
+                f.me_status(&f.alice.access_token).await,
+                200,
+                "{context}: the access token works"
+            );
+
+            let retried = send(&logout).await;
+            assert_eq!(retried.status(), 204, "{context}: the same logout again");
+            assert_session_cookies_cleared(retried.headers());
+            assert_eq!(f.count(live).await, 0, "{context}: the session is revoked");
+            assert_eq!(
+                f.count("SELECT COUNT(*) FROM sessions WHERE revoked_reason = 'logout'")
+                    .await,
+                1,
+                "{context}: revoked by the logout"
+            );
+            assert_eq!(f.events("logout").await, 1, "{context}: one logout event");
+            assert_eq!(
+                f.me_status(&f.alice.access_token).await,
+                401,
+                "{context}: the access token is dead"
+            );
+            assert_eq!(
+                f.server.refresh(&f.alice.refresh_token).await.status(),
+                401,
+                "{context}: the refresh token is dead"
+            );
+            f.finish().await;
+        }
+    }
+}
+
+async fn logout_all_failing_before_commit_keeps_every_session(db: Db) {
+    for action in ACTIONS {
+        let f = Fixture::start(db, "logout_all.before_commit", action).await;
+        let context = f.context.clone();
+        let other = f.second_session().await;
+        let logout_all = f
+            .server
+            .client
+            .post(f.server.url("/auth/logout-all"))
+            .bearer_auth(&f.alice.access_token);
+        let live = "SELECT COUNT(*) FROM sessions WHERE revoked_at IS NULL";
+
+        f.fails_changing_nothing(&logout_all).await;
+        assert_eq!(f.count(live).await, 2, "{context}: both sessions live");
+        assert_eq!(
+            f.events("logout_all").await,
+            0,
+            "{context}: no logout_all event"
+        );
+        for (name, session) in [("caller", &f.alice), ("other", &other)] {
+            assert_eq!(
+                f.me_status(&session.access_token).await,
+                200,
+                "{context}: the {name}'s access token works"
+            );
+        }
+
+        let retried = send(&logout_all).await;
+        assert_eq!(
+            retried.status(),
+            204,
+            "{context}: the same logout-all again"
+        );
+        assert_session_cookies_cleared(retried.headers());
+        assert_eq!(
+            f.count("SELECT COUNT(*) FROM sessions WHERE revoked_reason = 'logout_all'")
+                .await,
+            2,
+            "{context}: both sessions revoked by the logout-all"
+        );
+        assert_eq!(
+            f.events("logout_all").await,
+            1,
+            "{context}: one logout_all event"
+        );
+        for (name, session) in [("caller", &f.alice), ("other", &other)] {
+            assert_eq!(
+                f.me_status(&session.access_token).await,
+                401,
+                "{context}: the {name}'s access token is dead"
+            );
+        }
+        f.finish().await;
+    }
+}
+
+async fn password_forgot_failing_before_commit_takes_no_slot_and_records_no_request(db: Db) {
+    for action in ACTIONS {
+        let f = Fixture::start(db, "password_forgot.before_commit", action).await;
+        let context = f.context.clone();
+        let forgot = f
+            .server
+            .client
+            .post(f.server.url("/auth/password/forgot"))
+            .json(&json!({"email": ALICE}));
+        let slot =
+            "SELECT COUNT(*) FROM mail_throttle WHERE email = 'password_reset:alice@example.com'";
+        let requests = "SELECT COUNT(*) FROM password_reset_requests";
+        let reset_links = "SELECT COUNT(*) FROM one_time_tokens WHERE purpose = 'password_reset'";
+        let reset_mails = "SELECT COUNT(*) FROM outbox WHERE kind = 'password_reset'";
+
+        f.fails_changing_nothing(&forgot).await;
+        // A committed request would be either still pending or already a link (the worker
+        // turns one into the other in one transaction): neither is there.
+        assert_eq!(f.count(requests).await, 0, "{context}: no reset request");
+        assert_eq!(f.count(reset_links).await, 0, "{context}: no reset link");
+        assert_eq!(f.count(reset_mails).await, 0, "{context}: no reset email");
+        assert_eq!(
+            f.count(slot).await,
+            0,
+            "{context}: the throttle slot is free"
+        );
+        assert_eq!(
+            f.events("password_reset_requested").await,
+            0,
+            "{context}: no password_reset_requested event"
+        );
+
+        let retried = send(&forgot).await;
+        assert_eq!(retried.status(), 202, "{context}: the same forgot again");
+        assert_no_cookies(&retried, &context);
+        let body: Value = retried.json().await.unwrap();
+        assert_eq!(
+            body,
+            json!({"message": FORGOT_MESSAGE}),
+            "{context}: the forgot answer"
+        );
+        // The failed attempt held no slot: the retry's request became a link and its email.
+        let token = f.server.link_token("password/reset", 0).await;
+        f.settle().await;
+        assert_eq!(
+            f.count(slot).await,
+            1,
+            "{context}: the slot taken by the retry"
+        );
+        assert_eq!(f.count(reset_links).await, 1, "{context}: one reset link");
+        assert_eq!(f.count(reset_mails).await, 1, "{context}: one reset email");
+        assert_eq!(
+            f.events("password_reset_requested").await,
+            1,
+            "{context}: one password_reset_requested event"
+        );
+        let reset = f
+            .server
+            .client
+            .post(f.server.url("/auth/password/reset"))
+            .json(&json!({"token": token, "password": NEW_PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reset.status(), 204, "{context}: the emailed link resets");
+        assert_eq!(
+            f.login(NEW_PASSWORD).await.status(),
+            200,
+            "{context}: the reset password logs in"
+        );
+        f.finish().await;
+    }
+}
+
+async fn email_resend_failing_before_commit_issues_no_link_and_keeps_the_slot(db: Db) {
+    for action in ACTIONS {
+        // A one-second throttle window instead of the default minute, which the signup's email
+        // took: after it the resend claims the slot, so the rollback of that claim shows.
+        let point = "email_resend.before_commit";
+        let f = Fixture::start_with(db, point, action, &["--mail-throttle", "1"]).await;
+        let context = f.context.clone();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let slot_sql = "SELECT last_sent_at FROM mail_throttle WHERE email = 'email_verification:alice@example.com'";
+        let slot = count(&f.pool, slot_sql).await;
+        let links = "SELECT COUNT(*) FROM one_time_tokens WHERE purpose = 'email_verification'";
+        let mails = "SELECT COUNT(*) FROM outbox WHERE kind = 'email_verification'";
+        assert_eq!(f.count(links).await, 1, "{context}: the signup's link");
+        let resend = f
+            .server
+            .client
+            .post(f.server.url("/auth/email/verify/resend"))
+            .bearer_auth(&f.alice.access_token);
+
+        f.fails_changing_nothing(&resend).await;
+        assert_eq!(f.count(links).await, 1, "{context}: no new link");
+        assert_eq!(f.count(mails).await, 1, "{context}: no new email");
+        assert_eq!(
+            count(&f.pool, slot_sql).await,
+            slot,
+            "{context}: the throttle slot as the signup took it"
+        );
+        assert_eq!(
+            f.events("email_verification_requested").await,
+            0,
+            "{context}: no email_verification_requested event"
+        );
+
+        let retried = send(&resend).await;
+        assert_eq!(retried.status(), 202, "{context}: the same resend again");
+        assert_no_cookies(&retried, &context);
+        let body: Value = retried.json().await.unwrap();
+        assert_eq!(
+            body,
+            json!({"message": RESENT_MESSAGE}),
+            "{context}: the resend answer"
+        );
+        assert_eq!(f.count(links).await, 2, "{context}: the new link");
+        assert_eq!(f.count(mails).await, 2, "{context}: its email");
+        assert!(
+            count(&f.pool, slot_sql).await > slot,
+            "{context}: the slot taken again by the retry"
+        );
+        assert_eq!(
+            f.events("email_verification_requested").await,
+            1,
+            "{context}: one email_verification_requested event"
+        );
+        let first = f.server.link_token("email/verify", 0).await;
+        let token = f.server.link_token("email/verify", 1).await;
+        assert_ne!(first, token, "{context}: a new link was emailed");
+        let verify = f
+            .server
+            .client
+            .post(f.server.url("/auth/email/verify"))
+            .json(&json!({"token": token}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(verify.status(), 204, "{context}: the new link verifies");
+        assert_eq!(
+            f.count("SELECT COUNT(*) FROM users WHERE email_verified_at IS NOT NULL")
+                .await,
+            1,
+            "{context}: the address is verified"
+        );
+        f.finish().await;
+    }
+}
+
+async fn profile_update_failing_before_commit_keeps_the_display_name(db: Db) {
+    for action in ACTIONS {
+        let f = Fixture::start(db, "profile_update.before_commit", action).await;
+        let context = f.context.clone();
+        let update = f
+            .server
+            .client
+            .patch(f.server.url("/auth/me/profile"))
+            .bearer_auth(&f.alice.access_token)
+            .json(&json!({"display_name": "Alice Liddell"}));
+        let name_sql = "SELECT display_name FROM profiles";
+        let me_name = async || {
+            let me = f.server.me(&f.alice.access_token).await;
+            assert_eq!(me.status(), 200, "{context}: GET /auth/me");
+            let body: Value = me.json().await.unwrap();
+            body["profile"]["display_name"].clone()
+        };
+
+        f.fails_changing_nothing(&update).await;
+        assert_eq!(
+            text(&f.pool, name_sql).await,
+            None,
+            "{context}: display name unchanged"
+        );
+        assert_eq!(
+            me_name().await,
+            Value::Null,
+            "{context}: /auth/me unchanged"
+        );
+        assert_eq!(
+            f.events("profile_updated").await,
+            0,
+            "{context}: no profile_updated event"
+        );
+
+        let retried = send(&update).await;
+        assert_eq!(retried.status(), 200, "{context}: the same update again");
+        assert_no_cookies(&retried, &context);
+        let body: Value = retried.json().await.unwrap();
+        assert_eq!(
+            body["profile"]["display_name"], "Alice Liddell",
+            "{context}: the profile as it is now: {body}"
+        );
+        assert_eq!(
+            text(&f.pool, name_sql).await.as_deref(),
+            Some("Alice Liddell"),
+            "{context}: display name set"
+        );
+        assert_eq!(
+            me_name().await,
+            "Alice Liddell",
+            "{context}: /auth/me shows it"
+        );
+        assert_eq!(
+            f.events("profile_updated").await,
+            1,
+            "{context}: one profile_updated event"
+        );
+        f.finish().await;
+    }
+}
+
+/// Which of the caller's sessions a DELETE /auth/sessions/{id} names.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// Another session of the caller: no cookie on success either.
+    Other,
+    /// The request's own session: a logout, its cookies cleared on success.
+    Own,
+}
+
+async fn session_revoke_failing_before_commit_keeps_the_session(db: Db) {
+    for target in [Target::Other, Target::Own] {
+        for action in ACTIONS {
+            let mut f = Fixture::start(db, "session_revoke.before_commit", action).await;
+            f.context = format!("{} revoking the {target:?} session", f.context);
+            let context = f.context.clone();
+            let other = f.second_session().await;
+            let (id, victim) = match target {
+                Target::Other => (f.session_id(&f.alice.access_token, false).await, &other),
+                Target::Own => (f.session_id(&f.alice.access_token, true).await, &f.alice),
+            };
+            let revoke = f
+                .server
+                .client
+                .delete(f.server.url(&format!("/auth/sessions/{id}")))
+                .bearer_auth(&f.alice.access_token);
+            let live = "SELECT COUNT(*) FROM sessions WHERE revoked_at IS NULL";
+            let victim_live =
+                format!("SELECT COUNT(*) FROM sessions WHERE id = '{id}' AND revoked_at IS NULL");
+
+            f.fails_changing_nothing(&revoke).await;
+            assert_eq!(f.count(live).await, 2, "{context}: both sessions live");
+            assert_eq!(
+                f.count(&victim_live).await,
+                1,
+                "{context}: the session is live"
+            );
+            assert_eq!(
+                f.events("session_revoked").await,
+                0,
+                "{context}: no session_revoked event"
+            );
+            assert_eq!(
+                f.me_status(&victim.access_token).await,
+                200,
+                "{context}: the named session's access token works"
+            );
+
+            let retried = send(&revoke).await;
+            assert_eq!(retried.status(), 204, "{context}: the same revoke again");
+            match target {
+                Target::Other => assert_no_cookies(&retried, &context),
+                Target::Own => assert_session_cookies_cleared(retried.headers()),
+            }
+            assert_eq!(
+                f.count(&victim_live).await,
+                0,
+                "{context}: the session revoked"
+            );
+            assert_eq!(f.count(live).await, 1, "{context}: the other one lives");
+            assert_eq!(
+                f.count("SELECT COUNT(*) FROM sessions WHERE revoked_reason = 'revoked_by_user'")
+                    .await,
+                1,
+                "{context}: revoked by the user"
+            );
+            assert_eq!(
+                f.events("session_revoked").await,
+                1,
+                "{context}: one session_revoked event"
+            );
+            assert_eq!(
+                f.me_status(&victim.access_token).await,
+                401,
+                "{context}: the named session's access token is dead"
+            );
+            let survivor = match target {
+                Target::Other => &f.alice,
+                Target::Own => &other,
+            };
+            assert_eq!(
+                f.me_status(&survivor.access_token).await,
+                200,
+                "{context}: the surviving session's access token works"
+            );
+            f.finish().await;
+        }
+    }
+}
