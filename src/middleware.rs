@@ -131,8 +131,9 @@ pub async fn csrf(State(state): State<AppState>, req: Request, next: Next) -> Re
 }
 
 /// Requests not answered within `request_timeout` get the contract's 503 `unavailable` (see
-/// `ApiError::TimedOut` for why 503 and not 408). The handler's future is dropped, which rolls
-/// back a transaction it had open, so the all-or-nothing promise holds; a slow client sending
+/// `ApiError::TimedOut` for why 503 and not 408). The handler's future is dropped; a store flow it
+/// started ends on its own and, finding its caller gone, rolls back (`store/tx.rs`), so the
+/// all-or-nothing promise holds; a slow client sending
 /// its body byte by byte is cut off the same way, since the body is read inside the handler.
 /// A hash already running finishes on its thread and keeps its place in the queue until then.
 pub async fn timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {

@@ -71,7 +71,10 @@ pub async fn deliver_due(state: &AppState) -> anyhow::Result<Pass> {
 
 /// `deliver_due`, stopping between two messages once `stop` is true.
 async fn deliver(state: &AppState, stop: &watch::Receiver<bool>) -> anyhow::Result<Pass> {
-    expand_reset_requests(state).await?;
+    // Whatever happens to the requests, the outbox is delivered.
+    if let Err(err) = expand_reset_requests(state).await {
+        tracing::warn!(error = ?err, "expanding reset requests failed; delivering the outbox");
+    }
     let mut pass = Pass::default();
     while !*stop.borrow()
         && let Some(message) = claim_one(state).await?
@@ -143,36 +146,54 @@ async fn record(
 
 /// Turns pending password reset requests into links and emails (see `store::flows::password`):
 /// an address with an account gets its link, one without is dropped. Each request in a
-/// transaction of its own; a request another instance took first is skipped.
+/// transaction of its own; a request another instance took first is skipped. A request that
+/// cannot be turned into a link (a stored address no longer valid, a template failing) is logged
+/// and dropped, so that it never holds up the other requests or the outbox.
 async fn expand_reset_requests(state: &AppState) -> anyhow::Result<()> {
     let pending = store::reset_requests::pending(state.store.reader(), 50).await?;
     for request in pending {
-        let contact = match Email::parse(&request.email) {
-            Ok(typed) => store::users::find_contact_by_email(state.store.reader(), &typed).await?,
-            Err(_) => None,
-        };
-        let Some(contact) = contact else {
-            state.store.discard_reset_request(request.id).await?;
-            continue;
-        };
-        let user_id = store::parse_id(&contact.id)?;
-        // The address on file, not the one typed: they are equal only after normalization.
-        let to = Email::parse(&contact.email)
-            .map_err(|problem| anyhow::anyhow!("stored email is invalid: {problem}"))?;
-        let now = state.clock.now();
-        let link = links::prepare(state, LinkKind::PasswordReset, &to, now)
-            .map_err(|err| anyhow::anyhow!("cannot prepare the reset link: {err:?}"))?;
-        let actor = Actor {
-            user_id: Some(user_id),
-            session_id: None,
-            ip: request.ip,
-            user_agent: request.user_agent,
-        };
-        state
-            .store
-            .issue_reset_link(request.id, user_id, link, actor, now)
-            .await?;
+        expand(state, request).await?;
     }
+    Ok(())
+}
+
+async fn expand(state: &AppState, request: store::reset_requests::Pending) -> anyhow::Result<()> {
+    let contact = match Email::parse(&request.email) {
+        Ok(typed) => store::users::find_contact_by_email(state.store.reader(), &typed).await?,
+        Err(_) => None,
+    };
+    let Some(contact) = contact else {
+        state.store.discard_reset_request(request.id).await?;
+        return Ok(());
+    };
+    let user_id = store::parse_id(&contact.id)?;
+    let now = state.clock.now();
+    // The address on file, not the one typed: they are equal only after normalization.
+    let prepared = Email::parse(&contact.email)
+        .map_err(|problem| format!("the stored address is not valid: {problem}"))
+        .and_then(|to| {
+            links::prepare(state, LinkKind::PasswordReset, &to, now)
+                .map_err(|err| format!("the link cannot be prepared: {err:?}"))
+        });
+    let link = match prepared {
+        Ok(link) => link,
+        Err(why) => {
+            // Permanent: trying again would fail again and hold up the requests behind it.
+            tracing::error!(user_id = %user_id, why, "reset request dropped: no link issued");
+            state.store.discard_reset_request(request.id).await?;
+            return Ok(());
+        }
+    };
+    let actor = Actor {
+        user_id: Some(user_id),
+        session_id: None,
+        ip: request.ip,
+        user_agent: request.user_agent,
+    };
+    state
+        .store
+        .issue_reset_link(request.id, user_id, link, actor, now)
+        .await?;
     Ok(())
 }
 

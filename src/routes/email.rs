@@ -113,6 +113,9 @@ pub(super) async fn resend(
     auth: Authenticated,
     client: ClientInfo,
 ) -> Result<Response, ApiError> {
+    // The extractor told the request's span; the handler's (and the store task that inherits
+    // it) says it too.
+    tracing::Span::current().record("user_id", tracing::field::display(auth.user_id));
     state
         .limits
         .check(Limit::VerifyResend, &auth.user_id.to_string())

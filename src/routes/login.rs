@@ -78,15 +78,19 @@ pub(super) async fn login(
 ) -> Result<Response, ApiError> {
     let (email, password) = parse(req)?;
     let secure = state.settings.cookie_secure;
-    let device = cookies::device_token(&jar, secure)
-        .and_then(|value| device::verify(&state.device_secret, &email, &value));
     // Shed load first: a refused request costs no counter and no write.
     let slot = state.hasher.reserve()?;
+    let found = store::users::find_credentials(state.store.reader(), &email).await?;
+    // A device cookie counts only for an account whose password has not changed since it was
+    // issued (see `crate::device`).
+    let device = cookies::device_token(&jar, secure).and_then(|value| {
+        let hash = &found.as_ref()?.password_hash;
+        device::verify(&state.device_secret, &email, hash, &value)
+    });
     let attempt = state
         .limits
         .login_attempt(&client, &email, device.as_deref())
         .await?;
-    let found = store::users::find_credentials(state.store.reader(), &email).await?;
     let user_id = found.as_ref().map(|c| store::parse_id(&c.id)).transpose()?;
     let stored_hash = found.map(|c| c.password_hash);
     // Unknown accounts verify a dummy hash: same work, same answer, same code.
@@ -115,6 +119,7 @@ pub(super) async fn login(
     // Between the verification and the transaction: where a reset, change or disable can commit.
     failpoint!("login.after_verify");
     let prepared = session::prepare(&state, &client, now);
+    let credential = rehash.clone().unwrap_or_else(|| verified_hash.clone());
     let new = NewLogin {
         user_id,
         verified_hash,
@@ -137,7 +142,8 @@ pub(super) async fn login(
     Metrics::outcome(&state.metrics.logins, "success");
     // This browser signed in to the account: from now on its failures are its own (see
     // `crate::device`).
-    let jar = cookies::set_device(jar, secure, device::issue(&state.device_secret, &email));
+    let device = device::issue(&state.device_secret, &email, &credential);
+    let jar = cookies::set_device(jar, secure, device);
     session::respond(
         &state,
         jar,

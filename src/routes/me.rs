@@ -94,6 +94,9 @@ pub(super) async fn update_profile(
     client: ClientInfo,
     ApiJson(req): ApiJson<ProfileUpdate>,
 ) -> Result<Json<ProfileResponse>, ApiError> {
+    // The extractor told the request's span; the handler's (and the store task that inherits
+    // it) says it too.
+    tracing::Span::current().record("user_id", tracing::field::display(auth.user_id));
     if let Some(raw) = req.display_name {
         let name = match raw.as_deref().map(DisplayName::parse) {
             Some(Ok(name)) => name,

@@ -233,6 +233,9 @@ pub(super) async fn change(
     client: ClientInfo,
     ApiJson(req): ApiJson<ChangeRequest>,
 ) -> Result<Response, ApiError> {
+    // The extractor told the request's span; the handler's (and the store task that inherits
+    // it) says it too.
+    tracing::Span::current().record("user_id", tracing::field::display(auth.user_id));
     let user_id = auth.user_id;
     let own = store::users::find_own_credentials(state.store.reader(), user_id)
         .await?

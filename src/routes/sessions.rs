@@ -48,6 +48,9 @@ pub(super) async fn logout_all(
     client: ClientInfo,
     jar: CookieJar,
 ) -> Result<impl IntoResponse, ApiError> {
+    // The extractor told the request's span; the handler's (and the store task that inherits
+    // it) says it too.
+    tracing::Span::current().record("user_id", tracing::field::display(auth.user_id));
     let actor = client.actor(Some(auth.user_id), Some(auth.session_id));
     // One store call: the revocations and their audit event.
     let revoked = state
@@ -102,6 +105,9 @@ pub(super) async fn list(
     State(state): State<AppState>,
     auth: Authenticated,
 ) -> Result<Json<SessionList>, ApiError> {
+    // The extractor told the request's span; the handler's (and the store task that inherits
+    // it) says it too.
+    tracing::Span::current().record("user_id", tracing::field::display(auth.user_id));
     let rows =
         store::sessions::live_sessions(state.store.reader(), auth.user_id, state.clock.now())
             .await?;
@@ -148,6 +154,9 @@ pub(super) async fn revoke(
     jar: CookieJar,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    // The extractor told the request's span; the handler's (and the store task that inherits
+    // it) says it too.
+    tracing::Span::current().record("user_id", tracing::field::display(auth.user_id));
     // An id that is no UUID, or not even UTF-8 once percent-decoded (whose rejection would
     // otherwise be axum's plain-text 400), names no session of the caller.
     let session_id = id

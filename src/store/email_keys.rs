@@ -123,7 +123,7 @@ async fn try_rekey(store: &Store, now: Millis) -> Result<Report, sqlx::Error> {
     // One transaction: every key of this version, their tokens and the version row. Nothing is
     // ever half re-keyed.
     store
-        .write((), move |c, ()| Box::pin(rekey_flow(c, now)))
+        .record((), move |c, ()| Box::pin(rekey_flow(c, now)))
         .await
 }
 

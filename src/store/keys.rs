@@ -10,7 +10,7 @@ use crate::keys::StoredKey;
 /// inserts (on PostgreSQL both may, which leaves two valid keys: harmless).
 pub async fn insert_first(store: &Store, key: &StoredKey) -> Result<bool, sqlx::Error> {
     store
-        .write(key.clone(), |c, key| {
+        .record(key.clone(), |c, key| {
             Box::pin(async move {
                 let active: i64 = sqlx::query_scalar(
                     "SELECT COUNT(*) FROM signing_keys WHERE retired_at IS NULL",
@@ -35,7 +35,7 @@ pub async fn rotate(
     made_before: Option<Millis>,
 ) -> Result<bool, sqlx::Error> {
     store
-        .write(key.clone(), move |c, key| {
+        .record(key.clone(), move |c, key| {
             Box::pin(async move {
                 // Conditional rotation retires only keys older than the cutoff. Of two instances
                 // racing, the second either blocks on the first's row lock and then finds the old

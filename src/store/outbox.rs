@@ -203,7 +203,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Claimed>, sqlx::Error> {
         let backend = self.backend();
-        self.write((), move |c, ()| {
+        self.record((), move |c, ()| {
             Box::pin(async move {
                 let claimed = claim_due(c, backend, claim_id, now, lease_until, limit).await?;
                 Ok(Done::Commit(claimed))
@@ -221,7 +221,7 @@ impl Store {
         outcome: Outcome,
         now: Millis,
     ) -> Result<bool, sqlx::Error> {
-        self.write((id, outcome), move |c, (id, outcome)| {
+        self.record((id, outcome), move |c, (id, outcome)| {
             Box::pin(async move {
                 let changed = match outcome {
                     Outcome::Sent => mark_sent(c, id, now).await?,
@@ -246,7 +246,7 @@ impl Store {
         mail_before: Millis,
         slots_before: Millis,
     ) -> Result<(), sqlx::Error> {
-        self.write((), move |c, ()| {
+        self.record((), move |c, ()| {
             Box::pin(async move {
                 super::one_time_tokens::prune(&mut *c, tokens_before).await?;
                 prune(&mut *c, mail_before).await?;
@@ -260,7 +260,7 @@ impl Store {
 
     /// Deletes sessions that ended before `ended_before`; how many.
     pub async fn prune_sessions(&self, ended_before: Millis) -> Result<u64, sqlx::Error> {
-        self.write((), move |c, ()| {
+        self.record((), move |c, ()| {
             Box::pin(async move {
                 Ok(Done::Commit(
                     super::sessions::prune(&mut *c, ended_before).await?,

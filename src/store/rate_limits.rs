@@ -208,7 +208,7 @@ impl Store {
         now: Millis,
         period: Millis,
     ) -> Result<Window, sqlx::Error> {
-        self.write(key, move |c, key| {
+        self.record(key, move |c, key| {
             Box::pin(async move { Ok(Done::Commit(hit(&mut *c, key, now, period).await?)) })
         })
         .await
@@ -218,13 +218,13 @@ impl Store {
     /// its own (so concurrent attempts cannot slip past a limit while their hashes run); the
     /// success path takes it back inside its own flow (`Refund`).
     pub async fn count_attempt(&self, new: NewAttempt) -> Result<Attempt, sqlx::Error> {
-        self.write(new, |c, new| Box::pin(count_attempt(c, new)))
+        self.record(new, |c, new| Box::pin(count_attempt(c, new)))
             .await
     }
 
     /// Forgets a counter (a reset that happened outside the flows, e.g. by the operator).
     pub async fn clear_limit(&self, key: String) -> Result<(), sqlx::Error> {
-        self.write(key, |c, key| {
+        self.record(key, |c, key| {
             Box::pin(async move {
                 clear(&mut *c, key).await?;
                 Ok(Done::Commit(()))
@@ -235,7 +235,7 @@ impl Store {
 
     /// Deletes counters that mean nothing any more; how many.
     pub async fn prune_rate_limits(&self, now: Millis) -> Result<u64, sqlx::Error> {
-        self.write((), move |c, ()| {
+        self.record((), move |c, ()| {
             Box::pin(async move { Ok(Done::Commit(prune(&mut *c, now).await?)) })
         })
         .await

@@ -266,8 +266,11 @@ pub(in crate::store) async fn revoke_all_sessions<'e>(
     now: Millis,
 ) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
+        // Every session not revoked yet, expired ones included: a refresh that read the clock a
+        // moment earlier (or on an instance whose clock is behind) may still find one live and
+        // extend it, so "expired" is no reason to leave a session unrevoked.
         "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
-         WHERE user_id = $3 AND revoked_at IS NULL AND idle_expires_at > $1 AND absolute_expires_at > $1",
+         WHERE user_id = $3 AND revoked_at IS NULL",
     )
     .bind(now)
     .bind(reason.as_str())

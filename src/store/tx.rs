@@ -18,7 +18,10 @@
 //! 1. **The flow runs in a task of its own** (`tokio::spawn`), from acquiring the connection to the
 //!    commit or rollback. Dropping the caller's future drops only a `JoinHandle`: the task is not
 //!    cancelled, so the transaction is always committed or rolled back by this code. (Only the
-//!    runtime shutting down can stop it, and then every connection closes with it.)
+//!    runtime shutting down can stop it, and then every connection closes with it.) A flow whose
+//!    caller is gone by the time it would commit rolls back instead: a client that hung up, or a
+//!    request that timed out with 503, changed nothing (a caller that goes away during the
+//!    `COMMIT` itself finds it done).
 //! 2. **A connection whose state is not known to be clean is closed, never returned**: after any
 //!    error (but a serialization failure that rolled back cleanly), after a panic inside the flow,
 //!    or whenever sqlx still counts it inside a transaction afterwards. The pool opens a fresh
@@ -42,6 +45,7 @@ use futures_util::FutureExt as _;
 use futures_util::future::BoxFuture;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Connection as _};
+use tokio::sync::oneshot;
 use tracing::Instrument as _;
 
 use super::{Backend, Store};
@@ -56,14 +60,67 @@ pub(super) enum Done<T> {
     Rollback(T),
 }
 
+/// What a flow does when its caller is gone by the time it would commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IfAbandoned {
+    RollBack,
+    Commit,
+}
+
+/// The flow's view of its caller.
+struct Caller {
+    /// Closed once the caller stopped waiting.
+    waiting: oneshot::Sender<()>,
+    if_abandoned: IfAbandoned,
+}
+
+impl Caller {
+    fn gone(&self) -> bool {
+        self.if_abandoned == IfAbandoned::RollBack && self.waiting.is_closed()
+    }
+}
+
 /// How many times a transaction is tried when the database asks for a retry.
 const MAX_ATTEMPTS: u32 = 8;
 
 impl Store {
     /// Runs `flow` with `input` in one write transaction in a task of its own, and returns its
     /// outcome once the transaction has committed or rolled back. See the module docs for why the
-    /// caller may be dropped at any moment without leaving anything half-done.
+    /// caller may be dropped at any moment without leaving anything half-done; a flow whose
+    /// caller is gone when it would commit rolls back.
     pub(super) async fn write<I, T, F>(&self, input: I, flow: F) -> Result<T, sqlx::Error>
+    where
+        I: Send + Sync + 'static,
+        T: Send + 'static,
+        F: for<'t> Fn(&'t mut Conn, &'t I) -> BoxFuture<'t, Result<Done<T>, sqlx::Error>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.run_flow(input, flow, IfAbandoned::RollBack).await
+    }
+
+    /// `write` for what must be recorded whether or not anyone waits for it: rate-limit
+    /// counts, failed attempts, the revocation of a reused refresh token's session (an attacker
+    /// hanging up must not undo it), and the work of background jobs.
+    pub(super) async fn record<I, T, F>(&self, input: I, flow: F) -> Result<T, sqlx::Error>
+    where
+        I: Send + Sync + 'static,
+        T: Send + 'static,
+        F: for<'t> Fn(&'t mut Conn, &'t I) -> BoxFuture<'t, Result<Done<T>, sqlx::Error>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.run_flow(input, flow, IfAbandoned::Commit).await
+    }
+
+    async fn run_flow<I, T, F>(
+        &self,
+        input: I,
+        flow: F,
+        if_abandoned: IfAbandoned,
+    ) -> Result<T, sqlx::Error>
     where
         I: Send + Sync + 'static,
         T: Send + 'static,
@@ -79,11 +136,18 @@ impl Store {
             Backend::Sqlite => "BEGIN IMMEDIATE",
             Backend::Postgres => "BEGIN",
         };
+        // The caller holds `_waiting` until it has the outcome; dropped (a hang-up, a timeout),
+        // it closes `caller`, and the flow rolls back instead of committing for nobody.
+        let (caller, _waiting) = oneshot::channel::<()>();
+        let caller = Caller {
+            waiting: caller,
+            if_abandoned,
+        };
         let task = tokio::spawn(
             async move {
                 let mut attempt = 1;
                 loop {
-                    match once(&pool, begin, &flow, &input).await {
+                    match once(&pool, begin, &flow, &input, &caller).await {
                         Err(failed) if failed.worth_another_try(attempt) => {
                             tracing::info!(attempt, error = %failed.error, "transaction retried");
                             tokio::time::sleep(backoff(attempt)).await;
@@ -111,6 +175,7 @@ async fn once<I, T, F>(
     begin: &'static str,
     flow: &F,
     input: &I,
+    caller: &Caller,
 ) -> Result<T, Failed>
 where
     F: for<'t> Fn(&'t mut Conn, &'t I) -> BoxFuture<'t, Result<Done<T>, sqlx::Error>>,
@@ -119,25 +184,28 @@ where
         error,
         step: Step::Acquire,
     })?;
-    let ran = AssertUnwindSafe(run(&mut conn, begin, flow, input))
+    let ran = AssertUnwindSafe(run(&mut conn, begin, flow, input, caller))
         .catch_unwind()
         .await;
     match ran {
-        Ok(Ok(outcome)) if !conn.is_in_transaction() => Ok(outcome),
-        Ok(Ok(_)) => {
-            discard(conn).await;
-            Err(Failed {
-                error: sqlx::Error::Protocol(
-                    "connection inside a transaction after its flow".into(),
-                ),
-                step: Step::Flow,
-            })
+        Ok(Ok(outcome)) => {
+            // Committed or rolled back as the flow said; a connection that still counts itself
+            // inside a transaction after that is not trusted with the next flow.
+            if conn.is_in_transaction() {
+                discard(conn).await;
+            }
+            Ok(outcome)
         }
         Ok(Err(failed)) => {
             // A serialization failure whose rollback went through leaves a clean connection;
             // after any other error the connection may be in a state nobody knows (SQLite rolls
             // back by itself on a full disk; a session setting may have broken): close it.
-            if !(failed.retryable() && failed.step == Step::Flow) || conn.is_in_transaction() {
+            let clean = match failed.step {
+                Step::Abandoned => true,
+                Step::Flow => failed.retryable(),
+                Step::Acquire | Step::Begin | Step::End => false,
+            };
+            if !clean || conn.is_in_transaction() {
                 discard(conn).await;
             }
             Err(failed)
@@ -159,6 +227,8 @@ enum Step {
     Flow,
     /// `COMMIT` or `ROLLBACK` of an outcome.
     End,
+    /// The caller went away before the commit: rolled back, cleanly.
+    Abandoned,
 }
 
 /// A failed attempt.
@@ -177,7 +247,7 @@ impl Failed {
             // PostgreSQL may refuse a SERIALIZABLE transaction at its COMMIT: with 40001 it is
             // known to have rolled back, so running it again is as safe as after a statement.
             Step::Flow | Step::End => attempt < MAX_ATTEMPTS && self.retryable(),
-            Step::Acquire => false,
+            Step::Acquire | Step::Abandoned => false,
         }
     }
 
@@ -192,6 +262,7 @@ async fn run<I, T, F>(
     begin: &'static str,
     flow: &F,
     input: &I,
+    caller: &Caller,
 ) -> Result<T, Failed>
 where
     F: for<'t> Fn(&'t mut Conn, &'t I) -> BoxFuture<'t, Result<Done<T>, sqlx::Error>>,
@@ -199,6 +270,17 @@ where
     let at = |step| move |error| Failed { error, step };
     let mut tx = conn.begin_with(begin).await.map_err(at(Step::Begin))?;
     match flow(&mut tx, input).await {
+        Ok(Done::Commit(outcome)) if caller.gone() => {
+            // Nobody will receive the outcome (nor the tokens and cookies that follow a commit):
+            // the request ends as if it had never been made.
+            drop(outcome);
+            tx.rollback().await.map_err(at(Step::End))?;
+            tracing::info!("the caller went away before the commit: rolled back");
+            Err(Failed {
+                error: sqlx::Error::Protocol("the caller went away before the commit".into()),
+                step: Step::Abandoned,
+            })
+        }
         Ok(Done::Commit(outcome)) => {
             tx.commit().await.map_err(at(Step::End))?;
             Ok(outcome)

@@ -57,7 +57,7 @@ impl Store {
         actor: Actor,
         now: Millis,
     ) -> Result<(), sqlx::Error> {
-        self.write(actor, move |c, actor| {
+        self.record(actor, move |c, actor| {
             Box::pin(async move {
                 audit::record(&mut *c, kind, actor, now).await?;
                 Ok(Done::Commit(()))

@@ -110,7 +110,7 @@ impl Store {
         actor: Actor,
         now: Millis,
     ) -> Result<bool, sqlx::Error> {
-        self.write((request_id, link, actor), move |c, (id, link, actor)| {
+        self.record((request_id, link, actor), move |c, (id, link, actor)| {
             Box::pin(async move {
                 if !reset_requests::take(&mut *c, id).await? {
                     return Ok(Done::Rollback(false));
@@ -125,7 +125,7 @@ impl Store {
 
     /// Drops a pending reset request for an address with no account.
     pub async fn discard_reset_request(&self, request_id: String) -> Result<(), sqlx::Error> {
-        self.write(request_id, |c, id| {
+        self.record(request_id, |c, id| {
             Box::pin(async move {
                 reset_requests::take(&mut *c, id).await?;
                 Ok(Done::Commit(()))
@@ -169,10 +169,8 @@ async fn reset(c: &mut Conn, new: &NewReset) -> Result<Done<Reset>, sqlx::Error>
 
 async fn change(c: &mut Conn, new: &NewChange) -> Result<Done<Change>, sqlx::Error> {
     let user_id = new.session.user_id;
-    if !lock_live_session(c, new.session, new.now).await? {
-        return Ok(Done::Rollback(Change::Stale));
-    }
-    // Only if the hash is still the one just verified (a reset or change may have won a race).
+    // The user row first, then the session (the lock order of every flow): only if the hash is
+    // still the one just verified (a reset or change may have won a race) …
     if !users::replace_password_hash(
         &mut *c,
         user_id,
@@ -182,6 +180,10 @@ async fn change(c: &mut Conn, new: &NewChange) -> Result<Done<Change>, sqlx::Err
     )
     .await?
     {
+        return Ok(Done::Rollback(Change::Stale));
+    }
+    // … and while the caller's session is live.
+    if !lock_live_session(c, new.session, new.now).await? {
         return Ok(Done::Rollback(Change::Stale));
     }
     let keep = new.session.session_id;

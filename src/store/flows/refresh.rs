@@ -53,7 +53,7 @@ impl Store {
         actor: Actor,
         now: Millis,
     ) -> Result<bool, sqlx::Error> {
-        self.write(actor, move |c, actor| {
+        self.record(actor, move |c, actor| {
             Box::pin(async move {
                 let reason = sessions::Reason::RefreshTokenReuse;
                 if !sessions::revoke_session(&mut *c, session_id, reason, now).await? {

@@ -19,7 +19,7 @@ impl Store {
         actor: Actor,
         now: Millis,
     ) -> Result<bool, sqlx::Error> {
-        self.write(actor, move |c, actor| {
+        self.record(actor, move |c, actor| {
             Box::pin(async move {
                 if !sessions::revoke_session(&mut *c, session_id, Reason::Logout, now).await? {
                     return Ok(Done::Commit(false));
@@ -39,7 +39,7 @@ impl Store {
         actor: Actor,
         now: Millis,
     ) -> Result<u64, sqlx::Error> {
-        self.write(actor, move |c, actor| {
+        self.record(actor, move |c, actor| {
             Box::pin(async move {
                 let revoked =
                     sessions::revoke_all_sessions(&mut *c, user_id, Reason::LogoutAll, now).await?;
@@ -59,7 +59,7 @@ impl Store {
         actor: Actor,
         now: Millis,
     ) -> Result<bool, sqlx::Error> {
-        self.write(actor, move |c, actor| {
+        self.record(actor, move |c, actor| {
             Box::pin(async move {
                 let reason = Reason::RevokedByUser;
                 if !sessions::revoke_own_session(&mut *c, session_id, user_id, reason, now).await? {
@@ -82,7 +82,7 @@ impl Store {
         disable: bool,
         now: Millis,
     ) -> Result<Option<u64>, sqlx::Error> {
-        self.write((), move |c, ()| {
+        self.record((), move |c, ()| {
             Box::pin(async move {
                 if !admin::set_disabled(&mut *c, user_id, disable.then_some(now), now).await? {
                     return Ok(Done::Rollback(None));
@@ -108,7 +108,7 @@ impl Store {
     /// Deletes an account (cascading to its profile, sessions and tokens) with its audit event,
     /// which outlives it; whether there was one.
     pub async fn delete_user(&self, user_id: Uuid, now: Millis) -> Result<bool, sqlx::Error> {
-        self.write((), move |c, ()| {
+        self.record((), move |c, ()| {
             Box::pin(async move {
                 if !admin::delete_user(&mut *c, user_id).await? {
                     return Ok(Done::Rollback(false));
@@ -132,7 +132,7 @@ impl Store {
         user_id: Uuid,
         now: Millis,
     ) -> Result<u64, sqlx::Error> {
-        self.write((), move |c, ()| {
+        self.record((), move |c, ()| {
             Box::pin(async move {
                 let reason = Reason::RevokedByAdmin;
                 let revoked = sessions::revoke_all_sessions(&mut *c, user_id, reason, now).await?;
