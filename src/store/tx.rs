@@ -60,6 +60,23 @@ pub(super) enum Done<T> {
     Rollback(T),
 }
 
+/// A flow: the statements of one transaction, on its connection, from its prepared input.
+pub(super) trait Flow<I, T>:
+    for<'t> Fn(&'t mut Conn, &'t I) -> BoxFuture<'t, Result<Done<T>, sqlx::Error>>
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<I, T, F> Flow<I, T> for F where
+    F: for<'t> Fn(&'t mut Conn, &'t I) -> BoxFuture<'t, Result<Done<T>, sqlx::Error>>
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// What a flow does when its caller is gone by the time it would commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum IfAbandoned {
@@ -92,10 +109,7 @@ impl Store {
     where
         I: Send + Sync + 'static,
         T: Send + 'static,
-        F: for<'t> Fn(&'t mut Conn, &'t I) -> BoxFuture<'t, Result<Done<T>, sqlx::Error>>
-            + Send
-            + Sync
-            + 'static,
+        F: Flow<I, T>,
     {
         self.run_flow(input, flow, IfAbandoned::RollBack).await
     }
@@ -107,10 +121,7 @@ impl Store {
     where
         I: Send + Sync + 'static,
         T: Send + 'static,
-        F: for<'t> Fn(&'t mut Conn, &'t I) -> BoxFuture<'t, Result<Done<T>, sqlx::Error>>
-            + Send
-            + Sync
-            + 'static,
+        F: Flow<I, T>,
     {
         self.run_flow(input, flow, IfAbandoned::Commit).await
     }
@@ -124,10 +135,7 @@ impl Store {
     where
         I: Send + Sync + 'static,
         T: Send + 'static,
-        F: for<'t> Fn(&'t mut Conn, &'t I) -> BoxFuture<'t, Result<Done<T>, sqlx::Error>>
-            + Send
-            + Sync
-            + 'static,
+        F: Flow<I, T>,
     {
         let pool = self.write.clone();
         let begin = match self.backend {
@@ -178,7 +186,7 @@ async fn once<I, T, F>(
     caller: &Caller,
 ) -> Result<T, Failed>
 where
-    F: for<'t> Fn(&'t mut Conn, &'t I) -> BoxFuture<'t, Result<Done<T>, sqlx::Error>>,
+    F: Flow<I, T>,
 {
     let mut conn = pool.acquire().await.map_err(|error| Failed {
         error,
@@ -265,7 +273,7 @@ async fn run<I, T, F>(
     caller: &Caller,
 ) -> Result<T, Failed>
 where
-    F: for<'t> Fn(&'t mut Conn, &'t I) -> BoxFuture<'t, Result<Done<T>, sqlx::Error>>,
+    F: Flow<I, T>,
 {
     let at = |step| move |error| Failed { error, step };
     let mut tx = conn.begin_with(begin).await.map_err(at(Step::Begin))?;

@@ -31,10 +31,6 @@ db_tests!(
 /// What a failpoint does when it fires: fail the step with an error, or panic there.
 const ACTIONS: [&str; 2] = ["return", "panic"];
 
-/// The contract's 500, byte for byte: nothing about the cause leaks.
-const INTERNAL: &str =
-    r#"{"error":{"code":"internal","message":"Something went wrong on our side."}}"#;
-
 /// The contract's answers of forgot and resend.
 const FORGOT_MESSAGE: &str =
     "If an account exists for this email address, a link to reset its password is on its way.";
@@ -84,25 +80,9 @@ impl Fixture {
         let context = format!("{point}=1*{action} ({db:?})");
         let test_db = TestDb::new(db).await;
         let kek = latchkey::keys::Kek::generate_encoded();
-        let mut args = vec![
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--database-url",
-            &test_db.url,
-            "--key-encryption-key",
-            &kek,
-            "--rate-limits",
-            "off",
-            "--public-url",
-            PUBLIC_URL,
-            "--hash-threads",
-            "2",
-        ];
-        args.extend_from_slice(extra);
         let failpoints = format!("{point}=1*{action}");
         let env = [("FAILPOINTS", failpoints.as_str())];
-        let server = ServerProcess::start(&args, &env, &std::env::temp_dir()).await;
+        let server = ServerProcess::serve_with(&test_db, &kek, extra, &env).await;
         let pool = test_db.pool().await;
 
         let signup = server.signup(ALICE).await;
@@ -223,13 +203,6 @@ async fn send(request: &RequestBuilder) -> reqwest::Response {
         .expect("request answered")
 }
 
-async fn count(pool: &AnyPool, sql: &str) -> i64 {
-    sqlx::query_scalar(sql)
-        .fetch_one(pool)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
 async fn text(pool: &AnyPool, sql: &str) -> Option<String> {
     sqlx::query_scalar(sql)
         .fetch_one(pool)
@@ -284,31 +257,6 @@ fn cell(row: &AnyRow, i: usize) -> String {
     panic!("column {i} decodes as no known type");
 }
 
-/// A 500 `internal` in the contract's shape, with no cookie.
-async fn assert_internal_without_cookies(response: reqwest::Response, context: &str) {
-    assert_eq!(response.status(), 500, "{context}: status");
-    assert!(
-        response.headers().get("set-cookie").is_none(),
-        "{context}: no cookie on a failure, got {:?}",
-        response.headers().get_all("set-cookie")
-    );
-    assert!(
-        response.headers().contains_key("x-request-id"),
-        "{context}: X-Request-Id"
-    );
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned());
-    assert_eq!(
-        content_type.as_deref(),
-        Some("application/json"),
-        "{context}: content type"
-    );
-    let body = response.text().await.unwrap();
-    assert_eq!(body, INTERNAL, "{context}: body");
-}
-
 /// The failpoint fired (its name is in the log): the 500 was not some other failure.
 async fn assert_logged(server: &ServerProcess, point: &str, context: &str) {
     for _ in 0..50 {
@@ -335,14 +283,7 @@ async fn password_change_failing_before_commit_keeps_the_password_and_the_sessio
         let context = f.context.clone();
         let other = f.second_session().await;
         // A pending reset link, which a change revokes.
-        let forgot = f
-            .server
-            .client
-            .post(f.server.url("/auth/password/forgot"))
-            .json(&json!({"email": ALICE}))
-            .send()
-            .await
-            .unwrap();
+        let forgot = f.server.forgot(ALICE).await;
         assert_eq!(
             forgot.status(),
             202,

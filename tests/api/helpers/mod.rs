@@ -341,6 +341,46 @@ impl Drop for TestApp {
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
+/// The contract's 500, byte for byte: nothing about the cause leaks.
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+pub const INTERNAL: &str =
+    r#"{"error":{"code":"internal","message":"Something went wrong on our side."}}"#;
+
+/// A single integer (`SELECT COUNT(*) …`) from a pool of the test database.
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+pub async fn count(pool: &AnyPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// A 500 `internal` in the contract's shape, with no cookie.
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+pub async fn assert_internal_without_cookies(response: reqwest::Response, context: &str) {
+    assert_eq!(response.status(), 500, "{context}: status");
+    assert!(
+        response.headers().get("set-cookie").is_none(),
+        "{context}: no cookie on a failure, got {:?}",
+        response.headers().get_all("set-cookie")
+    );
+    assert!(
+        response.headers().contains_key("x-request-id"),
+        "{context}: X-Request-Id"
+    );
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(
+        content_type.as_deref(),
+        Some("application/json"),
+        "{context}: content type"
+    );
+    let body = response.text().await.unwrap();
+    assert_eq!(body, INTERNAL, "{context}: body");
+}
+
 /// The contract's invariant: no user without a profile.
 pub const ORPHANS: &str =
     "SELECT COUNT(*) FROM users u LEFT JOIN profiles p ON p.user_id = u.id WHERE p.user_id IS NULL";

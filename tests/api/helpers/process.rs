@@ -25,7 +25,17 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// `latchkey serve` on a test database with the test flags and extra environment.
     pub async fn serve(db: &TestDb, kek: &str, env: &[(&str, &str)]) -> ServerProcess {
-        let args = [
+        ServerProcess::serve_with(db, kek, &[], env).await
+    }
+
+    /// `serve` with `extra` flags after the test flags.
+    pub async fn serve_with(
+        db: &TestDb,
+        kek: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> ServerProcess {
+        let mut args = vec![
             "serve",
             "--listen",
             "127.0.0.1:0",
@@ -40,6 +50,7 @@ impl ServerProcess {
             "--hash-threads",
             "2",
         ];
+        args.extend_from_slice(extra);
         ServerProcess::start(&args, env, &std::env::temp_dir()).await
     }
 
@@ -160,6 +171,16 @@ impl ServerProcess {
             .send()
             .await
             .expect("signup request answered")
+    }
+
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+    pub async fn forgot(&self, email: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/auth/password/forgot"))
+            .json(&json!({"email": email}))
+            .send()
+            .await
+            .expect("forgot request answered")
     }
 
     pub async fn login(&self, email: &str) -> reqwest::Response {
