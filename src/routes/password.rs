@@ -28,6 +28,7 @@ use crate::domain::password::{MAX_CHARS, normalize_secret};
 use crate::domain::{Email, NewPassword, required};
 use crate::error::{ApiError, ErrorBody, FieldErrors};
 use crate::extract::{ApiJson, Authenticated, ClientInfo};
+use crate::failpoint::failpoint;
 use crate::limits::Limit;
 use crate::mail::Kind;
 use crate::mail::links;
@@ -274,6 +275,8 @@ pub(super) async fn change(
         return Err(ApiError::InvalidCredentials);
     }
     let password_hash = state.hasher.hash(new.into_secret()).await?;
+    // Between the verification and the transaction: where a reset or another change can commit.
+    failpoint!("password_change.after_verify");
     let now = state.clock.now();
     let new = NewChange {
         session: SessionRef {

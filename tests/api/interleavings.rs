@@ -16,6 +16,7 @@ db_tests!(
     flows_abandoned_before_their_commit_end_whole_and_writes_go_on,
     a_reset_committing_while_a_login_verifies_leaves_no_live_session,
     a_password_change_committing_while_a_login_verifies_leaves_no_new_session,
+    a_reset_committing_while_a_password_change_verifies_wins,
     a_disable_committing_while_a_login_verifies_leaves_no_live_session,
     a_logout_all_committing_while_a_refresh_spends_leaves_no_live_token,
 );
@@ -35,13 +36,6 @@ async fn server_with_kek(db: &TestDb, kek: &str, failpoints: &[&str]) -> ServerP
         .map(|point| format!("{point}=1*return(sleep:{HOLD_MS})"))
         .collect();
     ServerProcess::serve(db, kek, &[("FAILPOINTS", &held.join(";"))]).await
-}
-
-async fn count(pool: &AnyPool, sql: &str) -> i64 {
-    sqlx::query_scalar(sql)
-        .fetch_one(pool)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 /// Waits until `sql` counts `expected` (the abandoned flow ends on its own), or fails.
@@ -209,13 +203,7 @@ async fn flows_abandoned_before_their_commit_end_whole_and_writes_go_on(db: Db) 
         "change: old password"
     );
 
-    let forgot = server
-        .client
-        .post(server.url("/auth/password/forgot"))
-        .json(&json!({"email": "alice@example.com"}))
-        .send()
-        .await
-        .unwrap();
+    let forgot = server.forgot("alice@example.com").await;
     assert_eq!(forgot.status(), 202);
     let token = server.link_token("password/reset", 0).await;
     let reset = client
@@ -297,13 +285,7 @@ async fn a_reset_committing_while_a_login_verifies_leaves_no_live_session(db: Db
     let server = server_with(&test_db, &["login.after_verify"]).await;
     let pool = test_db.pool().await;
     assert_eq!(server.signup("alice@example.com").await.status(), 201);
-    let forgot = server
-        .client
-        .post(server.url("/auth/password/forgot"))
-        .json(&json!({"email": "alice@example.com"}))
-        .send()
-        .await
-        .unwrap();
+    let forgot = server.forgot("alice@example.com").await;
     assert_eq!(forgot.status(), 202);
     let token = server.link_token("password/reset", 0).await;
 
@@ -458,5 +440,56 @@ async fn a_logout_all_committing_while_a_refresh_spends_leaves_no_live_token(db:
         0,
         "no token of a live session"
     );
+    pool.close().await;
+}
+
+/// A change whose current password was verified just before a reset committed must not
+/// overwrite the reset's password (nor keep its caller's session, which the reset revoked).
+async fn a_reset_committing_while_a_password_change_verifies_wins(db: Db) {
+    let test_db = TestDb::new(db).await;
+    let server = server_with(&test_db, &["password_change.after_verify"]).await;
+    let pool = test_db.pool().await;
+    let owner = session_of(server.signup("alice@example.com").await, "signup").await;
+    assert_eq!(server.forgot("alice@example.com").await.status(), 202);
+    let token = server.link_token("password/reset", 0).await;
+
+    let request = server
+        .client
+        .post(server.url("/auth/password/change"))
+        .bearer_auth(&owner.access_token)
+        .json(&json!({"current_password": PASSWORD, "new_password": "a third horse battery"}));
+    let change = tokio::spawn(async move { request.send().await.unwrap() });
+    until_held().await;
+    let reset = server
+        .client
+        .post(server.url("/auth/password/reset"))
+        .json(&json!({"token": token, "password": NEW_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        reset.status(),
+        204,
+        "the reset commits while the change is held"
+    );
+
+    let change = change.await.unwrap();
+    assert_eq!(
+        change.status(),
+        401,
+        "the change verified a password that is gone"
+    );
+    let body: Value = change.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_credentials");
+    let login = server
+        .client
+        .post(server.url("/auth/login"))
+        .json(&json!({"email": "alice@example.com", "password": NEW_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200, "the reset's password stands");
+    let changed = "SELECT COUNT(*) FROM audit_events WHERE kind = 'password_changed'";
+    assert_eq!(count(&pool, changed).await, 0, "no change recorded");
     pool.close().await;
 }
