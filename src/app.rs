@@ -18,6 +18,7 @@ use crate::limits::Limiter;
 use crate::mail::{self, Mailer};
 use crate::metrics::Metrics;
 use crate::middleware;
+use crate::pages::{self, Pages};
 use crate::password::Hasher;
 use crate::routes;
 use crate::server::{self, ConnectionLimits};
@@ -43,13 +44,16 @@ pub struct AppState {
     pub limits: Limiter,
     /// What GET /metrics shows.
     pub metrics: Arc<Metrics>,
+    /// The hosted pages' templates and strings (see `pages`).
+    pub pages: Arc<Pages>,
 }
 
 impl AppState {
     /// Connects to the database, migrates it, loads (or makes) the signing keys and loads the
-    /// email templates.
+    /// email and page templates.
     pub async fn build(settings: Settings, clock: Clock) -> anyhow::Result<AppState> {
         let mailer = Mailer::new(&settings)?;
+        let pages = Arc::new(Pages::load(&settings)?);
         let store = Store::connect(&settings.database_url, settings.sqlite_durability).await?;
         store.migrate().await?;
         crate::store::email_keys::rekey_at_start(&store, clock.now()).await?;
@@ -80,13 +84,18 @@ impl AppState {
             device_secret,
             mailer,
             metrics: Arc::new(Metrics::new()),
+            pages,
         })
     }
 }
 
 /// The whole HTTP surface, layers included.
 pub fn router(state: AppState) -> Router {
-    routes::router()
+    let routes = match state.settings.pages {
+        true => routes::router().merge(pages::router(&state)),
+        false => routes::router(),
+    };
+    routes
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::csrf,

@@ -163,6 +163,19 @@ pub struct Overrides {
     /// Directory of email templates overriding the built-in ones (file by file).
     #[arg(long, env = "LATCHKEY_MAIL_TEMPLATES", global = true)]
     pub mail_templates: Option<PathBuf>,
+    /// Hosted pages (/signup, /login, /account, …): on, or off for apps with their own pages.
+    #[arg(long, env = "LATCHKEY_PAGES", global = true)]
+    pub pages: Option<Toggle>,
+    /// Directory of page templates, the string catalogue and the stylesheet overriding the
+    /// built-in ones (file by file).
+    #[arg(long, env = "LATCHKEY_PAGES_TEMPLATES", global = true)]
+    pub pages_templates: Option<PathBuf>,
+    /// The reset link in emails, for apps with their own pages: a URL with `{token}` in it.
+    #[arg(long, env = "LATCHKEY_RESET_LINK_URL", global = true)]
+    pub reset_link_url: Option<String>,
+    /// The verification link in emails, for apps with their own pages: a URL with `{token}`.
+    #[arg(long, env = "LATCHKEY_VERIFY_LINK_URL", global = true)]
+    pub verify_link_url: Option<String>,
     /// Seconds between two reset or verification emails to one address (0: no limit).
     #[arg(long, env = "LATCHKEY_MAIL_THROTTLE", global = true)]
     pub mail_throttle: Option<u64>,
@@ -302,6 +315,10 @@ impl Overrides {
             smtp_url: self.smtp_url.or(lower.smtp_url),
             mail_from: self.mail_from.or(lower.mail_from),
             mail_templates: self.mail_templates.or(lower.mail_templates),
+            pages: self.pages.or(lower.pages),
+            pages_templates: self.pages_templates.or(lower.pages_templates),
+            reset_link_url: self.reset_link_url.or(lower.reset_link_url),
+            verify_link_url: self.verify_link_url.or(lower.verify_link_url),
             mail_throttle: self.mail_throttle.or(lower.mail_throttle),
             mail_max_attempts: self.mail_max_attempts.or(lower.mail_max_attempts),
             mail_poll_interval: self.mail_poll_interval.or(lower.mail_poll_interval),
@@ -365,6 +382,14 @@ pub struct Settings {
     pub mail_from: String,
     /// `None`: the built-in templates only.
     pub mail_templates: Option<PathBuf>,
+    /// Whether latchkey serves the hosted pages.
+    pub pages: bool,
+    /// `None`: the built-in page templates, strings and stylesheet only.
+    pub pages_templates: Option<PathBuf>,
+    /// `None`: `{public_url}/password/reset?token={token}`.
+    pub reset_link_url: Option<String>,
+    /// `None`: `{public_url}/email/verify?token={token}`.
+    pub verify_link_url: Option<String>,
     /// Zero: no throttle.
     #[serde(serialize_with = "show::secs")]
     pub mail_throttle: Duration,
@@ -477,6 +502,16 @@ impl Settings {
                 .mail_from
                 .unwrap_or_else(|| "latchkey@localhost".to_owned()),
             mail_templates: o.mail_templates,
+            pages: o.pages.unwrap_or(Toggle::On) == Toggle::On,
+            pages_templates: o.pages_templates,
+            reset_link_url: o
+                .reset_link_url
+                .map(|u| link_template("reset_link_url", u))
+                .transpose()?,
+            verify_link_url: o
+                .verify_link_url
+                .map(|u| link_template("verify_link_url", u))
+                .transpose()?,
             mail_throttle: secs(o.mail_throttle.unwrap_or(60)),
             mail_max_attempts: o.mail_max_attempts.unwrap_or(8),
             mail_poll_interval: secs(o.mail_poll_interval.unwrap_or(5)),
@@ -585,6 +620,19 @@ impl Settings {
     pub fn issuer(&self) -> String {
         self.public_url.as_str().trim_end_matches('/').to_owned()
     }
+}
+
+/// A link template of an app's own page: an http(s) URL with `{token}` where the token goes.
+fn link_template(name: &str, template: String) -> anyhow::Result<String> {
+    if !template.contains("{token}") {
+        bail!("{name} must contain {{token}}");
+    }
+    let url = Url::parse(&template.replace("{token}", "T"))
+        .with_context(|| format!("{name} is not a URL"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        bail!("{name} must be an http:// or https:// URL with a host");
+    }
+    Ok(template)
 }
 
 /// `scheme://host[:port]` as browsers send it in `Origin`.

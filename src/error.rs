@@ -104,7 +104,8 @@ impl ApiError {
         ApiError::Validation(BTreeMap::from([(name.to_owned(), problem.to_owned())]))
     }
 
-    fn parts(&self) -> (StatusCode, ErrorCode, &'static str) {
+    /// The status, code and fixed message of this error, for the JSON body and the pages.
+    pub fn parts(&self) -> (StatusCode, ErrorCode, &'static str) {
         use ApiError::*;
         match self {
             InvalidJson => (
@@ -213,33 +214,49 @@ impl From<crate::password::HashError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code, message) = self.parts();
-        match &self {
+impl ApiError {
+    /// Writes what the client is not told to the log, inside the request's span (which carries
+    /// the request id): the error chain of an internal error, the cause of an outage.
+    pub fn log(&self) {
+        match self {
             ApiError::Internal(err) => tracing::error!(error = ?err, "request failed"),
             ApiError::Unavailable(err) => tracing::error!(error = %err, "database unavailable"),
             ApiError::TimedOut => tracing::warn!("request timed out"),
             _ => {}
         }
-        let fields = match &self {
-            ApiError::Validation(fields) => Some(fields.clone()),
+    }
+
+    /// Seconds for `Retry-After`, on the errors that have one.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            ApiError::Overloaded | ApiError::Unavailable(_) | ApiError::TimedOut => Some(1),
             _ => None,
-        };
+        }
+    }
+
+    /// The field problems of a 422, if this is one.
+    pub fn fields(&self) -> Option<&FieldErrors> {
+        match self {
+            ApiError::Validation(fields) => Some(fields),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = self.parts();
+        self.log();
         let body = ErrorBody {
             error: ErrorDetail {
                 code,
                 message,
-                fields,
+                fields: self.fields().cloned(),
             },
         };
         let mut response = (status, Json(body)).into_response();
-        let retry_after = match &self {
-            ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
-            ApiError::Overloaded | ApiError::Unavailable(_) | ApiError::TimedOut => Some(1),
-            _ => None,
-        };
-        if let Some(secs) = retry_after {
+        if let Some(secs) = self.retry_after() {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -41,6 +41,8 @@ pub mod mail;
 pub mod metrics;
 /// Middleware shared by every route: request ids, cache headers, timeouts, CSRF checks.
 pub mod middleware;
+/// The hosted pages: HTML forms for every flow, built on the same use cases as the JSON API.
+pub mod pages;
 /// Argon2id hashing and verification on a bounded blocking pool behind a bounded queue.
 pub mod password;
 /// The HTTP use cases, one module each.
@@ -51,5 +53,7 @@ pub mod server;
 pub mod store;
 /// Logging set-up: spans per request, never a secret in a field.
 pub mod telemetry;
+/// The one template engine (minijinja) of the pages and the emails: built in, replaceable.
+pub mod templates;
 /// Access tokens (JWT) and opaque refresh tokens.
 pub mod tokens;

@@ -103,6 +103,11 @@ fn is_sane(id: &str) -> bool {
 /// `Origin`, when present, decides: a page cannot forge it, and it names the origin exactly, so
 /// a configured origin on another site (whose requests browsers mark `Sec-Fetch-Site:
 /// cross-site`) is accepted. Without `Origin`, `Sec-Fetch-Site: cross-site` still rejects.
+///
+/// `Origin: null` is what a browser sends for a form POST from a page with `Referrer-Policy:
+/// no-referrer` (the hosted pages have it), and also what a sandboxed frame or a `data:` page of
+/// anyone sends: it names no origin, so it passes only with `Sec-Fetch-Site: same-origin`, which
+/// the browser sets and no page can.
 pub async fn csrf(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let unsafe_method = matches!(
         *req.method(),
@@ -110,18 +115,18 @@ pub async fn csrf(State(state): State<AppState>, req: Request, next: Next) -> Re
     );
     if unsafe_method {
         let headers = req.headers();
-        let rejected = match headers.get(header::ORIGIN) {
-            Some(origin) => {
-                let origin = origin.to_str().unwrap_or("null");
-                !state
-                    .settings
-                    .allowed_origins
-                    .iter()
-                    .any(|allowed| allowed == origin)
-            }
-            None => headers
-                .get("sec-fetch-site")
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site")),
+        let fetch_site = headers.get("sec-fetch-site").map(|v| v.as_bytes());
+        let rejected = match headers
+            .get(header::ORIGIN)
+            .map(|o| o.to_str().unwrap_or("null"))
+        {
+            Some("null") => !fetch_site.is_some_and(|v| v.eq_ignore_ascii_case(b"same-origin")),
+            Some(origin) => !state
+                .settings
+                .allowed_origins
+                .iter()
+                .any(|allowed| allowed == origin),
+            None => fetch_site.is_some_and(|v| v.eq_ignore_ascii_case(b"cross-site")),
         };
         if rejected {
             return ApiError::CsrfRejected.into_response();

@@ -30,8 +30,8 @@ impl LinkKind {
     }
 }
 
-/// A new link to `to` and its rendered email. The link comes from the configured public URL,
-/// never from the request's Host header.
+/// A new link to `to` and its rendered email. The link comes from the configured public URL (or
+/// the configured link template), never from the request's Host header.
 pub fn prepare(
     state: &AppState,
     kind: LinkKind,
@@ -39,21 +39,28 @@ pub fn prepare(
     now: Millis,
 ) -> Result<NewLink, ApiError> {
     let settings = &state.settings;
-    let (mail_kind, path, ttl) = match kind {
+    let (mail_kind, path, custom, ttl) = match kind {
         LinkKind::PasswordReset => (
             Kind::PasswordReset,
             "password/reset",
+            &settings.reset_link_url,
             settings.password_reset_ttl,
         ),
         LinkKind::EmailVerification => (
             Kind::EmailVerification,
             "email/verify",
+            &settings.verify_link_url,
             settings.email_verification_ttl,
         ),
     };
     let purpose = kind.purpose();
     let token = tokens::new_opaque();
-    let link = format!("{}/{path}?token={}", state.issuer, token.expose_secret());
+    // The app's own page when it has one (`reset_link_url`, `verify_link_url`), else latchkey's.
+    // Tokens are URL-safe base64, so they go into a URL as they are.
+    let link = match custom {
+        Some(template) => template.replace("{token}", token.expose_secret()),
+        None => format!("{}/{path}?token={}", state.issuer, token.expose_secret()),
+    };
     let expires_in = mail::human_duration(ttl);
     let values = [
         ("link", link.as_str()),

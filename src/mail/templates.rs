@@ -1,16 +1,19 @@
-//! Email templates: a plain-text and an HTML body per kind of email, built in (`include_str!`)
-//! and overridable file by file from the directory of the `mail_templates` setting.
+//! Email templates: a plain-text and an HTML body per kind of email, in the one template engine
+//! of the pages (`crate::templates`), built in and overridable file by file from the directory of
+//! the `mail_templates` setting.
 //!
-//! A template is text with `{{name}}` placeholders; the text template starts with a
-//! `Subject: …` line and a blank line. Values are HTML-escaped in HTML bodies, and line breaks are
-//! removed from them in the subject. Every template is checked when it is loaded (known
-//! placeholders only, a subject line), so a broken override stops the start, not a delivery.
+//! The text template starts with a `Subject: …` line and a blank line. HTML bodies are escaped by
+//! the engine; line breaks are removed from the subject. Every template is rendered once with
+//! sample values when it is loaded (an unknown variable is an error), so a broken override stops
+//! the start, not a delivery.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, anyhow, bail};
 
 use super::Kind;
+use crate::templates;
 
 /// The subject and bodies of one email.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,104 +23,86 @@ pub struct Rendered {
     pub html: String,
 }
 
-struct Pair {
-    /// The text template without its subject line.
-    text: String,
-    subject: String,
-    html: String,
+pub struct Templates {
+    compiled: templates::Templates,
 }
 
-pub struct Templates {
-    password_reset: Pair,
-    email_verification: Pair,
-    password_changed: Pair,
-    account_exists: Pair,
+const KINDS: [Kind; 4] = [
+    Kind::PasswordReset,
+    Kind::EmailVerification,
+    Kind::PasswordChanged,
+    Kind::AccountExists,
+];
+
+/// The built-in text and HTML templates of `kind`.
+fn builtin(kind: Kind) -> (&'static str, &'static str) {
+    match kind {
+        Kind::PasswordReset => (
+            include_str!("templates/password_reset.txt"),
+            include_str!("templates/password_reset.html"),
+        ),
+        Kind::EmailVerification => (
+            include_str!("templates/email_verification.txt"),
+            include_str!("templates/email_verification.html"),
+        ),
+        Kind::PasswordChanged => (
+            include_str!("templates/password_changed.txt"),
+            include_str!("templates/password_changed.html"),
+        ),
+        Kind::AccountExists => (
+            include_str!("templates/account_exists.txt"),
+            include_str!("templates/account_exists.html"),
+        ),
+    }
 }
 
 impl Templates {
     /// The built-in templates, with the files of `dir` in place of those it holds.
     pub fn load(dir: Option<&Path>) -> anyhow::Result<Templates> {
-        if let Some(dir) = dir.filter(|d| !d.is_dir()) {
-            bail!("mail_templates {} is not a directory", dir.display());
+        // The subject line is split off the text template, so each kind is three templates:
+        // `{kind}.subject`, `{kind}.txt` and `{kind}.html`.
+        let mut sources = Vec::new();
+        for kind in KINDS {
+            let (text, html) = builtin(kind);
+            let name = kind.as_str();
+            let text = templates::read("email", dir, &format!("{name}.txt"), text)?;
+            let html = templates::read("email", dir, &format!("{name}.html"), html)?;
+            let (subject, body) =
+                split_subject(&text).with_context(|| format!("email template {name}.txt"))?;
+            for (ext, source) in [("subject", subject), ("txt", body), ("html", html.as_str())] {
+                sources.push((format!("{name}.{ext}"), source.to_owned()));
+            }
         }
-        Ok(Templates {
-            password_reset: pair(
-                dir,
-                Kind::PasswordReset,
-                include_str!("templates/password_reset.txt"),
-                include_str!("templates/password_reset.html"),
-            )?,
-            email_verification: pair(
-                dir,
-                Kind::EmailVerification,
-                include_str!("templates/email_verification.txt"),
-                include_str!("templates/email_verification.html"),
-            )?,
-            password_changed: pair(
-                dir,
-                Kind::PasswordChanged,
-                include_str!("templates/password_changed.txt"),
-                include_str!("templates/password_changed.html"),
-            )?,
-            account_exists: pair(
-                dir,
-                Kind::AccountExists,
-                include_str!("templates/account_exists.txt"),
-                include_str!("templates/account_exists.html"),
-            )?,
-        })
+        let compiled = templates::Templates::compile("email", sources)?;
+        let templates = Templates { compiled };
+        // Check every template now: a rendering with every known name must succeed.
+        for kind in KINDS {
+            let sample: Vec<(&str, &str)> = kind.placeholders().iter().map(|n| (*n, "x")).collect();
+            templates
+                .render(kind, &sample)
+                .with_context(|| format!("email template {}", kind.as_str()))?;
+        }
+        Ok(templates)
     }
 
     /// Fills the templates of `kind` with `values` (every placeholder of that kind).
     pub fn render(&self, kind: Kind, values: &[(&str, &str)]) -> anyhow::Result<Rendered> {
-        let pair = match kind {
-            Kind::PasswordReset => &self.password_reset,
-            Kind::EmailVerification => &self.email_verification,
-            Kind::PasswordChanged => &self.password_changed,
-            Kind::AccountExists => &self.account_exists,
+        let context: BTreeMap<&str, &str> = values.iter().copied().collect();
+        let part = |ext: &str| {
+            let name = format!("{}.{ext}", kind.as_str());
+            self.compiled
+                .render(&name, &context)
+                .map_err(|err| anyhow!("{name}: {err:#}"))
         };
-        let one_line = |v: &str| v.replace(['\r', '\n'], " ");
         Ok(Rendered {
-            subject: substitute(&pair.subject, values, one_line)?,
-            text: substitute(&pair.text, values, str::to_owned)?,
-            html: substitute(&pair.html, values, html_escape)?,
+            subject: part("subject")?
+                .replace(['\r', '\n'], " ")
+                .trim()
+                .to_owned(),
+            text: part("txt")?,
+            html: part("html")?,
         })
     }
-}
-
-/// The two templates of `kind`, each from `dir` when it is there, checked.
-fn pair(dir: Option<&Path>, kind: Kind, text: &str, html: &str) -> anyhow::Result<Pair> {
-    let read = |ext: &str, builtin: &str| -> anyhow::Result<String> {
-        let Some(path) = dir.map(|d| d.join(format!("{}.{ext}", kind.as_str()))) else {
-            return Ok(builtin.to_owned());
-        };
-        if !path.exists() {
-            return Ok(builtin.to_owned());
-        }
-        tracing::info!(template = %path.display(), "using an email template override");
-        std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read email template {}", path.display()))
-    };
-    let text = read("txt", text)?;
-    let html = read("html", html)?;
-    let (subject, body) =
-        split_subject(&text).with_context(|| format!("email template {}.txt", kind.as_str()))?;
-    let pair = Pair {
-        text: body.to_owned(),
-        subject: subject.to_owned(),
-        html,
-    };
-    // Check every placeholder now: a rendering with every known name must succeed.
-    let sample: Vec<(&str, &str)> = kind.placeholders().iter().map(|n| (*n, "x")).collect();
-    for (which, template) in [
-        ("txt", &pair.subject),
-        ("txt", &pair.text),
-        ("html", &pair.html),
-    ] {
-        substitute(template, &sample, str::to_owned)
-            .with_context(|| format!("email template {}.{which}", kind.as_str()))?;
-    }
-    Ok(pair)
 }
 
 /// `Subject: …` on the first line, then a blank line, then the body.
@@ -138,76 +123,33 @@ fn split_subject(text: &str) -> anyhow::Result<(&str, &str)> {
     Ok((subject, body))
 }
 
-/// Replaces each `{{name}}` with its value, passed through `escape`. An unknown name or an
-/// unclosed `{{` is an error.
-fn substitute(
-    template: &str,
-    values: &[(&str, &str)],
-    escape: impl Fn(&str) -> String,
-) -> anyhow::Result<String> {
-    let mut out = String::with_capacity(template.len() + 128);
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after
-            .find("}}")
-            .ok_or_else(|| anyhow!("a {{{{ without its }}}}"))?;
-        let name = after[..end].trim();
-        let value = values
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| *v)
-            .ok_or_else(|| anyhow!("unknown placeholder {{{{{name}}}}}"))?;
-        out.push_str(&escape(value));
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-fn html_escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn substitutes_and_escapes_for_html_only() {
-        let values = [
-            ("email", "o'brien<x>@example.com"),
-            ("link", "https://a/b?c=1&d=2"),
-        ];
-        assert_eq!(
-            substitute("{{email}} {{ link }}", &values, str::to_owned).unwrap(),
-            "o'brien<x>@example.com https://a/b?c=1&d=2"
+    fn values_are_escaped_in_html_only_and_subjects_stay_one_line() {
+        let templates = Templates::load(None).unwrap();
+        let rendered = templates
+            .render(
+                Kind::PasswordChanged,
+                &[
+                    ("email", "o'brien<x>@example.com"),
+                    ("public_url", "http://x"),
+                ],
+            )
+            .unwrap();
+        assert!(
+            rendered.text.contains("o'brien<x>@example.com"),
+            "{}",
+            rendered.text
         );
-        assert_eq!(
-            substitute("<a href=\"{{link}}\">{{email}}</a>", &values, html_escape).unwrap(),
-            "<a href=\"https://a/b?c=1&amp;d=2\">o&#39;brien&lt;x&gt;@example.com</a>"
+        assert!(
+            rendered.html.contains("o&#x27;brien&lt;x&gt;@example.com"),
+            "{}",
+            rendered.html
         );
-    }
-
-    #[test]
-    fn refuses_unknown_and_unclosed_placeholders() {
-        let values = [("email", "a@example.com")];
-        let unknown = substitute("hi {{name}}", &values, str::to_owned).unwrap_err();
-        assert_eq!(unknown.to_string(), "unknown placeholder {{name}}");
-        let unclosed = substitute("hi {{email", &values, str::to_owned).unwrap_err();
-        assert_eq!(unclosed.to_string(), "a {{ without its }}");
+        assert!(!rendered.html.contains("<x>"));
     }
 
     #[test]
@@ -231,11 +173,9 @@ mod tests {
                 .text
                 .contains("\nhttp://localhost:8080/password/reset?token=T\n")
         );
-        assert!(
-            rendered
-                .html
-                .contains("<a href=\"http://localhost:8080/password/reset?token=T\">")
-        );
+        assert!(rendered.html.contains(
+            "<a href=\"http:&#x2f;&#x2f;localhost:8080&#x2f;password&#x2f;reset?token=T\">"
+        ));
         let subject = templates
             .render(
                 Kind::PasswordChanged,
@@ -276,9 +216,10 @@ mod tests {
 
         std::fs::write(dir.join("password_reset.html"), "{{token}}").unwrap();
         let err = Templates::load(Some(&dir)).err().unwrap();
-        assert_eq!(
-            format!("{err:#}"),
-            "email template password_reset.html: unknown placeholder {{token}}"
+        let err = format!("{err:#}");
+        assert!(
+            err.starts_with("email template password_reset: password_reset.html: undefined value"),
+            "{err}"
         );
         std::fs::write(dir.join("password_reset.html"), "ok").unwrap();
         std::fs::write(dir.join("password_reset.txt"), "no subject").unwrap();

@@ -43,7 +43,7 @@ pub fn router() -> Router<AppState> {
 pub struct VerifyRequest {
     /// The `token` of the emailed link.
     #[schema(value_type = String, required = true, min_length = 1)]
-    token: Option<SecretString>,
+    pub(crate) token: Option<SecretString>,
 }
 
 /// Marks the address a verification link was sent to as verified.
@@ -61,12 +61,22 @@ pub struct VerifyRequest {
         (status = 429, response = RateLimited),
     ),
 )]
-#[tracing::instrument(name = "email_verify", skip_all, fields(user_id = tracing::field::Empty))]
 pub(super) async fn verify(
     State(state): State<AppState>,
     client: ClientInfo,
     ApiJson(req): ApiJson<VerifyRequest>,
 ) -> Result<Response, ApiError> {
+    verify_flow(&state, &client, req).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The verification use case, shared by the JSON endpoint and the verification page.
+#[tracing::instrument(name = "email_verify", skip_all, fields(user_id = tracing::field::Empty))]
+pub(crate) async fn verify_flow(
+    state: &AppState,
+    client: &ClientInfo,
+    req: VerifyRequest,
+) -> Result<(), ApiError> {
     use secrecy::ExposeSecret as _;
     let Some(token) = req.token.filter(|t| !t.expose_secret().is_empty()) else {
         let errors = FieldErrors::from([("token".to_owned(), "is required".to_owned())]);
@@ -87,7 +97,7 @@ pub(super) async fn verify(
     {
         Verify::Verified { user_id } => {
             crate::telemetry::record_user(user_id);
-            Ok(StatusCode::NO_CONTENT.into_response())
+            Ok(())
         }
         Verify::TokenInvalid => Err(ApiError::TokenInvalid),
     }
@@ -107,12 +117,31 @@ pub(super) async fn verify(
         (status = 429, response = RateLimited),
     ),
 )]
-#[tracing::instrument(name = "email_verify_resend", skip_all, fields(user_id = tracing::field::Empty))]
 pub(super) async fn resend(
     State(state): State<AppState>,
     auth: Authenticated,
     client: ClientInfo,
 ) -> Result<Response, ApiError> {
+    let message = match resend_flow(&state, auth, &client).await? {
+        Resent::Sent => RESENT_MESSAGE,
+        Resent::AlreadyVerified => ALREADY_VERIFIED_MESSAGE,
+    };
+    Ok((StatusCode::ACCEPTED, Json(MessageBody { message })).into_response())
+}
+
+/// How a resend ended.
+pub(crate) enum Resent {
+    Sent,
+    AlreadyVerified,
+}
+
+/// The resend use case, shared by the JSON endpoint and the account page.
+#[tracing::instrument(name = "email_verify_resend", skip_all, fields(user_id = tracing::field::Empty))]
+pub(crate) async fn resend_flow(
+    state: &AppState,
+    auth: Authenticated,
+    client: &ClientInfo,
+) -> Result<Resent, ApiError> {
     // The extractor told the request's span; the handler's (and the store task that inherits
     // it) says it too.
     tracing::Span::current().record("user_id", tracing::field::display(auth.user_id));
@@ -124,7 +153,7 @@ pub(super) async fn resend(
         .await?
         .ok_or(ApiError::Unauthenticated)?;
     if contact.email_verified_at.is_some() {
-        return Ok(accepted(ALREADY_VERIFIED_MESSAGE));
+        return Ok(Resent::AlreadyVerified);
     }
     let to = stored_email(&contact.email)?;
     let now = state.clock.now();
@@ -133,8 +162,8 @@ pub(super) async fn resend(
             user_id: auth.user_id,
             session_id: auth.session_id,
         },
-        link: links::prepare(&state, LinkKind::EmailVerification, &to, now)?,
-        throttle: links::throttle(&state, Kind::EmailVerification, &to),
+        link: links::prepare(state, LinkKind::EmailVerification, &to, now)?,
+        throttle: links::throttle(state, Kind::EmailVerification, &to),
         actor: client.actor(Some(auth.user_id), Some(auth.session_id)),
         now,
     };
@@ -142,7 +171,7 @@ pub(super) async fn resend(
     match state.store.resend_verification(new).await? {
         Resend::Sent => {
             state.mailer.wake();
-            Ok(accepted(RESENT_MESSAGE))
+            Ok(Resent::Sent)
         }
         // The owner asks, so saying when to ask again tells nobody anything new.
         Resend::Throttled { last_sent_at } => {
@@ -154,8 +183,4 @@ pub(super) async fn resend(
         }
         Resend::SessionGone => Err(ApiError::Unauthenticated),
     }
-}
-
-fn accepted(message: &'static str) -> Response {
-    (StatusCode::ACCEPTED, Json(MessageBody { message })).into_response()
 }

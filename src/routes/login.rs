@@ -10,11 +10,11 @@
 //! taken back if it matches. Unknown and known addresses go through exactly the same steps:
 //! the same counters keyed by the address as typed, the same hash work, the same 401 or 429.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::{Json, Router};
 use axum_extra::extract::CookieJar;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -43,10 +43,10 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     #[schema(value_type = String, required = true, format = Email, max_length = 254)]
-    email: Option<String>,
+    pub(crate) email: Option<String>,
     /// Only the shape is checked: a password longer than any that can be set does not match.
     #[schema(value_type = String, required = true, format = Password, min_length = 1)]
-    password: Option<SecretString>,
+    pub(crate) password: Option<SecretString>,
 }
 
 /// Opens a session with an email and a password.
@@ -69,13 +69,25 @@ pub struct LoginRequest {
         (status = 503, response = Overloaded),
     ),
 )]
-#[tracing::instrument(name = "login", skip_all, fields(user_id = tracing::field::Empty))]
 pub(super) async fn login(
     State(state): State<AppState>,
     client: ClientInfo,
     jar: CookieJar,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
+    let (jar, body) = login_flow(&state, &client, jar, req).await?;
+    Ok((StatusCode::OK, jar, Json(body)).into_response())
+}
+
+/// The login use case, shared by `POST /auth/login` and the login page: the new session's
+/// cookies (and the device cookie) in the jar, and the session body.
+#[tracing::instrument(name = "login", skip_all, fields(user_id = tracing::field::Empty))]
+pub(crate) async fn login_flow(
+    state: &AppState,
+    client: &ClientInfo,
+    jar: CookieJar,
+    req: LoginRequest,
+) -> Result<(CookieJar, SessionBody), ApiError> {
     let (email, password) = parse(req)?;
     let secure = state.settings.cookie_secure;
     // Shed load first: a refused request costs no counter and no write.
@@ -89,7 +101,7 @@ pub(super) async fn login(
     });
     let attempt = state
         .limits
-        .login_attempt(&client, &email, device.as_deref())
+        .login_attempt(client, &email, device.as_deref())
         .await?;
     let user_id = found.as_ref().map(|c| store::parse_id(&c.id)).transpose()?;
     let stored_hash = found.map(|c| c.password_hash);
@@ -118,7 +130,7 @@ pub(super) async fn login(
     };
     // Between the verification and the transaction: where a reset, change or disable can commit.
     failpoint!("login.after_verify");
-    let prepared = session::prepare(&state, &client, now);
+    let prepared = session::prepare(state, client, now);
     let credential = rehash.clone().unwrap_or_else(|| verified_hash.clone());
     let new = NewLogin {
         user_id,
@@ -144,14 +156,7 @@ pub(super) async fn login(
     // `crate::device`).
     let device = device::issue(&state.device_secret, &email, &credential);
     let jar = cookies::set_device(jar, secure, device);
-    session::respond(
-        &state,
-        jar,
-        StatusCode::OK,
-        account,
-        &prepared.opened(),
-        now,
-    )
+    session::issue(state, jar, account, &prepared.opened(), now)
 }
 
 /// Login checks only the shape of its input: the rules for new passwords do not apply to

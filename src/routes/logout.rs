@@ -35,15 +35,27 @@ pub fn router() -> Router<AppState> {
                 (`Max-Age=0`)."))),
     ),
 )]
-#[tracing::instrument(name = "logout", skip_all, fields(user_id = tracing::field::Empty))]
 pub(super) async fn logout(
     State(state): State<AppState>,
     client: ClientInfo,
     jar: CookieJar,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
+    let jar = logout_flow(&state, &client, jar, &headers).await?;
+    Ok((StatusCode::NO_CONTENT, jar))
+}
+
+/// The logout use case, shared by `POST /auth/logout` and the logout page: the session of the
+/// access token, or else of the refresh cookie, revoked; both cookies cleared either way.
+#[tracing::instrument(name = "logout", skip_all, fields(user_id = tracing::field::Empty))]
+pub(crate) async fn logout_flow(
+    state: &AppState,
+    client: &ClientInfo,
+    jar: CookieJar,
+    headers: &HeaderMap,
+) -> Result<CookieJar, ApiError> {
     let secure = state.settings.cookie_secure;
-    let session = match authenticate(&state, &headers).await? {
+    let session = match authenticate(state, headers).await? {
         Some(auth) => Some((auth.session_id, auth.user_id)),
         None => match cookies::refresh_token(&jar, secure) {
             Some(token) => {
@@ -72,5 +84,5 @@ pub(super) async fn logout(
             state.metrics.revoked(Reason::Logout, 1);
         }
     }
-    Ok((StatusCode::NO_CONTENT, cookies::clear_session(jar, secure)))
+    Ok(cookies::clear_session(jar, secure))
 }

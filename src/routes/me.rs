@@ -62,7 +62,7 @@ pub struct ProfileUpdate {
     /// characters, no control characters).
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, required = false, max_length = 100)]
-    display_name: Option<Option<String>>,
+    pub(crate) display_name: Option<Option<String>>,
 }
 
 /// Tells a field given as `null` (`Some(None)`) from a missing one (`None`).
@@ -87,13 +87,24 @@ pub struct ProfileResponse {
         (status = 401, response = Unauthenticated),
     ),
 )]
-#[tracing::instrument(name = "update_profile", skip_all, fields(user_id = tracing::field::Empty))]
 pub(super) async fn update_profile(
     State(state): State<AppState>,
     auth: Authenticated,
     client: ClientInfo,
     ApiJson(req): ApiJson<ProfileUpdate>,
 ) -> Result<Json<ProfileResponse>, ApiError> {
+    let profile = update_profile_flow(&state, auth, &client, req).await?;
+    Ok(Json(ProfileResponse { profile }))
+}
+
+/// The profile update use case, shared by the JSON endpoint and the account page.
+#[tracing::instrument(name = "update_profile", skip_all, fields(user_id = tracing::field::Empty))]
+pub(crate) async fn update_profile_flow(
+    state: &AppState,
+    auth: Authenticated,
+    client: &ClientInfo,
+    req: ProfileUpdate,
+) -> Result<ProfileBody, ApiError> {
     // The extractor told the request's span; the handler's (and the store task that inherits
     // it) says it too.
     tracing::Span::current().record("user_id", tracing::field::display(auth.user_id));
@@ -121,7 +132,5 @@ pub(super) async fn update_profile(
     let account = store::users::find_account(state.store.reader(), auth.user_id)
         .await?
         .ok_or(ApiError::Unauthenticated)?;
-    Ok(Json(ProfileResponse {
-        profile: AccountBody::from(account).profile,
-    }))
+    Ok(AccountBody::from(account).profile)
 }

@@ -1,25 +1,30 @@
 //! The HTTP use cases, one module each, each exposing its own `router()`.
 //!
+//! Each use case is one function, `*_flow`, that takes parsed request fields and returns a typed
+//! outcome; the JSON handler beside it only turns JSON into those fields and the outcome into
+//! the contract's response. The hosted pages (`crate::pages`) call the very same `*_flow`
+//! functions with the fields of their forms, so there is one signup, one login, one reset.
+//!
 //! The account flows (signup, login, refresh, logout) follow one pattern: parse the input, do the
-//! slow work (password hashing) before any transaction, begin a write transaction, call `store`
-//! functions with it, commit, and only then mint tokens and set cookies (`session::respond`).
+//! slow work (password hashing) before any transaction, make ONE store call (which begins and
+//! commits its transaction), and only then mint tokens and set cookies (`session::issue`).
 //! Flows that send email write it to the outbox in that same transaction (`links`) and wake the
 //! mail worker after the commit.
 
-mod body;
-mod email;
+pub(crate) mod body;
+pub(crate) mod email;
 mod health;
 mod jwks;
-mod login;
-mod logout;
-mod me;
+pub(crate) mod login;
+pub(crate) mod logout;
+pub(crate) mod me;
 mod metrics;
 mod openapi;
-mod password;
-mod refresh;
-mod session;
-mod sessions;
-mod signup;
+pub(crate) mod password;
+pub(crate) mod refresh;
+pub(crate) mod session;
+pub(crate) mod sessions;
+pub(crate) mod signup;
 
 use axum::Router;
 

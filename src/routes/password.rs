@@ -53,7 +53,7 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct ForgotRequest {
     #[schema(value_type = String, required = true, format = Email, max_length = 254)]
-    email: Option<String>,
+    pub(crate) email: Option<String>,
 }
 
 /// Sends a password reset link to the address, if it has an account.
@@ -70,12 +70,30 @@ pub struct ForgotRequest {
         (status = 429, response = RateLimited),
     ),
 )]
-#[tracing::instrument(name = "password_forgot", skip_all, fields(user_id = tracing::field::Empty))]
 pub(super) async fn forgot(
     State(state): State<AppState>,
     client: ClientInfo,
     ApiJson(req): ApiJson<ForgotRequest>,
 ) -> Result<Response, ApiError> {
+    forgot_flow(&state, &client, req).await?;
+    // The same answer for every address: nothing tells whether an account exists.
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(MessageBody {
+            message: FORGOT_MESSAGE,
+        }),
+    )
+        .into_response())
+}
+
+/// The forgot-password use case, shared by the JSON endpoint and the page: the same work and
+/// the same outcome for every address.
+#[tracing::instrument(name = "password_forgot", skip_all, fields(user_id = tracing::field::Empty))]
+pub(crate) async fn forgot_flow(
+    state: &AppState,
+    client: &ClientInfo,
+    req: ForgotRequest,
+) -> Result<(), ApiError> {
     let mut errors = FieldErrors::new();
     let Some(email) = required(&mut errors, "email", req.email.as_deref(), Email::parse) else {
         return Err(ApiError::Validation(errors));
@@ -94,21 +112,14 @@ pub(super) async fn forgot(
     // mail worker looks the address up and issues the link, outside this request, so neither the
     // answer nor its timing tells whether the address has an account.
     let new = NewResetRequest {
-        throttle: links::throttle(&state, Kind::PasswordReset, &email),
+        throttle: links::throttle(state, Kind::PasswordReset, &email),
         email: email.as_str().to_owned(),
         actor: client.actor(None, None),
         now: state.clock.now(),
     };
     state.store.request_password_reset(new).await?;
     state.mailer.wake();
-    // The same answer for every address: nothing tells whether an account exists.
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(MessageBody {
-            message: FORGOT_MESSAGE,
-        }),
-    )
-        .into_response())
+    Ok(())
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -116,11 +127,11 @@ pub(super) async fn forgot(
 pub struct ResetRequest {
     /// The `token` of the emailed link.
     #[schema(value_type = String, required = true, min_length = 1)]
-    token: Option<SecretString>,
+    pub(crate) token: Option<SecretString>,
     /// The new password: 8 to 128 characters (after Unicode NFKC), not a common or easily
     /// guessed one.
     #[schema(value_type = String, required = true, format = Password, min_length = 8, max_length = 128)]
-    password: Option<SecretString>,
+    pub(crate) password: Option<SecretString>,
 }
 
 /// Sets a new password with the token of a reset link.
@@ -141,13 +152,25 @@ pub struct ResetRequest {
         (status = 503, response = Overloaded),
     ),
 )]
-#[tracing::instrument(name = "password_reset", skip_all, fields(user_id = tracing::field::Empty))]
 pub(super) async fn reset(
     State(state): State<AppState>,
     client: ClientInfo,
     jar: CookieJar,
     ApiJson(req): ApiJson<ResetRequest>,
 ) -> Result<Response, ApiError> {
+    let jar = reset_flow(&state, &client, jar, req).await?;
+    Ok((StatusCode::NO_CONTENT, jar).into_response())
+}
+
+/// The reset use case, shared by the JSON endpoint and the reset page: the token spent, the new
+/// password set, every session revoked and this browser's session cookies cleared.
+#[tracing::instrument(name = "password_reset", skip_all, fields(user_id = tracing::field::Empty))]
+pub(crate) async fn reset_flow(
+    state: &AppState,
+    client: &ClientInfo,
+    jar: CookieJar,
+    req: ResetRequest,
+) -> Result<CookieJar, ApiError> {
     let mut errors = FieldErrors::new();
     let token = present(&mut errors, "token", req.token);
     let password = present(&mut errors, "password", req.password);
@@ -179,7 +202,7 @@ pub(super) async fn reset(
         token_hash: hash,
         user_id,
         password_hash,
-        notice: links::password_changed(&state, &owner)?,
+        notice: links::password_changed(state, &owner)?,
         strikes_key: state.limits.strikes_key(&owner),
         actor: client.actor(Some(user_id), None),
         now,
@@ -196,18 +219,17 @@ pub(super) async fn reset(
     state.mailer.wake();
 
     // Every session is over, so whatever session cookies this browser holds are dead.
-    let jar = cookies::clear_session(jar, state.settings.cookie_secure);
-    Ok((StatusCode::NO_CONTENT, jar).into_response())
+    Ok(cookies::clear_session(jar, state.settings.cookie_secure))
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeRequest {
     #[schema(value_type = String, required = true, format = Password, min_length = 1)]
-    current_password: Option<SecretString>,
+    pub(crate) current_password: Option<SecretString>,
     /// 8 to 128 characters (after Unicode NFKC), not a common or easily guessed password.
     #[schema(value_type = String, required = true, format = Password, min_length = 8, max_length = 128)]
-    new_password: Option<SecretString>,
+    pub(crate) new_password: Option<SecretString>,
 }
 
 /// Changes the caller's password, given the current one.
@@ -227,13 +249,24 @@ pub struct ChangeRequest {
         (status = 503, response = Overloaded),
     ),
 )]
-#[tracing::instrument(name = "password_change", skip_all, fields(user_id = tracing::field::Empty))]
 pub(super) async fn change(
     State(state): State<AppState>,
     auth: Authenticated,
     client: ClientInfo,
     ApiJson(req): ApiJson<ChangeRequest>,
 ) -> Result<Response, ApiError> {
+    change_flow(&state, auth, &client, req).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The password-change use case, shared by the JSON endpoint and the account page.
+#[tracing::instrument(name = "password_change", skip_all, fields(user_id = tracing::field::Empty))]
+pub(crate) async fn change_flow(
+    state: &AppState,
+    auth: Authenticated,
+    client: &ClientInfo,
+    req: ChangeRequest,
+) -> Result<(), ApiError> {
     // The extractor told the request's span; the handler's (and the store task that inherits
     // it) says it too.
     tracing::Span::current().record("user_id", tracing::field::display(auth.user_id));
@@ -258,7 +291,7 @@ pub(super) async fn change(
     // queue first and counts against the same per-IP and per-account failure limits, so a stolen
     // access token cannot be used to guess the password faster than the login form allows.
     let slot = state.hasher.reserve()?;
-    let attempt = state.limits.login_attempt(&client, &owner, None).await?;
+    let attempt = state.limits.login_attempt(client, &owner, None).await?;
     // Longer than any password that can be set: it cannot match (as at login).
     let too_long = current.expose_secret().chars().count() > MAX_CHARS;
     let verified = slot
@@ -285,7 +318,7 @@ pub(super) async fn change(
         },
         verified_hash: own.password_hash,
         password_hash,
-        notice: links::password_changed(&state, &owner)?,
+        notice: links::password_changed(state, &owner)?,
         refund: attempt.refund(),
         actor,
         now,
@@ -298,7 +331,7 @@ pub(super) async fn change(
         Change::Done { revoked } => {
             state.metrics.revoked(Reason::PasswordChange, revoked);
             state.mailer.wake();
-            Ok(StatusCode::NO_CONTENT.into_response())
+            Ok(())
         }
         // The session ended or a reset or change won a race since the password was verified.
         Change::Stale => Err(ApiError::InvalidCredentials),

@@ -14,11 +14,11 @@
 //! Failed refreshes clear both cookies, except a rate-limited one (429): its session is fine.
 //! Refreshes are limited per client IP (`limits::Limit::Refresh`) before anything is looked at.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::{Json, Router};
 use axum_extra::extract::CookieJar;
 use secrecy::SecretString;
 
@@ -59,34 +59,49 @@ pub fn router() -> Router<AppState> {
         (status = 429, response = RateLimited),
     ),
 )]
-#[tracing::instrument(name = "refresh", skip_all, fields(user_id = tracing::field::Empty))]
 pub(super) async fn refresh(
     State(state): State<AppState>,
     client: ClientInfo,
     jar: CookieJar,
 ) -> Response {
+    match refresh_flow(&state, &client, jar).await {
+        Ok((jar, body)) => (StatusCode::OK, jar, Json(body)).into_response(),
+        Err((jar, err)) => (jar, err).into_response(),
+    }
+}
+
+/// The refresh use case, shared by `POST /auth/refresh` and the pages' `GET /auth/resume`: the
+/// rotated cookies and the session body, or the error with the jar to answer it with (cleared
+/// when the session is over, untouched otherwise).
+#[tracing::instrument(name = "refresh", skip_all, fields(user_id = tracing::field::Empty))]
+pub(crate) async fn refresh_flow(
+    state: &AppState,
+    client: &ClientInfo,
+    jar: CookieJar,
+) -> Result<(CookieJar, SessionBody), (CookieJar, ApiError)> {
     let secure = state.settings.cookie_secure;
     if let Err(err) = state.limits.check(Limit::Refresh, &client.rate_key()).await {
-        return err.into_response();
+        return Err((jar, err));
     }
     let Some(token) = cookies::refresh_token(&jar, secure) else {
-        return (
+        return Err((
             cookies::clear_session(jar, secure),
             ApiError::SessionRevoked,
-        )
-            .into_response();
+        ));
     };
-    match rotate(&state, &client, &token).await {
+    match rotate(state, client, &token).await {
         Ok((account, opened, now)) => {
-            session::respond(&state, jar, StatusCode::OK, account, &opened, now)
-                .unwrap_or_else(IntoResponse::into_response)
+            match session::issue(state, jar.clone(), account, &opened, now) {
+                Ok(issued) => Ok(issued),
+                Err(err) => Err((jar, err)),
+            }
         }
         // A revoked session loses its cookies; a server-side failure leaves them alone.
         Err(err @ ApiError::SessionRevoked) => {
             Metrics::outcome(&state.metrics.refreshes, "rejected");
-            (cookies::clear_session(jar, secure), err).into_response()
+            Err((cookies::clear_session(jar, secure), err))
         }
-        Err(err) => err.into_response(),
+        Err(err) => Err((jar, err)),
     }
 }
 

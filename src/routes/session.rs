@@ -3,9 +3,6 @@
 
 use std::time::Duration;
 
-use axum::Json;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum_extra::extract::CookieJar;
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
@@ -62,16 +59,16 @@ impl PreparedSession {
     }
 }
 
-/// The response of signup, login and refresh, built only after their transaction committed:
-/// mints the access token, sets both cookies and returns the session body.
-pub fn respond(
+/// What every way of opening a session ends with (the JSON endpoints and the pages), only after
+/// the transaction committed: the access token minted, both cookies set by the one cookie code,
+/// and the session body.
+pub fn issue(
     state: &AppState,
     jar: CookieJar,
-    status: StatusCode,
     account: store::users::Account,
     session: &OpenedSession,
     now: Millis,
-) -> Result<Response, ApiError> {
+) -> Result<(CookieJar, SessionBody), ApiError> {
     let settings = &state.settings;
     let user_id = store::parse_id(&account.id)?;
     let access = tokens::mint_access(
@@ -98,5 +95,5 @@ pub fn respond(
         token_type: TokenType::Bearer,
         expires_in: access.expires_in,
     };
-    Ok((status, jar, Json(body)).into_response())
+    Ok((jar, body))
 }

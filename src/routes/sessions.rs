@@ -41,13 +41,24 @@ pub fn router() -> Router<AppState> {
         (status = 401, response = Unauthenticated),
     ),
 )]
-#[tracing::instrument(name = "logout_all", skip_all, fields(user_id = tracing::field::Empty))]
 pub(super) async fn logout_all(
     State(state): State<AppState>,
     auth: Authenticated,
     client: ClientInfo,
     jar: CookieJar,
 ) -> Result<impl IntoResponse, ApiError> {
+    let jar = logout_all_flow(&state, auth, &client, jar).await?;
+    Ok((StatusCode::NO_CONTENT, jar))
+}
+
+/// The logout-everywhere use case, shared by the JSON endpoint and the account page.
+#[tracing::instrument(name = "logout_all", skip_all, fields(user_id = tracing::field::Empty))]
+pub(crate) async fn logout_all_flow(
+    state: &AppState,
+    auth: Authenticated,
+    client: &ClientInfo,
+    jar: CookieJar,
+) -> Result<CookieJar, ApiError> {
     // The extractor told the request's span; the handler's (and the store task that inherits
     // it) says it too.
     tracing::Span::current().record("user_id", tracing::field::display(auth.user_id));
@@ -58,10 +69,7 @@ pub(super) async fn logout_all(
         .logout_all(auth.user_id, actor, state.clock.now())
         .await?;
     state.metrics.revoked(Reason::LogoutAll, revoked);
-    Ok((
-        StatusCode::NO_CONTENT,
-        cookies::clear_session(jar, state.settings.cookie_secure),
-    ))
+    Ok(cookies::clear_session(jar, state.settings.cookie_secure))
 }
 
 /// One live session of the caller.
@@ -69,18 +77,18 @@ pub(super) async fn logout_all(
 #[schema(as = SessionInfo)]
 pub struct SessionView {
     #[schema(format = "uuid")]
-    id: String,
+    pub(crate) id: String,
     #[schema(format = DateTime)]
-    created_at: String,
+    pub(crate) created_at: String,
     #[schema(format = DateTime)]
-    last_used_at: String,
+    pub(crate) last_used_at: String,
     #[schema(required = true)]
-    user_agent: Option<String>,
+    pub(crate) user_agent: Option<String>,
     /// The client's address as the server saw it (see `trusted_proxies`).
     #[schema(required = true)]
-    ip: Option<String>,
+    pub(crate) ip: Option<String>,
     /// Whether this is the session of the request.
-    current: bool,
+    pub(crate) current: bool,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -100,11 +108,21 @@ pub struct SessionList {
         (status = 401, response = Unauthenticated),
     ),
 )]
-#[tracing::instrument(name = "list_sessions", skip_all, fields(user_id = tracing::field::Empty))]
 pub(super) async fn list(
     State(state): State<AppState>,
     auth: Authenticated,
 ) -> Result<Json<SessionList>, ApiError> {
+    let sessions = list_flow(&state, auth).await?;
+    Ok(Json(SessionList { sessions }))
+}
+
+/// The caller's live sessions, most recently used first: for the JSON endpoint and the account
+/// page.
+#[tracing::instrument(name = "list_sessions", skip_all, fields(user_id = tracing::field::Empty))]
+pub(crate) async fn list_flow(
+    state: &AppState,
+    auth: Authenticated,
+) -> Result<Vec<SessionView>, ApiError> {
     // The extractor told the request's span; the handler's (and the store task that inherits
     // it) says it too.
     tracing::Span::current().record("user_id", tracing::field::display(auth.user_id));
@@ -123,7 +141,7 @@ pub(super) async fn list(
             ip: s.ip,
         })
         .collect();
-    Ok(Json(SessionList { sessions }))
+    Ok(sessions)
 }
 
 /// Revokes one of the caller's sessions. Another user's session, or no session, is 404: the
@@ -146,7 +164,6 @@ pub(super) async fn list(
             (another user's session included).", body = ErrorBody),
     ),
 )]
-#[tracing::instrument(name = "revoke_session", skip_all, fields(user_id = tracing::field::Empty))]
 pub(super) async fn revoke(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -154,14 +171,28 @@ pub(super) async fn revoke(
     jar: CookieJar,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    // An id that is no UUID, or not even UTF-8 once percent-decoded (whose rejection would
+    // otherwise be axum's plain-text 400), names no session of the caller.
+    let id = id.ok().map(|Path(id)| id);
+    let jar = revoke_flow(&state, auth, &client, jar, id.as_deref()).await?;
+    Ok((StatusCode::NO_CONTENT, jar))
+}
+
+/// The revocation of one of the caller's sessions, shared by the JSON endpoint and the account
+/// page. An id that names no live session of the caller (no UUID, another user's) is 404.
+#[tracing::instrument(name = "revoke_session", skip_all, fields(user_id = tracing::field::Empty))]
+pub(crate) async fn revoke_flow(
+    state: &AppState,
+    auth: Authenticated,
+    client: &ClientInfo,
+    jar: CookieJar,
+    id: Option<&str>,
+) -> Result<CookieJar, ApiError> {
     // The extractor told the request's span; the handler's (and the store task that inherits
     // it) says it too.
     tracing::Span::current().record("user_id", tracing::field::display(auth.user_id));
-    // An id that is no UUID, or not even UTF-8 once percent-decoded (whose rejection would
-    // otherwise be axum's plain-text 400), names no session of the caller.
     let session_id = id
-        .ok()
-        .and_then(|Path(id)| Uuid::parse_str(&id).ok())
+        .and_then(|id| Uuid::parse_str(id).ok())
         .ok_or(ApiError::NotFound)?;
     let actor = client.actor(Some(auth.user_id), Some(session_id));
     // One store call: the revocation and its audit event.
@@ -174,10 +205,9 @@ pub(super) async fn revoke(
     }
     state.metrics.revoked(Reason::RevokedByUser, 1);
     // Revoking the session this request came from is a logout: its cookies go too.
-    let jar = if session_id == auth.session_id {
+    Ok(if session_id == auth.session_id {
         cookies::clear_session(jar, state.settings.cookie_secure)
     } else {
         jar
-    };
-    Ok((StatusCode::NO_CONTENT, jar))
+    })
 }

@@ -46,13 +46,13 @@ pub fn router() -> Router<AppState> {
 pub struct SignupRequest {
     /// Trimmed; unique case-insensitively.
     #[schema(value_type = String, required = true, format = Email, max_length = 254)]
-    email: Option<String>,
+    pub(crate) email: Option<String>,
     /// 8 to 128 characters (after Unicode NFKC); not a common or easily guessed password.
     #[schema(value_type = String, required = true, format = Password, min_length = 8, max_length = 128)]
-    password: Option<SecretString>,
+    pub(crate) password: Option<SecretString>,
     /// Trimmed, at most 100 characters, no control characters; blank or `null`: no name.
     #[schema(max_length = 100)]
-    display_name: Option<String>,
+    pub(crate) display_name: Option<String>,
 }
 
 /// The answer of a concealed signup (`conceal_existing_accounts`): `{}`, whatever the address.
@@ -80,13 +80,34 @@ pub struct EmptyBody {}
         (status = 503, response = Overloaded),
     ),
 )]
-#[tracing::instrument(name = "signup", skip_all, fields(user_id = tracing::field::Empty))]
 pub(super) async fn signup(
     State(state): State<AppState>,
     client: ClientInfo,
     jar: CookieJar,
     ApiJson(req): ApiJson<SignupRequest>,
 ) -> Result<Response, ApiError> {
+    Ok(match signup_flow(&state, &client, jar, req).await? {
+        Signed::Session(jar, body) => (StatusCode::CREATED, jar, Json(*body)).into_response(),
+        Signed::Concealed => (StatusCode::ACCEPTED, Json(EmptyBody {})).into_response(),
+    })
+}
+
+/// How a signup ended, for the JSON endpoint and the signup page.
+pub(crate) enum Signed {
+    /// The account and its first session: the cookies are in the jar.
+    Session(CookieJar, Box<SessionBody>),
+    /// `conceal_existing_accounts`: the same answer for a new and a taken address, no session.
+    Concealed,
+}
+
+/// The signup use case, shared by `POST /auth/signup` and the signup page.
+#[tracing::instrument(name = "signup", skip_all, fields(user_id = tracing::field::Empty))]
+pub(crate) async fn signup_flow(
+    state: &AppState,
+    client: &ClientInfo,
+    jar: CookieJar,
+    req: SignupRequest,
+) -> Result<Signed, ApiError> {
     let account = NewAccount::parse(
         req.email.as_deref(),
         req.password.as_ref(),
@@ -103,11 +124,11 @@ pub(super) async fn signup(
     let now = state.clock.now();
     let conceal = state.settings.conceal_existing_accounts;
     // Concealment: no session, or the answer would tell a new address from a taken one.
-    let session = (!conceal).then(|| session::prepare(&state, &client, now));
-    let verification = links::prepare(&state, LinkKind::EmailVerification, &account.email, now)?;
+    let session = (!conceal).then(|| session::prepare(state, client, now));
+    let verification = links::prepare(state, LinkKind::EmailVerification, &account.email, now)?;
     let new = NewSignup {
         user_id,
-        throttle: links::throttle(&state, Kind::EmailVerification, &account.email),
+        throttle: links::throttle(state, Kind::EmailVerification, &account.email),
         email: account.email.clone(),
         password_hash,
         display_name: account.display_name,
@@ -120,7 +141,10 @@ pub(super) async fn signup(
     // One store call: user, profile, session, audit event and verification email, or nothing.
     let created = match state.store.signup(new).await? {
         Signup::Created(created) => created,
-        Signup::EmailTaken if conceal => return account_exists(&state, &account.email, now).await,
+        Signup::EmailTaken if conceal => {
+            account_exists(state, &account.email, now).await?;
+            return Ok(Signed::Concealed);
+        }
         Signup::EmailTaken => return Err(ApiError::EmailTaken),
     };
     crate::telemetry::record_user(user_id);
@@ -129,25 +153,17 @@ pub(super) async fn signup(
     failpoint!("signup.after_commit");
 
     match session {
-        Some(prepared) => session::respond(
-            &state,
-            jar,
-            StatusCode::CREATED,
-            created,
-            &prepared.opened(),
-            now,
-        ),
-        None => Ok(accepted()),
+        Some(prepared) => {
+            let (jar, body) = session::issue(state, jar, created, &prepared.opened(), now)?;
+            Ok(Signed::Session(jar, Box::new(body)))
+        }
+        None => Ok(Signed::Concealed),
     }
 }
 
 /// Concealment, taken address: the same 202 as a new one; the owner hears of the attempt by
 /// email (in a transaction of its own, the only write), the requester learns nothing.
-async fn account_exists(
-    state: &AppState,
-    email: &Email,
-    now: Millis,
-) -> Result<Response, ApiError> {
+async fn account_exists(state: &AppState, email: &Email, now: Millis) -> Result<(), ApiError> {
     // The address on file, not the one typed: they are equal only after normalization.
     if let Some(contact) = store::users::find_contact_by_email(state.store.reader(), email).await? {
         let on_file = stored_email(&contact.email)?;
@@ -159,10 +175,5 @@ async fn account_exists(
             .await?;
         state.mailer.wake();
     }
-    Ok(accepted())
-}
-
-/// The one answer of a concealed signup, whatever the address.
-fn accepted() -> Response {
-    (StatusCode::ACCEPTED, Json(EmptyBody {})).into_response()
+    Ok(())
 }

@@ -98,6 +98,28 @@ async fn unsafe_requests_from_foreign_origins_are_rejected(db: Db) {
     }
     assert_eq!(app.count("SELECT COUNT(*) FROM users").await, 0);
 
+    // `Origin: null` (a page with `Referrer-Policy: no-referrer`, a sandboxed frame, a `data:`
+    // page) names no origin: only the browser's own `Sec-Fetch-Site: same-origin` lets it pass.
+    for (fetch_site, status) in [
+        (None, 403),
+        (Some("cross-site"), 403),
+        (Some("same-site"), 403),
+        (Some("none"), 403),
+        (Some("same-origin"), 201),
+    ] {
+        let mut request = app
+            .client
+            .post(app.url("/auth/signup"))
+            .header("origin", "null")
+            .json(&json!({"email": "null@example.com", "password": PASSWORD}));
+        if let Some(value) = fetch_site {
+            request = request.header("sec-fetch-site", value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), status, "Origin: null, {fetch_site:?}");
+    }
+    assert_eq!(app.count("SELECT COUNT(*) FROM users").await, 1);
+
     // The public URL's origin, a configured origin, same-site fetches and non-browser clients pass.
     let allowed = [
         ("origin", PUBLIC_URL, "a@example.com"),

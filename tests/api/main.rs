@@ -22,6 +22,7 @@ mod logout;
 mod me;
 mod metrics;
 mod openapi;
+mod pages;
 mod password;
 mod refresh;
 mod sessions;

@@ -223,7 +223,31 @@ impl TestApp {
         TestApp::start(self.db.clone(), self.kek.clone(), configure).await
     }
 
+    /// A server whose public URL is its own address, for a real browser: links, redirects and
+    /// the origin check all point at the server itself.
+    #[allow(dead_code)]
+    pub async fn spawn_at_own_url(db: Db, configure: impl FnOnce(&mut Overrides)) -> TestApp {
+        let db = std::sync::Arc::new(TestDb::new(db).await);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let own = format!("http://{}", listener.local_addr().unwrap());
+        TestApp::start_on(listener, db, Kek::generate_encoded(), |o| {
+            o.public_url = Some(own);
+            configure(o);
+        })
+        .await
+    }
+
     async fn start(
+        db: std::sync::Arc<TestDb>,
+        kek: String,
+        configure: impl FnOnce(&mut Overrides),
+    ) -> TestApp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        TestApp::start_on(listener, db, kek, configure).await
+    }
+
+    async fn start_on(
+        listener: tokio::net::TcpListener,
         db: std::sync::Arc<TestDb>,
         kek: String,
         configure: impl FnOnce(&mut Overrides),
@@ -240,7 +264,6 @@ impl TestApp {
         let state = AppState::build(settings, clock.clone())
             .await
             .expect("app builds");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(app::serve(listener, state.clone(), async {

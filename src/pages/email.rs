@@ -1,0 +1,112 @@
+//! The email verification page.
+//!
+//! GET /email/verify?token=T shows a confirm button and spends nothing: mail scanners and link
+//! previews follow links, and must not verify an address for its owner. The button's POST spends
+//! the token through the JSON API's verification.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use super::auth::fail_page;
+use super::form::{Form, PageForm, PageQuery};
+use super::render::see_other;
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::extract::ClientInfo;
+use crate::routes::email::{VerifyRequest, verify_flow};
+use crate::store;
+use crate::tokens::{self, Purpose};
+
+/// The context of the verification page: the confirm button for a live token, "verified" after
+/// the POST, or the "link no longer works" view.
+#[derive(Serialize)]
+pub(super) struct VerifyPage {
+    pub form: Form,
+    pub token: Option<String>,
+    pub done: bool,
+}
+
+/// Whether `token` is a live verification token; a read, nothing is spent.
+async fn is_live(state: &AppState, token: &str) -> Result<bool, ApiError> {
+    if token.is_empty() || token.len() > 128 {
+        return Ok(false);
+    }
+    let hash = tokens::hash_opaque(Purpose::EmailVerification, &SecretString::from(token));
+    let found = store::one_time_tokens::find_live(
+        state.store.reader(),
+        &hash,
+        Purpose::EmailVerification,
+        state.clock.now(),
+    )
+    .await?;
+    Ok(found.is_some())
+}
+
+/// GET /email/verify?token=T (400 when the link no longer works), and after the POST
+/// `?notice=email_verified`.
+pub async fn verify_page(State(state): State<AppState>, query: PageQuery) -> Response {
+    let form = Form::new(&state.pages, &[]);
+    if query.token.is_none() && query.notice.as_deref() == Some("email_verified") {
+        let page = VerifyPage {
+            form,
+            token: None,
+            done: true,
+        };
+        return state
+            .pages
+            .render("verify.html", StatusCode::OK, None, &page);
+    }
+    let token = query.token.unwrap_or_default();
+    let live = match is_live(&state, &token).await {
+        Ok(live) => live,
+        Err(err) => return state.pages.error(&err),
+    };
+    let page = VerifyPage {
+        form,
+        token: live.then_some(token),
+        done: false,
+    };
+    let status = if live {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    state.pages.render("verify.html", status, None, &page)
+}
+
+#[derive(Deserialize)]
+pub struct VerifyFields {
+    token: Option<SecretString>,
+}
+
+/// POST /email/verify: the JSON API's verification, then 303 to the "verified" view.
+pub async fn verify(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    PageForm(fields): PageForm<VerifyFields>,
+) -> Response {
+    let token = fields.token.as_ref().map(|t| t.expose_secret().to_owned());
+    let req = VerifyRequest {
+        token: fields.token,
+    };
+    match verify_flow(&state, &client, req).await {
+        Ok(()) => see_other("/email/verify?notice=email_verified"),
+        Err(err) => {
+            let pages = &state.pages;
+            // A used or expired token shows the "link no longer works" view; any other failure
+            // (429, 503) keeps the button for another try.
+            let token =
+                token.filter(|_| !matches!(err, ApiError::TokenInvalid | ApiError::Validation(_)));
+            let form = Form::new(pages, &[]).fail(pages, &err, &[]);
+            let page = VerifyPage {
+                form,
+                token,
+                done: false,
+            };
+            fail_page(pages, "verify.html", &err, &page)
+        }
+    }
+}

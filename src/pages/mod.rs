@@ -1,0 +1,170 @@
+//! The hosted pages: HTML forms for every account flow, on latchkey's public URL.
+//!
+//! A page is a thin shell around the JSON API's use cases: each POST parses its form into the
+//! same request fields the JSON endpoint takes and makes ONE call to the same `*_flow` function
+//! (`crate::routes`), so the transactions, cookies, limits, errors and audit events are the JSON
+//! API's own. Success is `303 See Other` (post/redirect/get); a failure answers the form again
+//! with the status the JSON flow gave, each problem next to its field, the fields kept (never a
+//! password). Pages work without JavaScript: no script is served, and the CSP forbids it.
+//!
+//! - `GET` of an emailed link never spends its token (mail scanners follow links): the reset and
+//!   verification pages only look the token up; their form's POST spends it.
+//! - The refresh cookie is scoped to `/auth`, so pages never see it: a page whose access token
+//!   has expired sends the browser through `GET /auth/resume`, which rotates the session like
+//!   `POST /auth/refresh` and comes back (`resume`).
+//! - `return_to` is followed only to the public URL's origin or an allowed origin (`return_to`).
+//! - CSRF: the middleware's origin check covers page POSTs as it covers the API.
+//!
+//! Reading order: `render` (templates, strings, headers), `form` (fields and errors), then one
+//! module per group of pages.
+
+mod account;
+mod auth;
+mod email;
+mod form;
+mod password;
+mod render;
+mod resume;
+mod return_to;
+
+use axum::Router;
+use axum::routing::{get, post};
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::app::AppState;
+pub use render::Pages;
+
+/// Every page route; mounted unless `pages = off`.
+pub fn router(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/signup", get(auth::signup_page).post(auth::signup))
+        .route("/login", get(auth::login_page).post(auth::login))
+        .route("/logout", get(auth::logout_page).post(auth::logout))
+        .route(
+            "/password/forgot",
+            get(password::forgot_page).post(password::forgot),
+        )
+        .route(
+            "/password/reset",
+            get(password::reset_page).post(password::reset),
+        )
+        .route("/email/verify", get(email::verify_page).post(email::verify))
+        .route("/account", get(account::page))
+        .route("/account/profile", post(account::update_profile))
+        .route("/account/email/resend", post(account::resend))
+        .route("/account/sessions/revoke", post(account::revoke_session))
+        .route("/account/password", post(account::change_password))
+        .route("/account/logout-all", post(account::logout_all))
+        .route("/auth/resume", get(resume::resume))
+        .route("/pages/style.css", get(render::stylesheet))
+        // A panic in a page (or in the flow it called) is the error page, not the API's JSON.
+        .layer(CatchPanicLayer::custom(render::panic_page(state)))
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            render::security_headers,
+        ))
+}
+
+/// The catalogue's notice `key` (from a page's `?notice=`), when it has one: only fixed
+/// messages, never text from the URL.
+fn notice(pages: &Pages, key: Option<&str>) -> Option<String> {
+    let key = key.filter(|k| k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))?;
+    let path = format!("notices.{key}");
+    let message = pages.string(&path);
+    (message != path).then_some(message)
+}
+
+/// A context for every page template, with a notice and a problem on each form, so that the
+/// check at start renders every branch an override may break.
+fn samples(pages: &Pages) -> Vec<(&'static str, serde_json::Value)> {
+    use crate::error::ErrorCode;
+    let invalid = |field: &str| crate::error::ApiError::field(field, "is required");
+    let entry = |form: form::Form| auth::EntryPage {
+        form,
+        return_to: Some("/account".to_owned()),
+        return_query: "?return_to=%2Faccount".to_owned(),
+    };
+    let json = |value: Result<serde_json::Value, serde_json::Error>| value.unwrap_or_default();
+    let mut forms = account::Forms::new(pages, Some("Ada"));
+    forms.password = forms.password.fail(
+        pages,
+        &crate::error::ApiError::InvalidCredentials,
+        &[(
+            ErrorCode::InvalidCredentials,
+            "current_password",
+            "wrong_password",
+        )],
+    );
+    forms.profile = forms.profile.fail(pages, &invalid("display_name"), &[]);
+    let account = account::AccountPage {
+        account: account::AccountView {
+            email: "ada@example.com".to_owned(),
+            email_verified: false,
+        },
+        sessions: vec![account::SessionRow {
+            id: "0".to_owned(),
+            device: "Chrome on Linux".to_owned(),
+            ip: "127.0.0.1".to_owned(),
+            created_at: "2026-12-01 12:00 UTC".to_owned(),
+            last_used_at: "2026-12-01 12:00 UTC".to_owned(),
+            current: false,
+        }],
+        forms,
+    };
+    vec![
+        (
+            "signup.html",
+            json(serde_json::to_value(entry(auth::signup_form(pages).fail(
+                pages,
+                &invalid("email"),
+                &[],
+            )))),
+        ),
+        (
+            "login.html",
+            json(serde_json::to_value(entry(auth::login_form(pages).fail(
+                pages,
+                &crate::error::ApiError::InvalidCredentials,
+                &[],
+            )))),
+        ),
+        (
+            "logout.html",
+            json(serde_json::to_value(auth::LogoutPage {
+                form: form::Form::new(pages, &[]),
+            })),
+        ),
+        (
+            "forgot.html",
+            json(serde_json::to_value(password::ForgotPage {
+                form: form::Form::new(pages, &[form::EMAIL]).fail(pages, &invalid("email"), &[]),
+                sent: false,
+            })),
+        ),
+        (
+            "reset.html",
+            json(serde_json::to_value(password::ResetPage {
+                form: form::Form::new(pages, &[form::NEW_PASSWORD]).fail(
+                    pages,
+                    &invalid("password"),
+                    &[],
+                ),
+                token: Some("T".to_owned()),
+                email: "ada@example.com".to_owned(),
+            })),
+        ),
+        (
+            "verify.html",
+            json(serde_json::to_value(email::VerifyPage {
+                form: form::Form::new(pages, &[]),
+                token: Some("T".to_owned()),
+                done: false,
+            })),
+        ),
+        ("account.html", json(serde_json::to_value(account))),
+        (
+            "error.html",
+            serde_json::json!({"message": pages.string("errors.internal")}),
+        ),
+    ]
+}
