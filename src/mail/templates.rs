@@ -145,7 +145,7 @@ mod tests {
             rendered.text
         );
         assert!(
-            rendered.html.contains("o&#x27;brien&lt;x&gt;@example.com"),
+            rendered.html.contains("o&#39;brien&lt;x&gt;@example.com"),
             "{}",
             rendered.html
         );
@@ -173,9 +173,11 @@ mod tests {
                 .text
                 .contains("\nhttp://localhost:8080/password/reset?token=T\n")
         );
-        assert!(rendered.html.contains(
-            "<a href=\"http:&#x2f;&#x2f;localhost:8080&#x2f;password&#x2f;reset?token=T\">"
-        ));
+        assert!(
+            rendered
+                .html
+                .contains("<a href=\"http://localhost:8080/password/reset?token=T\">")
+        );
         let subject = templates
             .render(
                 Kind::PasswordChanged,

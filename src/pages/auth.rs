@@ -56,15 +56,24 @@ pub async fn signup_page(
     headers: HeaderMap,
     query: PageQuery,
 ) -> Result<Response, Response> {
+    entry_page(&state, &headers, query, "signup.html", signup_form).await
+}
+
+/// The signup or login form, or straight on for a browser that is signed in already.
+async fn entry_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: PageQuery,
+    template: &str,
+    form: fn(&Pages) -> Form,
+) -> Result<Response, Response> {
     let return_to = return_to::allowed(&state.settings, query.return_to.as_deref());
-    if signed_in(&state, &headers).await? {
+    if signed_in(state, headers).await? {
         return Ok(see_other(destination(return_to.as_deref())));
     }
-    let page = EntryPage::new(signup_form(&state.pages), return_to);
+    let page = EntryPage::new(form(&state.pages), return_to);
     let notice = notice(&state.pages, query.notice.as_deref());
-    Ok(state
-        .pages
-        .render("signup.html", StatusCode::OK, notice, &page))
+    Ok(state.pages.render(template, StatusCode::OK, notice, &page))
 }
 
 #[derive(Deserialize)]
@@ -120,15 +129,7 @@ pub async fn login_page(
     headers: HeaderMap,
     query: PageQuery,
 ) -> Result<Response, Response> {
-    let return_to = return_to::allowed(&state.settings, query.return_to.as_deref());
-    if signed_in(&state, &headers).await? {
-        return Ok(see_other(destination(return_to.as_deref())));
-    }
-    let page = EntryPage::new(login_form(&state.pages), return_to);
-    let notice = notice(&state.pages, query.notice.as_deref());
-    Ok(state
-        .pages
-        .render("login.html", StatusCode::OK, notice, &page))
+    entry_page(&state, &headers, query, "login.html", login_form).await
 }
 
 #[derive(Deserialize)]

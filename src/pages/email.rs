@@ -11,14 +11,13 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::auth::fail_page;
-use super::form::{Form, PageForm, PageQuery};
+use super::form::{Form, PageForm, PageQuery, live_token_owner};
 use super::render::see_other;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::extract::ClientInfo;
 use crate::routes::email::{VerifyRequest, verify_flow};
-use crate::store;
-use crate::tokens::{self, Purpose};
+use crate::tokens::Purpose;
 
 /// The context of the verification page: the confirm button for a live token, "verified" after
 /// the POST, or the "link no longer works" view.
@@ -27,22 +26,6 @@ pub(super) struct VerifyPage {
     pub form: Form,
     pub token: Option<String>,
     pub done: bool,
-}
-
-/// Whether `token` is a live verification token; a read, nothing is spent.
-async fn is_live(state: &AppState, token: &str) -> Result<bool, ApiError> {
-    if token.is_empty() || token.len() > 128 {
-        return Ok(false);
-    }
-    let hash = tokens::hash_opaque(Purpose::EmailVerification, &SecretString::from(token));
-    let found = store::one_time_tokens::find_live(
-        state.store.reader(),
-        &hash,
-        Purpose::EmailVerification,
-        state.clock.now(),
-    )
-    .await?;
-    Ok(found.is_some())
 }
 
 /// GET /email/verify?token=T (400 when the link no longer works), and after the POST
@@ -60,8 +43,8 @@ pub async fn verify_page(State(state): State<AppState>, query: PageQuery) -> Res
             .render("verify.html", StatusCode::OK, None, &page);
     }
     let token = query.token.unwrap_or_default();
-    let live = match is_live(&state, &token).await {
-        Ok(live) => live,
+    let live = match live_token_owner(&state, Purpose::EmailVerification, &token).await {
+        Ok(owner) => owner.is_some(),
         Err(err) => return state.pages.error(&err),
     };
     let page = VerifyPage {

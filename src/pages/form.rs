@@ -225,3 +225,25 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PageQuery {
             .unwrap_or_default())
     }
 }
+
+/// The owner's address when `token` is a live one-time token of `purpose`: a read that spends
+/// nothing, for the GET of an emailed link (mail scanners follow links).
+pub async fn live_token_owner(
+    state: &AppState,
+    purpose: crate::tokens::Purpose,
+    token: &str,
+) -> Result<Option<String>, ApiError> {
+    // Longer than any token latchkey issues: not worth a lookup.
+    if token.is_empty() || token.len() > 128 {
+        return Ok(None);
+    }
+    let hash = crate::tokens::hash_opaque(purpose, &secrecy::SecretString::from(token));
+    let found = crate::store::one_time_tokens::find_live(
+        state.store.reader(),
+        &hash,
+        purpose,
+        state.clock.now(),
+    )
+    .await?;
+    Ok(found.map(|f| f.user_email))
+}

@@ -11,14 +11,13 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::auth::fail_page;
-use super::form::{EMAIL, Form, NEW_PASSWORD, PageForm, PageQuery};
+use super::form::{EMAIL, Form, NEW_PASSWORD, PageForm, PageQuery, live_token_owner};
 use super::render::see_other;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::extract::ClientInfo;
 use crate::routes::password::{ForgotRequest, ResetRequest, forgot_flow, reset_flow};
-use crate::store;
-use crate::tokens::{self, Purpose};
+use crate::tokens::Purpose;
 
 /// The context of the forgot-password page.
 #[derive(Serialize)]
@@ -76,23 +75,6 @@ pub(super) struct ResetPage {
     pub email: String,
 }
 
-/// The owner's address when `token` is a live reset token; a read, nothing is spent.
-async fn live_owner(state: &AppState, token: &str) -> Result<Option<String>, ApiError> {
-    // Longer than any token latchkey issues: not worth a lookup.
-    if token.is_empty() || token.len() > 128 {
-        return Ok(None);
-    }
-    let hash = tokens::hash_opaque(Purpose::PasswordReset, &SecretString::from(token));
-    let found = store::one_time_tokens::find_live(
-        state.store.reader(),
-        &hash,
-        Purpose::PasswordReset,
-        state.clock.now(),
-    )
-    .await?;
-    Ok(found.map(|f| f.user_email))
-}
-
 fn reset_context(form: Form, token: &str, owner: Option<String>) -> ResetPage {
     ResetPage {
         form,
@@ -105,7 +87,7 @@ fn reset_context(form: Form, token: &str, owner: Option<String>) -> ResetPage {
 /// it.
 pub async fn reset_page(State(state): State<AppState>, query: PageQuery) -> Response {
     let token = query.token.as_deref().unwrap_or("");
-    let owner = match live_owner(&state, token).await {
+    let owner = match live_token_owner(&state, Purpose::PasswordReset, token).await {
         Ok(owner) => owner,
         Err(err) => return state.pages.error(&err),
     };
@@ -149,7 +131,10 @@ pub async fn reset(
     // The token is still live unless this was about it: show the form again for it.
     let owner = match &err {
         ApiError::TokenInvalid => None,
-        _ => live_owner(&state, &token).await.ok().flatten(),
+        _ => live_token_owner(&state, Purpose::PasswordReset, &token)
+            .await
+            .ok()
+            .flatten(),
     };
     let form = Form::new(pages, &[NEW_PASSWORD]).fail(pages, &err, &[]);
     let page = reset_context(form, &token, owner);
