@@ -588,9 +588,10 @@ impl Settings {
         Ok(settings)
     }
 
-    /// A public URL other than localhost means production: there, cookies must be `Secure` and
-    /// the signing keys sealed with a configured key-encryption key (the development KEK lives in
-    /// a file next to the process). `--insecure-dev` overrides this, for a test deployment.
+    /// A public URL other than localhost means production: there, cookies must be `Secure`, the
+    /// signing keys sealed with a configured key-encryption key (the development KEK lives in a
+    /// file next to the process), and emails delivered over SMTP (without it they are logged,
+    /// live reset links included). `--insecure-dev` overrides this, for a test deployment.
     fn refuse_insecure_production(&self) -> anyhow::Result<()> {
         let local = matches!(
             self.public_url.host_str(),
@@ -603,6 +604,13 @@ impl Settings {
             bail!(
                 "cookie_secure = false with the public URL {}: refusing to run an insecure production \
                  set-up (pass --insecure-dev to allow it)",
+                self.public_url
+            );
+        }
+        if self.smtp_url.is_none() {
+            bail!(
+                "no smtp_url with the public URL {}: emails, reset links included, would be written \
+                 to the log; configure LATCHKEY_SMTP_URL (pass --insecure-dev to log them)",
                 self.public_url
             );
         }
@@ -818,6 +826,28 @@ mod tests {
         ] {
             assert!(Settings::resolve(bad).is_err());
         }
+    }
+
+    #[test]
+    fn production_needs_smtp_unless_insecure_dev() {
+        let production = |smtp: Option<&str>, insecure_dev: bool| {
+            Settings::resolve(Overrides {
+                public_url: Some("https://auth.example.com".into()),
+                key_encryption_key: Some(crate::keys::Kek::generate_encoded()),
+                smtp_url: smtp.map(str::to_owned),
+                insecure_dev,
+                ..Overrides::default()
+            })
+        };
+        let err = production(None, false).err().unwrap().to_string();
+        assert!(
+            err.starts_with("no smtp_url with the public URL https://auth.example.com/"),
+            "{err}"
+        );
+        assert!(production(Some("smtp://relay:25"), false).is_ok());
+        assert!(production(None, true).is_ok());
+        // Development on localhost logs emails, as before.
+        assert!(Settings::resolve(Overrides::default()).is_ok());
     }
 
     #[test]

@@ -82,9 +82,29 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let state = AppState::build(settings, Clock::default()).await?;
     let address = listener.local_addr()?;
     tracing::info!(%address, "latchkey listening on http://{address}");
+    ignore_hangup();
     app::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("latchkey stopped");
     Ok(())
+}
+
+/// SIGHUP (a closed terminal, `systemctl reload`, a log rotation script) would end the process by
+/// default. latchkey reads its settings once, so there is nothing to reload: the signal is logged
+/// and otherwise ignored; a restart applies new settings.
+fn ignore_hangup() {
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hangups) => {
+            tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    tracing::info!(
+                        "SIGHUP: nothing to reload (settings are read at start); still serving"
+                    );
+                }
+            });
+        }
+        Err(err) => tracing::warn!(error = %err, "cannot handle SIGHUP"),
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -2,7 +2,8 @@
 //!
 //! - `request_context`: gives every request an id (the client's `X-Request-Id` when it is sane,
 //!   else a new UUID), opens the request's span with it, logs one line per response, echoes the id
-//!   in the response and marks responses `Cache-Control: no-store` unless a handler chose otherwise.
+//!   in the response, marks responses `Cache-Control: no-store` unless a handler chose otherwise,
+//!   and `X-Content-Type-Options: nosniff` always.
 //! - `timeout`: a request that is not answered within the request timeout gets 503.
 //! - `csrf`: rejects unsafe methods sent by a browser from a foreign origin.
 //! - `panic_response`: a panic in a handler becomes the contract's 500 `internal` error.
@@ -84,6 +85,11 @@ pub async fn request_context(
     headers
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
+    // No browser may guess another type than the one given (a JSON error rendered as HTML).
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     response
 }
 

@@ -67,6 +67,7 @@ impl Store {
         sqlx::any::install_default_drivers();
         let url = url.expose_secret();
         if url.starts_with("sqlite:") {
+            create_private(url)?;
             let url = create_if_missing(url);
             let pragmas = format!(
                 "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
@@ -188,6 +189,47 @@ fn guarded(options: AnyPoolOptions) -> AnyPoolOptions {
 }
 
 /// `sqlite://file.db` does not create a missing file unless asked to.
+/// Creates a new SQLite database file readable by its owner only (0600): it holds password
+/// hashes, and unsent outbox rows hold live links. SQLite gives the `-wal` and `-shm` files the
+/// main file's permissions. An existing file keeps its mode, with a warning when others can read
+/// it.
+fn create_private(url: &str) -> anyhow::Result<()> {
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let path = rest.split('?').next().unwrap_or("");
+    if path.is_empty() || path == ":memory:" || url.contains("mode=memory") {
+        return Ok(());
+    }
+    let path = std::path::Path::new(path);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                let mode = std::fs::metadata(path)?.permissions().mode();
+                if mode & 0o077 != 0 {
+                    tracing::warn!(
+                        file = %path.display(),
+                        mode = format!("{:o}", mode & 0o777),
+                        "the SQLite database can be read by other users; chmod 600 it"
+                    );
+                }
+            }
+            Err(err) => {
+                return Err(err).with_context(|| {
+                    format!("cannot create the SQLite database {}", path.display())
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 fn create_if_missing(url: &str) -> String {
     if url.contains("mode=") {
         url.to_owned()

@@ -61,6 +61,31 @@ async fn a_bare_latchkey_serves_sqlite_from_the_working_directory_and_stops_on_s
         .unwrap();
     assert_eq!(mode, "wal");
     pool.close().await;
+    // The database holds password hashes and, in unsent emails, live links: its owner's only,
+    // and SQLite gives its journal the same mode.
+    #[cfg(unix)]
+    for file in ["latchkey.db", "latchkey.db-wal"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.0.join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+
+    // SIGHUP reloads nothing and stops nothing.
+    server.signal("HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !server
+        .log()
+        .iter()
+        .any(|l| l.contains("SIGHUP: nothing to reload"))
+    {
+        assert!(std::time::Instant::now() < deadline, "SIGHUP not logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.assert_serving("after SIGHUP").await;
+    assert_eq!(server.me(&token).await.status(), 200);
 
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
@@ -155,6 +180,16 @@ async fn bad_configuration_stops_the_process_with_a_reason() {
         (
             vec!["--key-encryption-key", "too-short"],
             "key_encryption_key must be base64 of 32 bytes",
+        ),
+        // Production (a public URL other than localhost) without SMTP would log live links.
+        (
+            vec![
+                "--public-url",
+                "https://auth.example.com",
+                "--key-encryption-key",
+                "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            ],
+            "no smtp_url with the public URL https://auth.example.com/",
         ),
     ] {
         let mut args = args;

@@ -7,6 +7,7 @@ use crate::db_tests;
 use crate::helpers::*;
 
 db_tests!(
+    every_response_says_nosniff,
     unknown_routes_and_methods_get_the_json_error_shape,
     request_ids_are_echoed_when_sane_and_made_otherwise,
     unsafe_requests_from_foreign_origins_are_rejected,
@@ -69,6 +70,32 @@ async fn request_ids_are_echoed_when_sane_and_made_otherwise(db: Db) {
             .to_owned();
         assert_ne!(id, insane);
         assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+    }
+}
+
+async fn every_response_says_nosniff(db: Db) {
+    let app = TestApp::spawn(db).await;
+    for (method, path, status) in [
+        ("GET", "/healthz", 200),
+        ("GET", "/metrics", 200),
+        ("GET", "/openapi.json", 200),
+        ("GET", "/.well-known/jwks.json", 200),
+        ("GET", "/auth/me", 401),
+        ("GET", "/no/such/path", 404),
+        ("POST", "/auth/login", 415),
+        ("GET", "/login", 200),
+    ] {
+        let request = match method {
+            "GET" => app.client.get(app.url(path)),
+            _ => app.client.post(app.url(path)),
+        };
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), status, "{method} {path}");
+        assert_eq!(
+            response.headers()["x-content-type-options"],
+            "nosniff",
+            "{method} {path}"
+        );
     }
 }
 
