@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The hosted pages' templates and strings (see `pages`).
     pub pages: Arc<Pages>,
+    /// Set on SIGTERM: `/readyz` answers 503 for the drain period while requests are served.
+    pub draining: Arc<AtomicBool>,
 }
 
 impl AppState {
@@ -85,6 +88,7 @@ impl AppState {
             mailer,
             metrics: Arc::new(Metrics::new()),
             pages,
+            draining: Arc::new(AtomicBool::new(false)),
         })
     }
 }

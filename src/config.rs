@@ -278,6 +278,10 @@ pub struct Overrides {
         value_delimiter = ','
     )]
     pub trusted_proxies: Option<Vec<String>>,
+    /// Seconds between SIGTERM and the end of accepting, while /readyz answers 503 so that load
+    /// balancers take the instance out before its port closes.
+    #[arg(long, env = "LATCHKEY_DRAIN_PERIOD", global = true)]
+    pub drain_period: Option<u64>,
     /// Seconds a request may take before it is answered 503.
     #[arg(long, env = "LATCHKEY_REQUEST_TIMEOUT", global = true)]
     pub request_timeout: Option<u64>,
@@ -354,6 +358,7 @@ impl Overrides {
                 .verify_resend_account_limit
                 .or(lower.verify_resend_account_limit),
             trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
+            drain_period: self.drain_period.or(lower.drain_period),
             request_timeout: self.request_timeout.or(lower.request_timeout),
             header_read_timeout: self.header_read_timeout.or(lower.header_read_timeout),
             max_header_bytes: self.max_header_bytes.or(lower.max_header_bytes),
@@ -437,6 +442,9 @@ pub struct Settings {
     /// Peers whose `X-Forwarded-For` is believed; empty: the socket peer is the client.
     #[serde(serialize_with = "show::displays")]
     pub trusted_proxies: Vec<IpNet>,
+    /// SIGTERM to closing the port: `/readyz` answers 503 meanwhile, requests are still served.
+    #[serde(serialize_with = "show::secs")]
+    pub drain_period: Duration,
     #[serde(serialize_with = "show::secs")]
     pub request_timeout: Duration,
     #[serde(serialize_with = "show::secs")]
@@ -547,6 +555,7 @@ impl Settings {
                 .verify_resend_account_limit
                 .unwrap_or(Rate::new(3, secs(15 * 60))),
             trusted_proxies,
+            drain_period: secs(o.drain_period.unwrap_or(5)),
             request_timeout: secs(o.request_timeout.unwrap_or(10)),
             header_read_timeout: secs(o.header_read_timeout.unwrap_or(30)),
             max_header_bytes: o.max_header_bytes.unwrap_or(16 * 1024),

@@ -94,6 +94,9 @@ pub enum ApiError {
     /// The request outlived the request timeout (see `middleware::timeout`).
     #[error("request timed out")]
     TimedOut,
+    /// `/readyz` while the instance drains before it stops (SIGTERM).
+    #[error("draining before shutdown")]
+    Draining,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -178,7 +181,7 @@ impl ApiError {
             // it is a 503 like an unreachable database, not a 408: 408 means "you were too slow
             // to send your request", and browsers may replay a request answered 408 on their own,
             // which must not happen to a signup or a login.
-            Unavailable(_) | TimedOut => (
+            Unavailable(_) | TimedOut | Draining => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::Unavailable,
                 "The service is temporarily unavailable.",
@@ -230,7 +233,10 @@ impl ApiError {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
-            ApiError::Overloaded | ApiError::Unavailable(_) | ApiError::TimedOut => Some(1),
+            ApiError::Overloaded
+            | ApiError::Unavailable(_)
+            | ApiError::TimedOut
+            | ApiError::Draining => Some(1),
             _ => None,
         }
     }

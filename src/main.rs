@@ -83,7 +83,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     tracing::info!(%address, "latchkey listening on http://{address}");
     ignore_hangup();
-    app::serve(listener, state, shutdown_signal()).await?;
+    let stop = shutdown_signal(state.clone());
+    app::serve(listener, state, stop).await?;
     tracing::info!("latchkey stopped");
     Ok(())
 }
@@ -107,8 +108,20 @@ fn ignore_hangup() {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+/// How the process was asked to stop.
+#[derive(PartialEq, Eq)]
+enum Stop {
+    /// Ctrl-C: a person at a terminal, who wants it gone now.
+    Interrupt,
+    /// SIGTERM: a service manager or a rolling restart, which gets the drain first.
+    Terminate,
+}
+
+/// Resolves on Ctrl-C or SIGTERM. On SIGTERM the instance first drains: `/readyz` answers 503
+/// for `drain_period` while every request is still served, so a load balancer that health-checks
+/// it stops sending new ones before the port closes; then the server stops accepting and finishes
+/// what is in flight.
+async fn shutdown_signal(state: AppState) {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -123,9 +136,20 @@ async fn shutdown_signal() {
     };
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+    let stop = tokio::select! {
+        () = ctrl_c => Stop::Interrupt,
+        () = term => Stop::Terminate,
+    };
+    let drain = state.settings.drain_period;
+    if stop == Stop::Terminate && !drain.is_zero() {
+        state
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            drain_secs = drain.as_secs(),
+            "draining: /readyz answers 503 while requests are still served"
+        );
+        tokio::time::sleep(drain).await;
     }
     tracing::info!("shutting down: finishing requests in flight");
 }

@@ -41,12 +41,17 @@ pub(super) async fn healthz() -> Json<HealthBody> {
     tag = "operations",
     responses(
         (status = 200, description = "`{\"status\": \"ready\"}`", body = HealthBody),
-        (status = 503, description = "`unavailable`: the database does not answer.",
+        (status = 503, description = "`unavailable`: the database does not answer, or the \
+            instance is draining before it stops (SIGTERM).",
             body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
     ),
 )]
 pub(super) async fn readyz(State(state): State<AppState>) -> Result<Json<HealthBody>, ApiError> {
+    // Draining: still serving, but the balancer should send new requests elsewhere.
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(ApiError::Draining);
+    }
     state.store.ping().await.map_err(ApiError::Unavailable)?;
     Ok(Json(HealthBody { status: "ready" }))
 }

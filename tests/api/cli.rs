@@ -306,6 +306,9 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
         "65536",
         "--argon2-iterations",
         "48",
+        // The stop after the drain is what this test is about (the drain has its own test).
+        "--drain-period",
+        "0",
     ];
     let mut server = ServerProcess::start(&args, &[], &dir.0).await;
     let request = server
@@ -407,4 +410,51 @@ async fn no_secret_reaches_the_log_of_a_full_journey(db: Db) {
             assert!(!log.contains(part), "part of the {what} is in the log");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_first_then_stops_accepting_and_exits_0() {
+    let dir = WorkDir::new();
+    let args = ["--listen", "127.0.0.1:0", "--drain-period", "2"];
+    let mut server = ServerProcess::start(&args, &[], &dir.0).await;
+    server.assert_serving("before SIGTERM").await;
+    server.signal("TERM");
+    // Draining: /readyz says 503 so balancers move on, while every request is still served.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = server
+            .client
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .unwrap();
+        if ready.status() == 503 {
+            assert_eq!(ready.headers()["retry-after"], "1");
+            let body: Value = ready.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "unavailable");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz never said 503"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let health = server
+        .client
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200, "still alive while draining");
+    assert_eq!(
+        server.signup("alice@example.com").await.status(),
+        201,
+        "still serving"
+    );
+    let status = server.wait();
+    assert!(status.success(), "{status:?}");
+    let log = server.log().join("\n");
+    assert!(log.contains("draining: /readyz answers 503"), "{log}");
+    assert!(log.contains("latchkey stopped"), "{log}");
 }

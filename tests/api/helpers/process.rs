@@ -49,6 +49,8 @@ impl ServerProcess {
             PUBLIC_URL,
             "--hash-threads",
             "2",
+            "--drain-period",
+            "0",
         ];
         args.extend_from_slice(extra);
         ServerProcess::start(&args, env, &std::env::temp_dir()).await
@@ -231,6 +233,11 @@ impl ServerProcess {
             .status()
             .expect("kill runs");
         assert!(status.success(), "kill -{signal}");
+    }
+
+    /// Waits for the process to end on its own.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("the process ends")
     }
 
     pub fn terminate(&mut self) -> std::process::ExitStatus {
