@@ -53,3 +53,5 @@ pub mod store;
 pub mod telemetry;
 /// Access tokens (JWT) and opaque refresh tokens.
 pub mod tokens;
+/// Webhooks: event types, endpoints, Standard Webhooks signatures, the delivery worker.
+pub mod webhooks;
