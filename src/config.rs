@@ -106,7 +106,11 @@ pub enum UsersCommand {
     /// Delete an account with its profile, sessions and tokens.
     Delete { user: String },
     /// Replace an account's `app_metadata` with a JSON object.
-    SetAppMetadata { user: String, json: String },
+    SetAppMetadata {
+        user: String,
+        #[arg(value_name = "JSON")]
+        app_metadata: String,
+    },
     /// List the accounts an email re-key left on their old key: addresses that are one address
     /// under the current rules, and stored addresses those rules refuse.
     EmailCollisions,

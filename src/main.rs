@@ -59,8 +59,8 @@ async fn main() -> anyhow::Result<()> {
                     admin::delete_user(&store, &clock, &user, out).await
                 }
                 UsersCommand::EmailCollisions => admin::email_collisions(&store, out).await,
-                UsersCommand::SetAppMetadata { user, json } => {
-                    admin::set_app_metadata(&store, &clock, &user, &json, out).await
+                UsersCommand::SetAppMetadata { user, app_metadata } => {
+                    admin::set_app_metadata(&store, &clock, &user, &app_metadata, out).await
                 }
             }
         }
