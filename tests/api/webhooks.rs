@@ -597,3 +597,58 @@ async fn two_instances_never_send_an_event_twice(db: Db) {
     assert!(per_id.values().all(|&n| n == 1), "{per_id:?}");
     assert_eq!(all.len(), LOGINS + 1);
 }
+
+/// `latchkey webhooks test URL` sends one signed `webhook.test` now; `config check` shows the
+/// endpoints with their secrets redacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_command_sends_a_signed_event_and_config_check_hides_secrets() {
+    let receiver = Receiver::start().await;
+    let url = receiver.url();
+    let dir = std::env::temp_dir();
+    let flags = [
+        "--webhook-url",
+        url.as_str(),
+        "--webhook-secret",
+        WEBHOOK_SECRET,
+        "--webhook-events",
+        "user.created,session.revoked",
+        "--json",
+    ];
+    let mut args = vec!["webhooks", "test", url.as_str()];
+    args.extend_from_slice(&flags);
+    let sent = run(&args, &dir);
+    assert!(sent.status.success(), "{sent:?}");
+    let printed: Value = serde_json::from_slice(&sent.stdout).unwrap();
+    assert_eq!(printed["status"], 204);
+    let got = receiver.wait_delivered(1).await;
+    assert_eq!(got[0].event_type(), "webhook.test");
+    assert_eq!(got[0].id(), printed["id"].as_str().unwrap());
+    assert_eq!(verify_signature(&got[0], WEBHOOK_SECRET), 1);
+
+    let unknown = run(&["webhooks", "test", "http://127.0.0.1:9/elsewhere"], &dir);
+    assert!(!unknown.status.success(), "only a configured endpoint");
+
+    let mut args = vec!["config", "check"];
+    args.extend_from_slice(&flags);
+    let check = run(&args, &dir);
+    assert!(check.status.success(), "{check:?}");
+    let stdout = String::from_utf8(check.stdout).unwrap();
+    assert!(!stdout.contains("MfKQ9r8GKYqrTwjUPD8"), "{stdout}");
+    let settings: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        settings["webhooks"],
+        json!([{"url": url, "secrets": ["<redacted>"],
+                "events": ["user.created", "session.revoked"]}])
+    );
+
+    let reserved = run(&["config", "check", "--token-claims", "plan,sub"], &dir);
+    assert!(
+        !reserved.status.success(),
+        "a reserved claim is refused at start"
+    );
+    let error = String::from_utf8(reserved.stderr).unwrap();
+    assert!(
+        error.contains("token_claims may not include \"sub\""),
+        "{error}"
+    );
+}
