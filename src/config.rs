@@ -666,6 +666,11 @@ impl Settings {
                 "webhook_max_attempts, webhook_retry_base_ms and webhook_timeout must be positive"
             );
         }
+        // A delivery must end well inside its claim's lease, or another worker would claim the
+        // row again while the first may still succeed: a duplicate without any crash.
+        if settings.webhook_timeout >= crate::webhooks::worker::LEASE / 2 {
+            bail!("webhook_timeout must be shorter than 150 seconds");
+        }
         Ok(settings)
     }
 
@@ -835,6 +840,17 @@ mod tests {
         assert_eq!(s.mail_max_attempts, 8);
         assert_eq!(s.mail_poll_interval, Duration::from_secs(5));
         assert!(s.mail_templates.is_none());
+        assert!(s.profile_schema.is_none() && s.token_claims.is_empty() && s.webhooks.is_empty());
+        assert_eq!(s.webhook_max_attempts, 12);
+        assert_eq!(s.webhook_retry_base, Duration::from_secs(30));
+        assert_eq!(s.webhook_timeout, Duration::from_secs(10));
+        assert!(
+            Settings::resolve(Overrides {
+                webhook_timeout: Some(150),
+                ..Overrides::default()
+            })
+            .is_err()
+        );
     }
 
     #[test]
