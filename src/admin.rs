@@ -26,7 +26,7 @@ pub enum Output {
 }
 
 impl Output {
-    fn print(self, text: &str, json: Value) {
+    pub fn print(self, text: &str, json: Value) {
         match self {
             Output::Text => println!("{text}"),
             Output::Json => println!("{json}"),
@@ -160,6 +160,33 @@ pub async fn delete_user(
     out.print(
         &format!("deleted {} ({})", row.email, row.id),
         json!({"id": row.id, "email": row.email, "deleted": true}),
+    );
+    Ok(())
+}
+
+/// Replaces a user's `app_metadata` with a JSON object (the admin API writes it later; this is
+/// the operator's way until then).
+pub async fn set_app_metadata(
+    store: &Store,
+    clock: &Clock,
+    user: &str,
+    raw: &str,
+    out: Output,
+) -> anyhow::Result<()> {
+    let value: Value = serde_json::from_str(raw).context("app_metadata is not JSON")?;
+    if !value.is_object() {
+        bail!("app_metadata must be a JSON object");
+    }
+    let (row, id) = find(store, clock, user).await?;
+    if !store
+        .set_app_metadata(id, value.to_string(), clock.now())
+        .await?
+    {
+        bail!("no user {user}");
+    }
+    out.print(
+        &format!("app_metadata of {} ({}) set", row.email, row.id),
+        json!({"id": row.id, "app_metadata": value}),
     );
     Ok(())
 }

@@ -12,6 +12,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::domain::MetadataRules;
 use crate::extract::MAX_BODY_BYTES;
 use crate::jobs;
 use crate::keys::{Kek, KeyRing};
@@ -24,6 +25,7 @@ use crate::password::Hasher;
 use crate::routes;
 use crate::server::{self, ConnectionLimits};
 use crate::store::Store;
+use crate::webhooks::{self, Webhooks};
 
 /// Everything a request handler may use, cheap to clone.
 #[derive(Clone)]
@@ -41,6 +43,10 @@ pub struct AppState {
     pub device_secret: Arc<[u8; 32]>,
     /// Renders emails for the outbox and delivers them (see `mail`).
     pub mailer: Mailer,
+    /// What `profile.metadata` must be (the operator's schema, or the 4 KiB cap).
+    pub metadata: Arc<MetadataRules>,
+    /// The webhook endpoints and their deliverer (see `webhooks`).
+    pub webhooks: Webhooks,
     /// Rate limits, counted in the database (see `limits`).
     pub limits: Limiter,
     /// What GET /metrics shows.
@@ -57,7 +63,11 @@ impl AppState {
     pub async fn build(settings: Settings, clock: Clock) -> anyhow::Result<AppState> {
         let mailer = Mailer::new(&settings)?;
         let pages = Arc::new(Pages::load(&settings)?);
-        let store = Store::connect(&settings.database_url, settings.sqlite_durability).await?;
+        let metadata = Arc::new(MetadataRules::load(settings.profile_schema.as_deref())?);
+        let webhooks = Webhooks::new(&settings)?;
+        let store = Store::connect(&settings.database_url, settings.sqlite_durability)
+            .await?
+            .with_webhook_routes(webhooks.routes());
         store.migrate().await?;
         crate::store::email_keys::rekey_at_start(&store, clock.now()).await?;
         let kek = Kek::from_setting(settings.key_encryption_key.as_ref())?;
@@ -86,6 +96,8 @@ impl AppState {
             refresh_secret,
             device_secret,
             mailer,
+            metadata,
+            webhooks,
             metrics: Arc::new(Metrics::new()),
             pages,
             draining: Arc::new(AtomicBool::new(false)),
@@ -125,7 +137,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     jobs::spawn(&state);
     let (stop_mail, mail_stop) = watch::channel(false);
-    let mail = mail::worker::spawn(&state, mail_stop);
+    let mail = mail::worker::spawn(&state, mail_stop.clone());
+    // A worker of its own: a receiver that is down never holds up an email, nor SMTP a webhook.
+    let hooks = webhooks::worker::spawn(&state, mail_stop);
     let limits = ConnectionLimits {
         max_connections: state.settings.max_connections,
         header_read_timeout: state.settings.header_read_timeout,
@@ -137,6 +151,9 @@ pub async fn serve(
     let _ = stop_mail.send(true);
     if let Err(err) = mail.await {
         tracing::warn!(error = %err, "the outbox worker ended abnormally");
+    }
+    if let Err(err) = hooks.await {
+        tracing::warn!(error = %err, "the webhook worker ended abnormally");
     }
     served
 }

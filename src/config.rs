@@ -19,6 +19,8 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize, Serializer};
 use url::Url;
 
+use crate::webhooks::endpoint::{self, Endpoint, EndpointSetting};
+
 #[derive(Debug, Parser)]
 #[command(name = "latchkey", version, about = "Account and session service")]
 pub struct Cli {
@@ -57,6 +59,26 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigCommand,
     },
+    /// Inspect and retry webhook deliveries, or send a test event.
+    Webhooks {
+        #[command(subcommand)]
+        action: WebhooksCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// List deliveries waiting, newest first; `--dead`: those given up instead.
+    List {
+        #[arg(long)]
+        dead: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Make a dead delivery due again (same `webhook-id`, attempts counted anew).
+    Retry { id: String },
+    /// Send a signed `webhook.test` event to a configured endpoint now and print the answer.
+    Test { url: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,6 +105,12 @@ pub enum UsersCommand {
     Enable { user: String },
     /// Delete an account with its profile, sessions and tokens.
     Delete { user: String },
+    /// Replace an account's `app_metadata` with a JSON object.
+    SetAppMetadata {
+        user: String,
+        #[arg(value_name = "JSON")]
+        app_metadata: String,
+    },
     /// List the accounts an email re-key left on their old key: addresses that are one address
     /// under the current rules, and stored addresses those rules refuse.
     EmailCollisions,
@@ -297,6 +325,55 @@ pub struct Overrides {
     /// Signup answers 202 whether or not the address has an account, and emails its owner.
     #[arg(long, env = "LATCHKEY_CONCEAL_EXISTING_ACCOUNTS", global = true)]
     pub conceal_existing_accounts: Option<bool>,
+    /// A JSON Schema (draft 2020-12) file for `profile.metadata`; unset: any object of at most
+    /// 4 KiB. Read at start.
+    #[arg(long, env = "LATCHKEY_PROFILE_SCHEMA", global = true)]
+    pub profile_schema: Option<PathBuf>,
+    /// Top-level keys of `app_metadata` copied into access tokens as claims (comma-separated).
+    #[arg(
+        long,
+        env = "LATCHKEY_TOKEN_CLAIMS",
+        global = true,
+        value_delimiter = ','
+    )]
+    pub token_claims: Option<Vec<String>>,
+    /// Webhook endpoints (comma-separated); each gets `webhook_secret` and `webhook_events`.
+    #[arg(
+        long,
+        env = "LATCHKEY_WEBHOOK_URL",
+        global = true,
+        value_delimiter = ','
+    )]
+    pub webhook_url: Option<Vec<String>>,
+    /// `whsec_<base64>` secret(s) of `webhook_url`, space-separated to sign with several at once.
+    #[arg(
+        long,
+        env = "LATCHKEY_WEBHOOK_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
+    pub webhook_secret: Option<String>,
+    /// Event types sent to `webhook_url` (comma-separated); unset: all.
+    #[arg(
+        long,
+        env = "LATCHKEY_WEBHOOK_EVENTS",
+        global = true,
+        value_delimiter = ','
+    )]
+    pub webhook_events: Option<Vec<String>>,
+    /// Endpoints with their own secret and filter: `[[webhooks]]` tables of the TOML file.
+    #[arg(skip)]
+    pub webhooks: Option<Vec<EndpointSetting>>,
+    /// Delivery attempts of a webhook before it is marked dead.
+    #[arg(long, env = "LATCHKEY_WEBHOOK_MAX_ATTEMPTS", global = true)]
+    pub webhook_max_attempts: Option<u32>,
+    /// Milliseconds before the first retry of a webhook; each next waits about twice as long
+    /// (with jitter), at most an hour.
+    #[arg(long, env = "LATCHKEY_WEBHOOK_RETRY_BASE_MS", global = true)]
+    pub webhook_retry_base_ms: Option<u64>,
+    /// Seconds a receiver has to answer one delivery.
+    #[arg(long, env = "LATCHKEY_WEBHOOK_TIMEOUT", global = true)]
+    pub webhook_timeout: Option<u64>,
     /// Allow a public URL other than localhost without secure cookies or a configured
     /// key-encryption key (never in production).
     #[arg(long, env = "LATCHKEY_INSECURE_DEV", global = true)]
@@ -366,6 +443,15 @@ impl Overrides {
             conceal_existing_accounts: self
                 .conceal_existing_accounts
                 .or(lower.conceal_existing_accounts),
+            profile_schema: self.profile_schema.or(lower.profile_schema),
+            token_claims: self.token_claims.or(lower.token_claims),
+            webhook_url: self.webhook_url.or(lower.webhook_url),
+            webhook_secret: self.webhook_secret.or(lower.webhook_secret),
+            webhook_events: self.webhook_events.or(lower.webhook_events),
+            webhooks: self.webhooks.or(lower.webhooks),
+            webhook_max_attempts: self.webhook_max_attempts.or(lower.webhook_max_attempts),
+            webhook_retry_base_ms: self.webhook_retry_base_ms.or(lower.webhook_retry_base_ms),
+            webhook_timeout: self.webhook_timeout.or(lower.webhook_timeout),
             insecure_dev: self.insecure_dev || lower.insecure_dev,
             config: self.config.or(lower.config),
         }
@@ -452,6 +538,17 @@ pub struct Settings {
     pub max_header_bytes: usize,
     pub max_connections: usize,
     pub conceal_existing_accounts: bool,
+    /// `None`: metadata is any object of at most 4 KiB.
+    pub profile_schema: Option<PathBuf>,
+    /// Keys of `app_metadata` copied into access tokens.
+    pub token_claims: Vec<String>,
+    /// Where webhook events go, each with its secrets (redacted here) and filter.
+    pub webhooks: Vec<Endpoint>,
+    pub webhook_max_attempts: u32,
+    #[serde(serialize_with = "show::millis", rename = "webhook_retry_base_ms")]
+    pub webhook_retry_base: Duration,
+    #[serde(serialize_with = "show::secs")]
+    pub webhook_timeout: Duration,
     pub insecure_dev: bool,
 }
 
@@ -561,6 +658,17 @@ impl Settings {
             max_header_bytes: o.max_header_bytes.unwrap_or(16 * 1024),
             max_connections: o.max_connections.unwrap_or(512),
             conceal_existing_accounts: o.conceal_existing_accounts.unwrap_or(false),
+            profile_schema: o.profile_schema,
+            token_claims: token_claims(o.token_claims)?,
+            webhooks: endpoint::resolve(
+                o.webhook_url,
+                o.webhook_secret.as_deref(),
+                o.webhook_events,
+                o.webhooks,
+            )?,
+            webhook_max_attempts: o.webhook_max_attempts.unwrap_or(12),
+            webhook_retry_base: Duration::from_millis(o.webhook_retry_base_ms.unwrap_or(30_000)),
+            webhook_timeout: secs(o.webhook_timeout.unwrap_or(10)),
             insecure_dev: o.insecure_dev,
         };
         settings.refuse_insecure_production()?;
@@ -593,6 +701,19 @@ impl Settings {
         }
         if settings.mail_max_attempts == 0 || settings.mail_poll_interval.is_zero() {
             bail!("mail_max_attempts and mail_poll_interval must be at least 1");
+        }
+        if settings.webhook_max_attempts == 0
+            || settings.webhook_retry_base.is_zero()
+            || settings.webhook_timeout.is_zero()
+        {
+            bail!(
+                "webhook_max_attempts, webhook_retry_base_ms and webhook_timeout must be positive"
+            );
+        }
+        // A delivery must end well inside its claim's lease, or another worker would claim the
+        // row again while the first may still succeed: a duplicate without any crash.
+        if settings.webhook_timeout >= crate::webhooks::worker::LEASE / 2 {
+            bail!("webhook_timeout must be shorter than 150 seconds");
         }
         Ok(settings)
     }
@@ -650,6 +771,26 @@ fn link_template(name: &str, template: String) -> anyhow::Result<String> {
         bail!("{name} must be an http:// or https:// URL with a host");
     }
     Ok(template)
+}
+
+/// The `token_claims` list: names of `app_metadata` keys, none of them a claim the access token
+/// already has (or will have: `amr`, `aal`), none twice.
+fn token_claims(raw: Option<Vec<String>>) -> anyhow::Result<Vec<String>> {
+    let mut claims: Vec<String> = Vec::new();
+    for name in raw.unwrap_or_default() {
+        let name = name.trim();
+        if name.is_empty() {
+            continue;
+        }
+        if crate::tokens::RESERVED_CLAIMS.contains(&name) {
+            bail!("token_claims may not include {name:?}: the access token sets that claim itself");
+        }
+        if claims.iter().any(|c| c == name) {
+            bail!("token_claims lists {name:?} twice");
+        }
+        claims.push(name.to_owned());
+    }
+    Ok(claims)
 }
 
 /// `scheme://host[:port]` as browsers send it in `Origin`.
@@ -764,6 +905,17 @@ mod tests {
         assert_eq!(s.mail_max_attempts, 8);
         assert_eq!(s.mail_poll_interval, Duration::from_secs(5));
         assert!(s.mail_templates.is_none());
+        assert!(s.profile_schema.is_none() && s.token_claims.is_empty() && s.webhooks.is_empty());
+        assert_eq!(s.webhook_max_attempts, 12);
+        assert_eq!(s.webhook_retry_base, Duration::from_secs(30));
+        assert_eq!(s.webhook_timeout, Duration::from_secs(10));
+        assert!(
+            Settings::resolve(Overrides {
+                webhook_timeout: Some(150),
+                ..Overrides::default()
+            })
+            .is_err()
+        );
     }
 
     #[test]
@@ -860,6 +1012,26 @@ mod tests {
     }
 
     #[test]
+    fn token_claims_never_shadow_the_token_s_own_claims() {
+        let with = |claims: &[&str]| {
+            Settings::resolve(Overrides {
+                token_claims: Some(claims.iter().map(|c| (*c).to_owned()).collect()),
+                ..Overrides::default()
+            })
+        };
+        assert_eq!(
+            with(&["plan", " org "]).unwrap().token_claims,
+            ["plan", "org"]
+        );
+        for reserved in [
+            "iss", "aud", "sub", "sid", "exp", "iat", "jti", "amr", "aal",
+        ] {
+            assert!(with(&["plan", reserved]).is_err(), "{reserved}");
+        }
+        assert!(with(&["plan", "plan"]).is_err());
+    }
+
+    #[test]
     fn abuse_protections_have_the_documented_defaults() {
         let s = Settings::resolve(Overrides {
             hash_threads: Some(3),
@@ -943,6 +1115,10 @@ mod show {
 
     pub fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u64(d.as_secs())
+    }
+
+    pub fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 
     pub fn opt_secs<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {

@@ -57,3 +57,5 @@ pub mod telemetry;
 pub mod templates;
 /// Access tokens (JWT) and opaque refresh tokens.
 pub mod tokens;
+/// Webhooks: event types, endpoints, Standard Webhooks signatures, the delivery worker.
+pub mod webhooks;

@@ -7,8 +7,9 @@ use latchkey::app::{self, AppState};
 use latchkey::clock::Clock;
 use latchkey::config::{
     Cli, Command, ConfigCommand, KeysCommand, SessionsCommand, Settings, UsersCommand,
+    WebhooksCommand,
 };
-use latchkey::{keys, store, telemetry};
+use latchkey::{keys, store, telemetry, webhooks};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -58,18 +59,37 @@ async fn main() -> anyhow::Result<()> {
                     admin::delete_user(&store, &clock, &user, out).await
                 }
                 UsersCommand::EmailCollisions => admin::email_collisions(&store, out).await,
+                UsersCommand::SetAppMetadata { user, app_metadata } => {
+                    admin::set_app_metadata(&store, &clock, &user, &app_metadata, out).await
+                }
             }
         }
         Command::Sessions {
             action: SessionsCommand::Revoke { user },
         } => admin::revoke_sessions(&connect(&settings).await?, &clock, &user, out).await,
+        Command::Webhooks { action } => match action {
+            WebhooksCommand::List { dead, limit } => {
+                webhooks::admin::list(&connect(&settings).await?, dead, limit, out).await
+            }
+            WebhooksCommand::Retry { id } => {
+                webhooks::admin::retry(&connect(&settings).await?, &clock, &id, out).await
+            }
+            WebhooksCommand::Test { url } => {
+                let hooks = webhooks::Webhooks::new(&settings)?;
+                webhooks::admin::test(&hooks, &clock, &url, out).await
+            }
+        },
     }
 }
 
 /// The database, migrated and re-keyed: admin commands work on the schema and email keys this
-/// binary knows.
+/// binary knows. Their events (disable, delete, revoke) go to the configured webhooks, which the
+/// running servers deliver.
 async fn connect(settings: &Settings) -> anyhow::Result<store::Store> {
-    let store = store::Store::connect(&settings.database_url, settings.sqlite_durability).await?;
+    let routes = webhooks::Webhooks::new(settings)?.routes();
+    let store = store::Store::connect(&settings.database_url, settings.sqlite_durability)
+        .await?
+        .with_webhook_routes(routes);
     store.migrate().await?;
     store::email_keys::rekey_at_start(&store, Clock::default().now()).await?;
     Ok(store)

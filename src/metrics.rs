@@ -39,6 +39,11 @@ pub struct Metrics {
     /// Emails waiting in the outbox, and the age of the oldest.
     pub outbox_backlog: Gauge,
     pub outbox_oldest_seconds: Gauge,
+    /// Webhook delivery attempts by event type and outcome (`delivered`, `retried`, `dead`).
+    pub webhook_deliveries: Family<[Label; 2], Counter>,
+    /// Webhook deliveries waiting (neither delivered nor dead), and the age of the oldest.
+    pub webhook_backlog: Gauge,
+    pub webhook_oldest_seconds: Gauge,
     /// The contract's invariant: must read 0.
     pub accounts_without_profile: Gauge,
 }
@@ -58,6 +63,9 @@ impl Metrics {
             db_connections: Family::default(),
             outbox_backlog: Gauge::default(),
             outbox_oldest_seconds: Gauge::default(),
+            webhook_deliveries: Family::default(),
+            webhook_backlog: Gauge::default(),
+            webhook_oldest_seconds: Gauge::default(),
             accounts_without_profile: Gauge::default(),
             registry: Registry::default(),
         };
@@ -108,6 +116,21 @@ impl Metrics {
             "outbox_oldest_age_seconds",
             "Age of the oldest undelivered email",
             m.outbox_oldest_seconds.clone(),
+        );
+        r.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts by event type and outcome (delivered, retried, dead)",
+            m.webhook_deliveries.clone(),
+        );
+        r.register(
+            "webhook_outbox_backlog",
+            "Webhook deliveries not yet delivered or dead",
+            m.webhook_backlog.clone(),
+        );
+        r.register(
+            "webhook_outbox_oldest_age_seconds",
+            "Age of the oldest webhook delivery waiting",
+            m.webhook_oldest_seconds.clone(),
         );
         r.register(
             "accounts_without_profile",

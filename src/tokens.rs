@@ -16,6 +16,7 @@ use rand::RngCore;
 use rand::rngs::OsRng;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -33,6 +34,30 @@ pub struct AccessClaims {
     pub iat: i64,
     pub exp: i64,
     pub jti: Uuid,
+    /// The keys of `app_metadata` chosen with `token_claims`, copied as they are (see
+    /// `app_claims`); none of them can shadow a claim above (checked at start).
+    #[serde(flatten)]
+    pub app: Map<String, Value>,
+}
+
+/// The claims an access token always has, and those it gets later (`amr`, `aal` with MFA): no
+/// `token_claims` key may take their place.
+pub const RESERVED_CLAIMS: [&str; 10] = [
+    "iss", "aud", "sub", "sid", "exp", "iat", "jti", "nbf", "amr", "aal",
+];
+
+/// The top-level keys `names` of a stored `app_metadata` object that it has.
+pub fn app_claims(app_metadata: &str, names: &[String]) -> Map<String, Value> {
+    if names.is_empty() {
+        return Map::new();
+    }
+    let Ok(Value::Object(mut all)) = serde_json::from_str::<Value>(app_metadata) else {
+        return Map::new();
+    };
+    names
+        .iter()
+        .filter_map(|name| all.remove(name).map(|v| (name.clone(), v)))
+        .collect()
 }
 
 pub struct AccessToken {
@@ -49,6 +74,19 @@ pub fn mint_access(
     now: Millis,
     ttl_secs: u64,
 ) -> anyhow::Result<AccessToken> {
+    mint_access_with(keys, issuer, user_id, session_id, now, ttl_secs, Map::new())
+}
+
+/// `mint_access` with the app's claims (`app_claims`).
+pub fn mint_access_with(
+    keys: &KeyRing,
+    issuer: &str,
+    user_id: Uuid,
+    session_id: Uuid,
+    now: Millis,
+    ttl_secs: u64,
+    app: Map<String, Value>,
+) -> anyhow::Result<AccessToken> {
     let iat = now / 1000;
     let claims = AccessClaims {
         iss: issuer.to_owned(),
@@ -58,6 +96,7 @@ pub fn mint_access(
         iat,
         exp: iat + i64::try_from(ttl_secs)?,
         jti: Uuid::new_v4(),
+        app,
     };
     let (kid, key) = keys.signing_key();
     let mut header = Header::new(Algorithm::EdDSA);

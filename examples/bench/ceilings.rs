@@ -194,6 +194,7 @@ async fn account_with_session(
     };
     let signup = NewSignup {
         user_id,
+        metadata: latchkey::domain::Metadata::empty(),
         throttle: Throttle::new("email_verification", email.normalized(), 0),
         verification: NewLink {
             purpose: Purpose::EmailVerification,

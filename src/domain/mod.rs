@@ -3,11 +3,13 @@
 
 mod display_name;
 mod email;
+pub mod metadata;
 mod new_account;
 pub mod password;
 
 pub use display_name::DisplayName;
 pub use email::Email;
+pub use metadata::{Metadata, MetadataRules};
 pub use new_account::NewAccount;
 pub use password::NewPassword;
 

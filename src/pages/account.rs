@@ -222,6 +222,8 @@ pub async fn update_profile(
     let typed = fields.display_name.clone().unwrap_or_default();
     let req = ProfileUpdate {
         display_name: Some(fields.display_name),
+        // The page edits the display name; metadata is the app's, through the JSON API.
+        metadata: None,
     };
     match update_profile_flow(&state, auth, &client, req).await {
         Ok(_) => back("profile_saved"),

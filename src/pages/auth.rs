@@ -96,6 +96,8 @@ pub async fn signup(
         email: fields.email.clone(),
         password: fields.password,
         display_name: fields.display_name.clone(),
+        // The page has no metadata field: `{}`, or what the operator's schema says to that.
+        metadata: None,
     };
     let err = match signup_flow(&state, &client, jar, req).await {
         Ok(Signed::Session(jar, _)) => {

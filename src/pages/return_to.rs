@@ -53,6 +53,7 @@ mod tests {
             public_url: Some("https://auth.example.com".into()),
             allowed_origins: Some(vec!["https://app.example.com".into()]),
             key_encryption_key: Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into()),
+            smtp_url: Some("smtp://127.0.0.1:25".into()),
             ..Overrides::default()
         })
         .unwrap()

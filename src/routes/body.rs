@@ -1,10 +1,12 @@
 //! The resources of the contract as JSON bodies, and what the OpenAPI document says of them.
 
 use serde::Serialize;
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::clock::rfc3339;
 use crate::store::users::Account;
+use crate::webhooks::event::json_object;
 
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = User)]
@@ -17,6 +19,10 @@ pub struct UserBody {
     pub email_verified: bool,
     #[schema(format = DateTime)]
     pub created_at: String,
+    /// The operator's data about the user (written by the admin API or CLI only). Keys chosen
+    /// with `token_claims` are also claims of the access token.
+    #[schema(value_type = Object)]
+    pub app_metadata: Value,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -30,6 +36,10 @@ pub struct ProfileBody {
     pub updated_at: String,
     #[schema(required = true, format = DateTime)]
     pub last_login_at: Option<String>,
+    /// The app's own fields: a JSON object, valid against the operator's `profile_schema`
+    /// (without one: at most 4 KiB).
+    #[schema(value_type = Object)]
+    pub metadata: Value,
 }
 
 /// `{user, profile}`: GET /auth/me.
@@ -48,12 +58,14 @@ impl From<Account> for AccountBody {
                 email: a.email,
                 email_verified: a.email_verified_at.is_some(),
                 created_at: rfc3339(a.created_at),
+                app_metadata: json_object(&a.app_metadata),
             },
             profile: ProfileBody {
                 display_name: a.display_name,
                 created_at: rfc3339(a.profile_created_at),
                 updated_at: rfc3339(a.profile_updated_at),
                 last_login_at: a.last_login_at.map(rfc3339),
+                metadata: json_object(&a.metadata),
             },
         }
     }

@@ -11,10 +11,11 @@ use super::body::{AccountBody, ProfileBody};
 use super::openapi::responses::Unauthenticated;
 use crate::app::AppState;
 use crate::domain::DisplayName;
-use crate::error::ApiError;
+use crate::error::{ApiError, FieldErrors};
 use crate::extract::{self, ApiJson, Authenticated, ClientInfo};
 use crate::store;
 use crate::store::flows::SessionRef;
+use crate::store::flows::profile::ProfileChange;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -63,6 +64,11 @@ pub struct ProfileUpdate {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, required = false, max_length = 100)]
     pub(crate) display_name: Option<Option<String>>,
+    /// Absent or `null`: unchanged; an object: replaces `metadata` whole (valid against the
+    /// operator's `profile_schema`; without one, at most 4 KiB). Problems are 422 with `fields`
+    /// keyed `metadata` or `metadata/<JSON pointer>`.
+    #[schema(value_type = Option<Object>)]
+    pub(crate) metadata: Option<serde_json::Value>,
 }
 
 /// Tells a field given as `null` (`Some(None)`) from a missing one (`None`).
@@ -108,12 +114,34 @@ pub(crate) async fn update_profile_flow(
     // The extractor told the request's span; the handler's (and the store task that inherits
     // it) says it too.
     tracing::Span::current().record("user_id", tracing::field::display(auth.user_id));
-    if let Some(raw) = req.display_name {
-        let name = match raw.as_deref().map(DisplayName::parse) {
-            Some(Ok(name)) => name,
-            Some(Err(problem)) => return Err(ApiError::field("display_name", problem)),
-            None => None,
-        };
+    let mut errors = FieldErrors::new();
+    let display_name = match req.display_name {
+        Some(raw) => match raw.as_deref().map(DisplayName::parse) {
+            Some(Ok(name)) => Some(name),
+            Some(Err(problem)) => {
+                errors.insert("display_name".into(), problem.into());
+                None
+            }
+            None => Some(None),
+        },
+        None => None,
+    };
+    let metadata = match req.metadata.as_ref().map(|m| state.metadata.parse(m)) {
+        Some(Ok(metadata)) => Some(metadata),
+        Some(Err(problems)) => {
+            errors.extend(problems);
+            None
+        }
+        None => None,
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let change = ProfileChange {
+        display_name,
+        metadata,
+    };
+    if change.display_name.is_some() || change.metadata.is_some() {
         let actor = client.actor(Some(auth.user_id), Some(auth.session_id));
         let session = SessionRef {
             user_id: auth.user_id,
@@ -123,7 +151,7 @@ pub(crate) async fn update_profile_flow(
         let now = state.clock.now();
         if !state
             .store
-            .update_profile(session, name, actor, now)
+            .update_profile(session, change, actor, now)
             .await?
         {
             return Err(ApiError::Unauthenticated);

@@ -42,6 +42,10 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Result<impl IntoRe
     m.outbox_backlog.set(backlog);
     m.outbox_oldest_seconds
         .set(oldest.map_or(0, |created| (now - created).max(0) / 1000));
+    let (backlog, oldest) = store::webhooks::backlog(state.store.reader()).await?;
+    m.webhook_backlog.set(backlog);
+    m.webhook_oldest_seconds
+        .set(oldest.map_or(0, |created| (now - created).max(0) / 1000));
     m.accounts_without_profile
         .set(store::users::count_without_profile(state.store.reader()).await?);
     m.hash_queue

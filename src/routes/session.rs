@@ -71,13 +71,14 @@ pub fn issue(
 ) -> Result<(CookieJar, SessionBody), ApiError> {
     let settings = &state.settings;
     let user_id = store::parse_id(&account.id)?;
-    let access = tokens::mint_access(
+    let access = tokens::mint_access_with(
         &state.keys,
         &state.issuer,
         user_id,
         session.id,
         now,
         settings.access_token_ttl.as_secs(),
+        tokens::app_claims(&account.app_metadata, &settings.token_claims),
     )?;
     let refresh_ttl =
         Duration::from_millis(u64::try_from(session.idle_expires_at - now).unwrap_or(0));

@@ -27,7 +27,7 @@ use super::password::stored_email;
 use super::session;
 use crate::app::AppState;
 use crate::clock::Millis;
-use crate::domain::{Email, NewAccount};
+use crate::domain::{Email, Metadata, NewAccount};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ClientInfo};
 use crate::failpoint::failpoint;
@@ -53,6 +53,11 @@ pub struct SignupRequest {
     /// Trimmed, at most 100 characters, no control characters; blank or `null`: no name.
     #[schema(max_length = 100)]
     pub(crate) display_name: Option<String>,
+    /// `profile.metadata`: a JSON object, valid against the operator's `profile_schema` (without
+    /// one: at most 4 KiB). Absent or `null`: `{}`. Problems are 422 with `fields` keyed
+    /// `metadata` or `metadata/<JSON pointer>`.
+    #[schema(value_type = Option<Object>)]
+    pub(crate) metadata: Option<serde_json::Value>,
 }
 
 /// The answer of a concealed signup (`conceal_existing_accounts`): `{}`, whatever the address.
@@ -108,12 +113,24 @@ pub(crate) async fn signup_flow(
     jar: CookieJar,
     req: SignupRequest,
 ) -> Result<Signed, ApiError> {
-    let account = NewAccount::parse(
+    let parsed = NewAccount::parse(
         req.email.as_deref(),
         req.password.as_ref(),
         req.display_name.as_deref(),
-    )
-    .map_err(ApiError::Validation)?;
+    );
+    let metadata = match &req.metadata {
+        Some(value) => state.metadata.parse(value),
+        None => Ok(Metadata::empty()),
+    };
+    // Every problem at once: the account's fields and the metadata's.
+    let (account, metadata) = match (parsed, metadata) {
+        (Ok(account), Ok(metadata)) => (account, metadata),
+        (parsed, metadata) => {
+            let mut errors = parsed.err().unwrap_or_default();
+            errors.extend(metadata.err().unwrap_or_default());
+            return Err(ApiError::Validation(errors));
+        }
+    };
     state
         .limits
         .check(Limit::Signup, &client.rate_key())
@@ -132,6 +149,7 @@ pub(crate) async fn signup_flow(
         email: account.email.clone(),
         password_hash,
         display_name: account.display_name,
+        metadata,
         session: session.as_ref().map(|s| s.rows.clone()),
         verification,
         actor: client.actor(Some(user_id), session.as_ref().map(|s| s.rows.id)),

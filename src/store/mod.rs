@@ -30,9 +30,11 @@ pub mod rate_limits;
 pub mod reset_requests;
 pub mod sessions;
 pub mod users;
+pub mod webhooks;
 
 mod constraint;
 pub mod flows;
+mod lease;
 mod tx;
 
 pub use constraint::Constraint;
@@ -57,6 +59,8 @@ pub struct Store {
     read: AnyPool,
     write: AnyPool,
     backend: Backend,
+    /// The endpoints the flows queue their webhook events for (none until configured).
+    webhooks: webhooks::Routes,
 }
 
 impl Store {
@@ -105,6 +109,7 @@ impl Store {
                 read,
                 write,
                 backend: Backend::Sqlite,
+                webhooks: webhooks::Routes::default(),
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let pool = guarded(AnyPoolOptions::new())
@@ -117,6 +122,7 @@ impl Store {
                 read: pool.clone(),
                 write: pool,
                 backend: Backend::Postgres,
+                webhooks: webhooks::Routes::default(),
             })
         } else {
             bail!("database_url must start with sqlite:// or postgres://")

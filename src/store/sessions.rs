@@ -258,48 +258,57 @@ pub(in crate::store) async fn revoke_own_session<'e>(
     Ok(done.rows_affected() == 1)
 }
 
-/// Revokes every live session of a user; returns how many.
+/// Revokes every live session of a user; returns their ids (for the `session.revoked` events).
 pub(in crate::store) async fn revoke_all_sessions<'e>(
     db: impl Executor<'e, Database = Any>,
     user_id: Uuid,
     reason: Reason,
     now: Millis,
-) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
         // Every session not revoked yet, expired ones included: a refresh that read the clock a
         // moment earlier (or on an instance whose clock is behind) may still find one live and
         // extend it, so "expired" is no reason to leave a session unrevoked.
         "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
-         WHERE user_id = $3 AND revoked_at IS NULL",
+         WHERE user_id = $3 AND revoked_at IS NULL RETURNING id",
     )
     .bind(now)
     .bind(reason.as_str())
     .bind(user_id.to_string())
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected())
+    .fetch_all(db)
+    .await
 }
 
 /// Revokes every live session of a user except `keep` (the one changing the password); returns
-/// how many.
+/// their ids.
 pub(in crate::store) async fn revoke_other_sessions<'e>(
     db: impl Executor<'e, Database = Any>,
     user_id: Uuid,
     keep: Uuid,
     reason: Reason,
     now: Millis,
-) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
         "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
-         WHERE user_id = $3 AND id <> $4 AND revoked_at IS NULL",
+         WHERE user_id = $3 AND id <> $4 AND revoked_at IS NULL RETURNING id",
     )
     .bind(now)
     .bind(reason.as_str())
     .bind(user_id.to_string())
     .bind(keep.to_string())
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected())
+    .fetch_all(db)
+    .await
+}
+
+/// The user a session belongs to.
+pub(in crate::store) async fn owner<'e>(
+    db: impl Executor<'e, Database = Any>,
+    session_id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT user_id FROM sessions WHERE id = $1")
+        .bind(session_id.to_string())
+        .fetch_optional(db)
+        .await
 }
 
 /// A session as its owner sees it.

@@ -48,6 +48,7 @@ use sqlx::{Any, AnyConnection, AnyPool, Connection as _};
 use tokio::sync::oneshot;
 use tracing::Instrument as _;
 
+use super::webhooks::Routes;
 use super::{Backend, Store};
 
 /// The connection of a flow, inside its transaction.
@@ -124,6 +125,38 @@ impl Store {
         F: Flow<I, T>,
     {
         self.run_flow(input, flow, IfAbandoned::Commit).await
+    }
+
+    /// `write` for a flow that may queue webhook events: the flow gets the routes with its input,
+    /// and the webhook worker is woken once the transaction is over (after the commit, so the
+    /// worker sees the rows).
+    pub(super) async fn write_evented<I, T, F>(&self, input: I, flow: F) -> Result<T, sqlx::Error>
+    where
+        I: Send + Sync + 'static,
+        T: Send + 'static,
+        F: Flow<(I, Routes), T>,
+    {
+        let routes = self.webhooks.clone();
+        let outcome = self
+            .run_flow((input, routes), flow, IfAbandoned::RollBack)
+            .await;
+        self.webhooks.committed();
+        outcome
+    }
+
+    /// `record` for a flow that may queue webhook events (see `write_evented`).
+    pub(super) async fn record_evented<I, T, F>(&self, input: I, flow: F) -> Result<T, sqlx::Error>
+    where
+        I: Send + Sync + 'static,
+        T: Send + 'static,
+        F: Flow<(I, Routes), T>,
+    {
+        let routes = self.webhooks.clone();
+        let outcome = self
+            .run_flow((input, routes), flow, IfAbandoned::Commit)
+            .await;
+        self.webhooks.committed();
+        outcome
     }
 
     async fn run_flow<I, T, F>(

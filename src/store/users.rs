@@ -4,7 +4,7 @@ use sqlx::{Any, Executor, FromRow};
 use uuid::Uuid;
 
 use crate::clock::Millis;
-use crate::domain::{DisplayName, Email};
+use crate::domain::{DisplayName, Email, Metadata};
 
 /// A user and its profile, as the API shows them.
 #[derive(Debug, Clone, FromRow)]
@@ -17,6 +17,10 @@ pub struct Account {
     pub profile_created_at: i64,
     pub profile_updated_at: i64,
     pub last_login_at: Option<i64>,
+    /// `profile.metadata`, a JSON object as text.
+    pub metadata: String,
+    /// `user.app_metadata`, a JSON object as text.
+    pub app_metadata: String,
 }
 
 /// What login needs to check a password.
@@ -52,13 +56,16 @@ pub(in crate::store) async fn insert_profile<'e>(
     db: impl Executor<'e, Database = Any>,
     user_id: Uuid,
     display_name: Option<&DisplayName>,
+    metadata: &Metadata,
     now: Millis,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO profiles (user_id, display_name, created_at, updated_at) VALUES ($1, $2, $3, $3)",
+        "INSERT INTO profiles (user_id, display_name, metadata, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $4)",
     )
     .bind(user_id.to_string())
     .bind(display_name.map(DisplayName::as_str))
+    .bind(metadata.as_str())
     .bind(now)
     .execute(db)
     .await?;
@@ -84,7 +91,8 @@ pub async fn find_account<'e>(
 ) -> Result<Option<Account>, sqlx::Error> {
     sqlx::query_as(
         "SELECT u.id, u.email, u.email_verified_at, u.created_at, p.display_name, \
-                p.created_at AS profile_created_at, p.updated_at AS profile_updated_at, p.last_login_at \
+                p.created_at AS profile_created_at, p.updated_at AS profile_updated_at, p.last_login_at, \
+                p.metadata, u.app_metadata \
          FROM users u JOIN profiles p ON p.user_id = u.id WHERE u.id = $1",
     )
     .bind(user_id.to_string())
@@ -102,7 +110,8 @@ pub async fn find_live_account<'e>(
 ) -> Result<Option<Account>, sqlx::Error> {
     sqlx::query_as(
         "SELECT u.id, u.email, u.email_verified_at, u.created_at, p.display_name, \
-                p.created_at AS profile_created_at, p.updated_at AS profile_updated_at, p.last_login_at \
+                p.created_at AS profile_created_at, p.updated_at AS profile_updated_at, p.last_login_at, \
+                p.metadata, u.app_metadata \
          FROM sessions s JOIN users u ON u.id = s.user_id JOIN profiles p ON p.user_id = u.id \
          WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL \
          AND s.idle_expires_at > $3 AND s.absolute_expires_at > $3",
@@ -159,6 +168,38 @@ pub(in crate::store) async fn set_display_name<'e>(
         .execute(db)
         .await?;
     Ok(())
+}
+
+/// Replaces `profile.metadata`.
+pub(in crate::store) async fn set_metadata<'e>(
+    db: impl Executor<'e, Database = Any>,
+    user_id: Uuid,
+    metadata: &Metadata,
+    now: Millis,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE profiles SET metadata = $1, updated_at = $2 WHERE user_id = $3")
+        .bind(metadata.as_str())
+        .bind(now)
+        .bind(user_id.to_string())
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Replaces `user.app_metadata` (the operator's); whether the user exists.
+pub(in crate::store) async fn set_app_metadata<'e>(
+    db: impl Executor<'e, Database = Any>,
+    user_id: Uuid,
+    app_metadata: &str,
+    now: Millis,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("UPDATE users SET app_metadata = $1, updated_at = $2 WHERE id = $3")
+        .bind(app_metadata)
+        .bind(now)
+        .bind(user_id.to_string())
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 pub(in crate::store) async fn set_password_hash<'e>(

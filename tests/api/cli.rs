@@ -346,6 +346,14 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
     assert_eq!(response.status(), 201);
     assert!(status.success(), "{status:?}");
     // The signup was still in flight when the shutdown began: its response line comes after.
+    // The process has exited, but the thread draining its stderr may not have read the last
+    // lines yet (seen once under load): wait for them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !server.log().iter().any(|line| line.contains("status=201"))
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let log = server.log();
     let position = |needle: &str| log.iter().position(|line| line.contains(needle));
     let shutdown = position("shutting down").expect("the shutdown is logged");

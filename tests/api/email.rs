@@ -497,15 +497,28 @@ mod rollback {
 
     const ACTIONS: [&str; 2] = ["return", "panic"];
 
-    async fn server(db: &TestDb, sink: &SmtpSink, failpoints: &str) -> ServerProcess {
+    /// The server, its emails going to `sink` and its webhooks to a receiver that answers 2xx;
+    /// the receiver comes back too, to be kept for the test.
+    async fn server(db: &TestDb, sink: &SmtpSink, failpoints: &str) -> (ServerProcess, Receiver) {
         let kek = latchkey::keys::Kek::generate_encoded();
         let url = sink.url();
+        let receiver = Receiver::start().await;
+        let hooks = receiver.url();
         let env = [
             ("FAILPOINTS", failpoints),
             ("LATCHKEY_SMTP_URL", url.as_str()),
             ("LATCHKEY_MAIL_THROTTLE", "0"),
+            ("LATCHKEY_WEBHOOK_URL", hooks.as_str()),
+            ("LATCHKEY_WEBHOOK_SECRET", WEBHOOK_SECRET),
+            ("LATCHKEY_WEBHOOK_RETRY_BASE_MS", "20"),
         ];
-        ServerProcess::serve(db, &kek, &env).await
+        (ServerProcess::serve(db, &kek, &env).await, receiver)
+    }
+
+    /// The webhook events queued, of one type.
+    async fn events(pool: &sqlx::AnyPool, event_type: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM webhook_outbox WHERE event_type = '{event_type}'");
+        count(pool, &sql).await
     }
 
     async fn post(
@@ -527,12 +540,19 @@ mod rollback {
             let context = format!("signup.before_commit=1*{action} ({db:?})");
             let test_db = TestDb::new(db).await;
             let sink = SmtpSink::start().await;
-            let server = server(&test_db, &sink, &format!("signup.before_commit=1*{action}")).await;
+            let (server, _hooks) =
+                server(&test_db, &sink, &format!("signup.before_commit=1*{action}")).await;
             let pool = test_db.pool().await;
 
             assert_internal_without_cookies(server.signup("alice@example.com").await, &context)
                 .await;
-            for table in ["outbox", "one_time_tokens", "mail_throttle", "users"] {
+            for table in [
+                "outbox",
+                "one_time_tokens",
+                "mail_throttle",
+                "users",
+                "webhook_outbox",
+            ] {
                 let sql = format!("SELECT COUNT(*) FROM {table}");
                 assert_eq!(count(&pool, &sql).await, 0, "{context}: {table}");
             }
@@ -563,7 +583,7 @@ mod rollback {
             let test_db = TestDb::new(db).await;
             let sink = SmtpSink::start().await;
             let failpoints = format!("password_reset.before_commit=1*{action}");
-            let server = server(&test_db, &sink, &failpoints).await;
+            let (server, hooks) = server(&test_db, &sink, &failpoints).await;
             let pool = test_db.pool().await;
             let signup = server.signup("alice@example.com").await;
             let session = Session::from_response(signup).await;
@@ -619,6 +639,8 @@ mod rollback {
             ] {
                 assert_eq!(count(&pool, sql).await, expected, "{context}: {sql}");
             }
+            assert_eq!(events(&pool, "user.password_reset").await, 0, "{context}");
+            assert_eq!(events(&pool, "session.revoked").await, 0, "{context}");
             server.assert_serving(&context).await;
 
             // The same link, once more, goes through, and exactly one notice follows.
@@ -644,6 +666,15 @@ mod rollback {
                 "{context}"
             );
             assert_eq!(sink.messages().len(), 3, "{context}");
+            // And its events: the reset, and the end of both sessions (signup's and login's).
+            assert_eq!(events(&pool, "user.password_reset").await, 1, "{context}");
+            assert_eq!(events(&pool, "session.revoked").await, 2, "{context}");
+            let delivered = hooks.wait_delivered(5).await;
+            let types: Vec<String> = delivered.iter().map(Delivery::event_type).collect();
+            assert_eq!(
+                types.iter().filter(|t| *t == "user.password_reset").count(),
+                1
+            );
             pool.close().await;
         }
     }
@@ -654,7 +685,7 @@ mod rollback {
             let test_db = TestDb::new(db).await;
             let sink = SmtpSink::start().await;
             let failpoints = format!("email_verify.before_commit=1*{action}");
-            let server = server(&test_db, &sink, &failpoints).await;
+            let (server, _hooks) = server(&test_db, &sink, &failpoints).await;
             let pool = test_db.pool().await;
             assert_eq!(server.signup("alice@example.com").await.status(), 201);
             let token = sink.nth(1).await.token("/email/verify");
@@ -678,6 +709,7 @@ mod rollback {
             ] {
                 assert_eq!(count(&pool, sql).await, expected, "{context}: {sql}");
             }
+            assert_eq!(events(&pool, "user.email_verified").await, 0, "{context}");
             server.assert_serving(&context).await;
             let retried = post(&server, "/auth/email/verify", json!({ "token": token })).await;
             assert_eq!(retried.status(), 204, "{context}");
@@ -690,6 +722,7 @@ mod rollback {
                 1,
                 "{context}"
             );
+            assert_eq!(events(&pool, "user.email_verified").await, 1, "{context}");
             pool.close().await;
         }
     }

@@ -22,10 +22,31 @@ db_tests!(
 /// What a failpoint does when it fires: fail the step with an error, or panic there.
 const ACTIONS: [&str; 2] = ["return", "panic"];
 
-/// `latchkey serve` on a test database with `FAILPOINTS` set.
-async fn failing_server(db: &TestDb, failpoints: &str) -> ServerProcess {
+/// `latchkey serve` on a test database with `FAILPOINTS` set, its webhooks (every event type)
+/// going to `receiver`.
+async fn failing_server(db: &TestDb, failpoints: &str, receiver: &Receiver) -> ServerProcess {
     let kek = latchkey::keys::Kek::generate_encoded();
-    ServerProcess::serve(db, &kek, &[("FAILPOINTS", failpoints)]).await
+    let url = receiver.url();
+    let flags = webhook_flags(&url);
+    ServerProcess::serve_with(db, &kek, &flags, &[("FAILPOINTS", failpoints)]).await
+}
+
+/// The flags that send every event to `url`, signed with `WEBHOOK_SECRET`, retrying fast.
+pub fn webhook_flags(url: &str) -> Vec<&str> {
+    vec![
+        "--webhook-url",
+        url,
+        "--webhook-secret",
+        WEBHOOK_SECRET,
+        "--webhook-retry-base-ms",
+        "20",
+    ]
+}
+
+/// The webhook events queued, of one type.
+async fn events(pool: &AnyPool, event_type: &str) -> i64 {
+    let sql = format!("SELECT COUNT(*) FROM webhook_outbox WHERE event_type = '{event_type}'");
+    count(pool, &sql).await
 }
 
 /// Every table the signup transaction writes, and the invariant, at zero.
@@ -36,6 +57,7 @@ async fn assert_no_account_rows(pool: &AnyPool, context: &str) {
         "sessions",
         "refresh_tokens",
         "audit_events",
+        "webhook_outbox",
     ] {
         assert_eq!(
             count(pool, &format!("SELECT COUNT(*) FROM {table}")).await,
@@ -51,18 +73,36 @@ async fn signup_failing_at_leaves_nothing(db: Db, point: &str) {
     for action in ACTIONS {
         let context = format!("{point}=1*{action} ({db:?})");
         let test_db = TestDb::new(db).await;
-        let server = failing_server(&test_db, &format!("{point}=1*{action}")).await;
+        let receiver = Receiver::start().await;
+        let server = failing_server(&test_db, &format!("{point}=1*{action}"), &receiver).await;
         let pool = test_db.pool().await;
 
-        let failed = server.signup("alice@example.com").await;
+        let with_metadata = || {
+            server
+                .client
+                .post(server.url("/auth/signup"))
+                .json(
+                    &serde_json::json!({"email": "alice@example.com", "password": PASSWORD,
+                                          "metadata": {"plan": "pro"}}),
+                )
+                .send()
+        };
+        let failed = with_metadata().await.unwrap();
         assert_internal_without_cookies(failed, &context).await;
+        // No profile, so no metadata; no event.
         assert_no_account_rows(&pool, &context).await;
+        assert!(receiver.all().is_empty(), "{context}: no event sent");
 
         server.assert_serving(&context).await;
         // Nothing of the failed attempt is in the way: not the email, not a lock.
-        let retried = server.signup("alice@example.com").await;
+        let retried = with_metadata().await.unwrap();
         assert_eq!(retried.status(), 201, "{context}: the same signup again");
         let session = Session::from_response(retried).await;
+        assert_eq!(
+            session.body["profile"]["metadata"],
+            serde_json::json!({"plan": "pro"}),
+            "{context}"
+        );
         assert_eq!(session.cookies.len(), 2, "{context}: cookies of the retry");
         assert_eq!(server.me(&session.access_token).await.status(), 200);
         for table in ["users", "profiles", "sessions", "refresh_tokens"] {
@@ -73,6 +113,17 @@ async fn signup_failing_at_leaves_nothing(db: Db, point: &str) {
             );
         }
         assert_eq!(count(&pool, ORPHANS).await, 0, "{context}: orphans");
+        // The retry's event, and only it, reaches the receiver.
+        let delivered = receiver.wait_delivered(1).await;
+        assert_eq!(delivered[0].event_type(), "user.created", "{context}");
+        assert_eq!(
+            delivered[0].json()["data"]["user"],
+            session.body["user"],
+            "{context}"
+        );
+        assert_eq!(verify_signature(&delivered[0], WEBHOOK_SECRET), 1);
+        assert_eq!(events(&pool, "user.created").await, 1, "{context}");
+        assert_eq!(receiver.all().len(), 1, "{context}: one request");
         pool.close().await;
     }
 }
@@ -93,7 +144,13 @@ async fn signup_failing_after_commit_keeps_an_account_that_can_log_in(db: Db) {
     for action in ACTIONS {
         let context = format!("signup.after_commit={action} ({db:?})");
         let test_db = TestDb::new(db).await;
-        let server = failing_server(&test_db, &format!("signup.after_commit={action}")).await;
+        let receiver = Receiver::start().await;
+        let server = failing_server(
+            &test_db,
+            &format!("signup.after_commit={action}"),
+            &receiver,
+        )
+        .await;
         let pool = test_db.pool().await;
 
         let failed = server.signup("alice@example.com").await;
@@ -110,6 +167,8 @@ async fn signup_failing_after_commit_keeps_an_account_that_can_log_in(db: Db) {
             "{context}"
         );
         assert_eq!(count(&pool, ORPHANS).await, 0, "{context}: orphans");
+        // After the commit: the account exists, and so does its event.
+        assert_eq!(events(&pool, "user.created").await, 1, "{context}");
 
         server.assert_serving(&context).await;
         let login = server.login("alice@example.com").await;
@@ -140,7 +199,9 @@ async fn login_failing_before_commit_opens_no_session_and_records_no_login(db: D
     for action in ACTIONS {
         let context = format!("login.before_commit=1*{action} ({db:?})");
         let test_db = TestDb::new(db).await;
-        let server = failing_server(&test_db, &format!("login.before_commit=1*{action}")).await;
+        let receiver = Receiver::start().await;
+        let point = format!("login.before_commit=1*{action}");
+        let server = failing_server(&test_db, &point, &receiver).await;
         let pool = test_db.pool().await;
 
         let signup = server.signup("alice@example.com").await;
@@ -181,6 +242,11 @@ async fn login_failing_before_commit_opens_no_session_and_records_no_login(db: D
             0,
             "{context}: no login event"
         );
+        assert_eq!(
+            events(&pool, "user.login").await,
+            0,
+            "{context}: no user.login"
+        );
 
         server.assert_serving(&context).await;
         let retried = server.login("alice@example.com").await;
@@ -211,6 +277,14 @@ async fn login_failing_before_commit_opens_no_session_and_records_no_login(db: D
             1,
             "{context}: one login event"
         );
+        assert_eq!(
+            events(&pool, "user.login").await,
+            1,
+            "{context}: one user.login"
+        );
+        let delivered = receiver.wait_delivered(2).await;
+        let types: Vec<String> = delivered.iter().map(Delivery::event_type).collect();
+        assert_eq!(types, ["user.created", "user.login"], "{context}");
         pool.close().await;
     }
 }
@@ -219,7 +293,9 @@ async fn refresh_failing_before_commit_leaves_the_token_unspent(db: Db) {
     for action in ACTIONS {
         let context = format!("refresh.before_commit=1*{action} ({db:?})");
         let test_db = TestDb::new(db).await;
-        let server = failing_server(&test_db, &format!("refresh.before_commit=1*{action}")).await;
+        let receiver = Receiver::start().await;
+        let point = format!("refresh.before_commit=1*{action}");
+        let server = failing_server(&test_db, &point, &receiver).await;
         let pool = test_db.pool().await;
 
         let signup = server.signup("alice@example.com").await;

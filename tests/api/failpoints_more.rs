@@ -40,7 +40,7 @@ const NEW_PASSWORD: &str = "another horse battery staple";
 const ALICE: &str = "alice@example.com";
 
 /// Every table of the schema: the failed request must leave each one exactly as it was.
-const TABLES: [&str; 12] = [
+const TABLES: [&str; 13] = [
     "users",
     "profiles",
     "sessions",
@@ -53,7 +53,12 @@ const TABLES: [&str; 12] = [
     "rate_limits",
     "email_key_version",
     "password_reset_requests",
+    "webhook_outbox",
 ];
+
+/// Undelivered webhooks: the webhook worker changes these rows on its own, like the outbox's.
+const UNSENT_WEBHOOKS: &str =
+    "SELECT COUNT(*) FROM webhook_outbox WHERE sent_at IS NULL AND dead_at IS NULL";
 
 /// Unsent emails: the mail worker changes these rows on its own, so a snapshot waits for none.
 const UNSENT: &str = "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL";
@@ -66,6 +71,8 @@ struct Fixture {
     server: ServerProcess,
     pool: AnyPool,
     alice: Session,
+    /// Where every event goes: a failed request must send none.
+    receiver: Receiver,
     // Last: dropped after the server stopped.
     _db: TestDb,
 }
@@ -82,7 +89,11 @@ impl Fixture {
         let kek = latchkey::keys::Kek::generate_encoded();
         let failpoints = format!("{point}=1*{action}");
         let env = [("FAILPOINTS", failpoints.as_str())];
-        let server = ServerProcess::serve_with(&test_db, &kek, extra, &env).await;
+        let receiver = Receiver::start().await;
+        let url = receiver.url();
+        let mut flags = crate::failpoints::webhook_flags(&url);
+        flags.extend_from_slice(extra);
+        let server = ServerProcess::serve_with(&test_db, &kek, &flags, &env).await;
         let pool = test_db.pool().await;
 
         let signup = server.signup(ALICE).await;
@@ -98,6 +109,7 @@ impl Fixture {
             server,
             pool,
             alice,
+            receiver,
             _db: test_db,
         };
         fixture.settle().await;
@@ -108,6 +120,7 @@ impl Fixture {
     async fn settle(&self) {
         let context = format!("{}: mail worker idle", self.context);
         eventually(&self.pool, UNSENT, 0, &context).await;
+        eventually(&self.pool, UNSENT_WEBHOOKS, 0, &context).await;
         let pending = "SELECT COUNT(*) FROM password_reset_requests";
         eventually(&self.pool, pending, 0, &context).await;
     }
@@ -118,6 +131,7 @@ impl Fixture {
     async fn fails_changing_nothing(&self, request: &RequestBuilder) {
         let context = &self.context;
         let before = snapshot(&self.pool).await;
+        let requests = self.receiver.all().len();
         let response = send(request).await;
         assert_internal_without_cookies(response, context).await;
         assert_logged(&self.server, self.point, context).await;
@@ -127,6 +141,11 @@ impl Fixture {
             "{context}: the failed request changed no row of any table"
         );
         self.server.assert_serving(context).await;
+        assert_eq!(
+            self.receiver.all().len(),
+            requests,
+            "{context}: no webhook sent"
+        );
     }
 
     async fn count(&self, sql: &str) -> i64 {

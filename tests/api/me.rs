@@ -459,6 +459,7 @@ async fn profile_update_sets_the_display_name(db: Db) {
             "created_at": signup.body["profile"]["created_at"],
             "updated_at": rfc3339(updated_at),
             "last_login_at": null,
+            "metadata": {},
         }})
     );
     assert_eq!(profile_updates(&app).await, 1);

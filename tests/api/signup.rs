@@ -47,11 +47,28 @@ async fn signup_creates_user_profile_and_session_and_sets_cookies(db: Db) {
         ]
     );
     let user_keys: Vec<&String> = body["user"].as_object().unwrap().keys().collect();
-    assert_eq!(user_keys, ["created_at", "email", "email_verified", "id"]);
+    assert_eq!(
+        user_keys,
+        [
+            "app_metadata",
+            "created_at",
+            "email",
+            "email_verified",
+            "id"
+        ]
+    );
+    assert_eq!(body["user"]["app_metadata"], json!({}));
+    assert_eq!(body["profile"]["metadata"], json!({}));
     let profile_keys: Vec<&String> = body["profile"].as_object().unwrap().keys().collect();
     assert_eq!(
         profile_keys,
-        ["created_at", "display_name", "last_login_at", "updated_at"]
+        [
+            "created_at",
+            "display_name",
+            "last_login_at",
+            "metadata",
+            "updated_at"
+        ]
     );
     assert!(
         body.get("refresh_token").is_none(),

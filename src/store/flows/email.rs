@@ -2,13 +2,14 @@
 
 use uuid::Uuid;
 
-use super::{NewLink, SessionRef, Throttle, claim, issue_link, lock_live_session};
+use super::{NewLink, SessionRef, Throttle, claim, events, issue_link, lock_live_session};
 use crate::clock::Millis;
 use crate::failpoint::failpoint;
 use crate::store::audit::{self, Actor};
 use crate::store::tx::Done;
 use crate::store::{Store, one_time_tokens, parse_id, users};
 use crate::tokens::Purpose;
+use crate::webhooks::event::EventType;
 
 #[derive(Debug)]
 pub enum Verify {
@@ -49,7 +50,7 @@ impl Store {
         actor: Actor,
         now: Millis,
     ) -> Result<Verify, sqlx::Error> {
-        self.write((token_hash, actor), move |c, (hash, actor)| {
+        self.write_evented((token_hash, actor), move |c, ((hash, actor), hooks)| {
             Box::pin(async move {
                 let purpose = Purpose::EmailVerification;
                 let Some(used) = one_time_tokens::use_token(&mut *c, hash, purpose, now).await?
@@ -68,6 +69,8 @@ impl Store {
                     ..actor.clone()
                 };
                 audit::record(&mut *c, audit::Kind::EmailVerified, &actor, now).await?;
+                let event = EventType::UserEmailVerified;
+                events::user(c, hooks, event, user_id, None, now).await?;
                 failpoint!("email_verify.before_commit");
                 Ok(Done::Commit(Verify::Verified { user_id }))
             })

@@ -6,7 +6,7 @@
 
 use uuid::Uuid;
 
-use super::{NewSession, open_session};
+use super::{NewSession, events, open_session};
 use crate::clock::Millis;
 use crate::failpoint::failpoint;
 use crate::store::Store;
@@ -14,6 +14,8 @@ use crate::store::audit::{self, Actor};
 use crate::store::rate_limits::{self, Refund};
 use crate::store::tx::{Conn, Done};
 use crate::store::users::{self, Account};
+use crate::store::webhooks::Routes;
+use crate::webhooks::event::EventType;
 
 /// Everything a login writes, prepared before the transaction.
 #[derive(Debug)]
@@ -40,7 +42,8 @@ pub enum Login {
 impl Store {
     /// Opens the session of a verified login.
     pub async fn login(&self, new: NewLogin) -> Result<Login, sqlx::Error> {
-        self.write(new, |c, new| Box::pin(login(c, new))).await
+        self.write_evented(new, |c, (new, hooks)| Box::pin(login(c, new, hooks)))
+            .await
     }
 
     /// The audit event of a failed login: its own transaction, because the request fails and the
@@ -67,7 +70,7 @@ impl Store {
     }
 }
 
-async fn login(c: &mut Conn, new: &NewLogin) -> Result<Done<Login>, sqlx::Error> {
+async fn login(c: &mut Conn, new: &NewLogin, hooks: &Routes) -> Result<Done<Login>, sqlx::Error> {
     // The precondition, and the lock that makes it hold until the commit.
     if !users::lock_credentials(&mut *c, new.user_id, &new.verified_hash).await? {
         return Ok(Done::Rollback(Login::Stale));
@@ -81,9 +84,10 @@ async fn login(c: &mut Conn, new: &NewLogin) -> Result<Done<Login>, sqlx::Error>
         rate_limits::apply_refund(&mut *c, refund).await?;
     }
     audit::record(&mut *c, audit::Kind::Login, &new.actor, new.now).await?;
-    let account = users::find_account(&mut *c, new.user_id)
-        .await?
-        .ok_or_else(|| sqlx::Error::Protocol("account vanished inside its transaction".into()))?;
+    let account = events::find(c, new.user_id).await?;
+    let session = new.session.id.to_string();
+    let event = EventType::UserLogin;
+    events::about(c, hooks, event, &account, Some(&session), None, new.now).await?;
     failpoint!("login.before_commit");
     Ok(Done::Commit(Login::Opened(account)))
 }

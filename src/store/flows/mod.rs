@@ -11,6 +11,7 @@
 //! row count), so a flow racing it either waits for it or sees its result.
 
 pub mod email;
+mod events;
 pub mod login;
 pub mod password;
 pub mod profile;

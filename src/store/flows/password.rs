@@ -12,7 +12,7 @@
 use uuid::Uuid;
 
 use super::{
-    NewLink, NewMail, SessionRef, Throttle, claim, enqueue, issue_link, lock_live_session,
+    NewLink, NewMail, SessionRef, Throttle, claim, enqueue, events, issue_link, lock_live_session,
 };
 use crate::clock::Millis;
 use crate::failpoint::failpoint;
@@ -20,8 +20,10 @@ use crate::store::audit::{self, Actor};
 use crate::store::rate_limits::{self, Refund};
 use crate::store::sessions::{self, Reason};
 use crate::store::tx::{Conn, Done};
+use crate::store::webhooks::Routes;
 use crate::store::{Store, one_time_tokens, reset_requests, users};
 use crate::tokens::Purpose;
+use crate::webhooks::event::EventType;
 
 /// A reset request: the address as typed (valid), and who asked.
 #[derive(Debug)]
@@ -136,16 +138,18 @@ impl Store {
 
     /// Sets a new password with a reset link's token.
     pub async fn reset_password(&self, new: NewReset) -> Result<Reset, sqlx::Error> {
-        self.write(new, |c, new| Box::pin(reset(c, new))).await
+        self.write_evented(new, |c, (new, hooks)| Box::pin(reset(c, new, hooks)))
+            .await
     }
 
     /// Changes the caller's password.
     pub async fn change_password(&self, new: NewChange) -> Result<Change, sqlx::Error> {
-        self.write(new, |c, new| Box::pin(change(c, new))).await
+        self.write_evented(new, |c, (new, hooks)| Box::pin(change(c, new, hooks)))
+            .await
     }
 }
 
-async fn reset(c: &mut Conn, new: &NewReset) -> Result<Done<Reset>, sqlx::Error> {
+async fn reset(c: &mut Conn, new: &NewReset, hooks: &Routes) -> Result<Done<Reset>, sqlx::Error> {
     // Of two requests racing with one token, only one gets past this UPDATE.
     let purpose = Purpose::PasswordReset;
     let used = one_time_tokens::use_token(&mut *c, &new.token_hash, purpose, new.now).await?;
@@ -163,11 +167,21 @@ async fn reset(c: &mut Conn, new: &NewReset) -> Result<Done<Reset>, sqlx::Error>
         rate_limits::clear(&mut *c, key).await?;
     }
     audit::record(&mut *c, audit::Kind::PasswordReset, &new.actor, new.now).await?;
+    let (user_id, now) = (new.user_id, new.now);
+    events::user(c, hooks, EventType::UserPasswordReset, user_id, None, now).await?;
+    let reason = Reason::PasswordReset;
+    events::sessions_revoked(c, hooks, user_id, &revoked, reason, now).await?;
     failpoint!("password_reset.before_commit");
-    Ok(Done::Commit(Reset::Done { revoked }))
+    Ok(Done::Commit(Reset::Done {
+        revoked: revoked.len() as u64,
+    }))
 }
 
-async fn change(c: &mut Conn, new: &NewChange) -> Result<Done<Change>, sqlx::Error> {
+async fn change(
+    c: &mut Conn,
+    new: &NewChange,
+    hooks: &Routes,
+) -> Result<Done<Change>, sqlx::Error> {
     let user_id = new.session.user_id;
     // The user row first, then the session (the lock order of every flow): only if the hash is
     // still the one just verified (a reset or change may have won a race) …
@@ -196,6 +210,13 @@ async fn change(c: &mut Conn, new: &NewChange) -> Result<Done<Change>, sqlx::Err
         rate_limits::apply_refund(&mut *c, refund).await?;
     }
     audit::record(&mut *c, audit::Kind::PasswordChanged, &new.actor, new.now).await?;
+    let now = new.now;
+    let event = EventType::UserPasswordChanged;
+    events::user(c, hooks, event, user_id, Some(keep), now).await?;
+    let reason = Reason::PasswordChange;
+    events::sessions_revoked(c, hooks, user_id, &revoked, reason, now).await?;
     failpoint!("password_change.before_commit");
-    Ok(Done::Commit(Change::Done { revoked }))
+    Ok(Done::Commit(Change::Done {
+        revoked: revoked.len() as u64,
+    }))
 }

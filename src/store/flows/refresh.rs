@@ -53,13 +53,14 @@ impl Store {
         actor: Actor,
         now: Millis,
     ) -> Result<bool, sqlx::Error> {
-        self.record(actor, move |c, actor| {
+        self.record_evented(actor, move |c, (actor, hooks)| {
             Box::pin(async move {
                 let reason = sessions::Reason::RefreshTokenReuse;
                 if !sessions::revoke_session(&mut *c, session_id, reason, now).await? {
                     return Ok(Done::Commit(false));
                 }
                 audit::record(&mut *c, audit::Kind::RefreshReuseDetected, actor, now).await?;
+                super::events::session_revoked(c, hooks, session_id, reason, now).await?;
                 Ok(Done::Commit(true))
             })
         })

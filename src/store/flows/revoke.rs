@@ -1,15 +1,24 @@
 //! Ending sessions: logout, logout-all, revoking one's own session, and the operator's disable,
-//! enable, delete and revoke-all. Each is the revocation (or deletion) and its audit event in one
-//! transaction; each returns what it changed, so the caller counts only real revocations.
+//! enable, delete and revoke-all. Each is the revocation (or deletion), its audit event and its
+//! webhook events in one transaction; each returns what it changed, so the caller counts only
+//! real revocations.
+//!
+//! Every session that a flow revokes gets its `session.revoked` event with the reason, whichever
+//! flow revoked it (logout, logout-all, a reset, a change, a disable, the operator, a reused
+//! refresh token): an app that keeps state per session hears of every session that ended early.
+//! A deleted account's sessions go with it: `user.deleted` says so, and no `session.revoked`
+//! follows.
 
 use uuid::Uuid;
 
+use super::events;
 use crate::clock::Millis;
 use crate::failpoint::failpoint;
 use crate::store::audit::{self, Actor};
 use crate::store::sessions::{self, Reason};
 use crate::store::tx::Done;
 use crate::store::{Store, admin};
+use crate::webhooks::event::EventType;
 
 impl Store {
     /// Revokes one session (logout); whether it was live.
@@ -19,12 +28,14 @@ impl Store {
         actor: Actor,
         now: Millis,
     ) -> Result<bool, sqlx::Error> {
-        self.record(actor, move |c, actor| {
+        self.record_evented(actor, move |c, (actor, hooks)| {
             Box::pin(async move {
-                if !sessions::revoke_session(&mut *c, session_id, Reason::Logout, now).await? {
+                let reason = Reason::Logout;
+                if !sessions::revoke_session(&mut *c, session_id, reason, now).await? {
                     return Ok(Done::Commit(false));
                 }
                 audit::record(&mut *c, audit::Kind::Logout, actor, now).await?;
+                events::session_revoked(c, hooks, session_id, reason, now).await?;
                 failpoint!("logout.before_commit");
                 Ok(Done::Commit(true))
             })
@@ -39,13 +50,14 @@ impl Store {
         actor: Actor,
         now: Millis,
     ) -> Result<u64, sqlx::Error> {
-        self.record(actor, move |c, actor| {
+        self.record_evented(actor, move |c, (actor, hooks)| {
             Box::pin(async move {
-                let revoked =
-                    sessions::revoke_all_sessions(&mut *c, user_id, Reason::LogoutAll, now).await?;
+                let reason = Reason::LogoutAll;
+                let revoked = sessions::revoke_all_sessions(&mut *c, user_id, reason, now).await?;
                 audit::record(&mut *c, audit::Kind::LogoutAll, actor, now).await?;
+                events::sessions_revoked(c, hooks, user_id, &revoked, reason, now).await?;
                 failpoint!("logout_all.before_commit");
-                Ok(Done::Commit(revoked))
+                Ok(Done::Commit(revoked.len() as u64))
             })
         })
         .await
@@ -59,13 +71,15 @@ impl Store {
         actor: Actor,
         now: Millis,
     ) -> Result<bool, sqlx::Error> {
-        self.record(actor, move |c, actor| {
+        self.record_evented(actor, move |c, (actor, hooks)| {
             Box::pin(async move {
                 let reason = Reason::RevokedByUser;
                 if !sessions::revoke_own_session(&mut *c, session_id, user_id, reason, now).await? {
                     return Ok(Done::Rollback(false));
                 }
                 audit::record(&mut *c, audit::Kind::SessionRevoked, actor, now).await?;
+                let ids = [session_id.to_string()];
+                events::sessions_revoked(c, hooks, user_id, &ids, reason, now).await?;
                 failpoint!("session_revoke.before_commit");
                 Ok(Done::Commit(true))
             })
@@ -82,34 +96,38 @@ impl Store {
         disable: bool,
         now: Millis,
     ) -> Result<Option<u64>, sqlx::Error> {
-        self.record((), move |c, ()| {
+        self.record_evented((), move |c, ((), hooks)| {
             Box::pin(async move {
                 if !admin::set_disabled(&mut *c, user_id, disable.then_some(now), now).await? {
                     return Ok(Done::Rollback(None));
                 }
-                let revoked = match disable {
-                    true => {
-                        sessions::revoke_all_sessions(&mut *c, user_id, Reason::UserDisabled, now)
-                            .await?
-                    }
-                    false => 0,
-                };
-                let kind = match disable {
-                    true => audit::Kind::UserDisabled,
-                    false => audit::Kind::UserEnabled,
-                };
+                if !disable {
+                    let kind = audit::Kind::UserEnabled;
+                    audit::record(&mut *c, kind, &Actor::user(user_id), now).await?;
+                    return Ok(Done::Commit(Some(0)));
+                }
+                let reason = Reason::UserDisabled;
+                let revoked = sessions::revoke_all_sessions(&mut *c, user_id, reason, now).await?;
+                let kind = audit::Kind::UserDisabled;
                 audit::record(&mut *c, kind, &Actor::user(user_id), now).await?;
-                Ok(Done::Commit(Some(revoked)))
+                events::user(c, hooks, EventType::UserDisabled, user_id, None, now).await?;
+                events::sessions_revoked(c, hooks, user_id, &revoked, reason, now).await?;
+                Ok(Done::Commit(Some(revoked.len() as u64)))
             })
         })
         .await
     }
 
     /// Deletes an account (cascading to its profile, sessions and tokens) with its audit event,
-    /// which outlives it; whether there was one.
+    /// which outlives it, and `user.deleted` with the account as it was; whether there was one.
     pub async fn delete_user(&self, user_id: Uuid, now: Millis) -> Result<bool, sqlx::Error> {
-        self.record((), move |c, ()| {
+        self.record_evented((), move |c, ((), hooks)| {
             Box::pin(async move {
+                let event = EventType::UserDeleted;
+                let before = match hooks.wants(event) {
+                    true => crate::store::users::find_account(&mut *c, user_id).await?,
+                    false => None,
+                };
                 if !admin::delete_user(&mut *c, user_id).await? {
                     return Ok(Done::Rollback(false));
                 }
@@ -120,6 +138,9 @@ impl Store {
                     now,
                 )
                 .await?;
+                if let Some(account) = &before {
+                    events::about(c, hooks, event, account, None, None, now).await?;
+                }
                 Ok(Done::Commit(true))
             })
         })
@@ -132,13 +153,37 @@ impl Store {
         user_id: Uuid,
         now: Millis,
     ) -> Result<u64, sqlx::Error> {
-        self.record((), move |c, ()| {
+        self.record_evented((), move |c, ((), hooks)| {
             Box::pin(async move {
                 let reason = Reason::RevokedByAdmin;
                 let revoked = sessions::revoke_all_sessions(&mut *c, user_id, reason, now).await?;
                 let kind = audit::Kind::SessionsRevokedByAdmin;
                 audit::record(&mut *c, kind, &Actor::user(user_id), now).await?;
-                Ok(Done::Commit(revoked))
+                events::sessions_revoked(c, hooks, user_id, &revoked, reason, now).await?;
+                Ok(Done::Commit(revoked.len() as u64))
+            })
+        })
+        .await
+    }
+
+    /// Replaces a user's `app_metadata` (the operator's; users cannot write it); whether there is
+    /// such a user.
+    pub async fn set_app_metadata(
+        &self,
+        user_id: Uuid,
+        app_metadata: String,
+        now: Millis,
+    ) -> Result<bool, sqlx::Error> {
+        self.record(app_metadata, move |c, app_metadata| {
+            Box::pin(async move {
+                let set =
+                    crate::store::users::set_app_metadata(&mut *c, user_id, app_metadata, now)
+                        .await?;
+                Ok(if set {
+                    Done::Commit(true)
+                } else {
+                    Done::Rollback(false)
+                })
             })
         })
         .await

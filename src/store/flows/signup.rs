@@ -4,14 +4,18 @@
 
 use uuid::Uuid;
 
-use super::{NewLink, NewMail, NewSession, Throttle, claim, enqueue, issue_link, open_session};
+use super::{
+    NewLink, NewMail, NewSession, Throttle, claim, enqueue, events, issue_link, open_session,
+};
 use crate::clock::Millis;
-use crate::domain::{DisplayName, Email};
+use crate::domain::{DisplayName, Email, Metadata};
 use crate::failpoint::failpoint;
 use crate::store::audit::{self, Actor};
 use crate::store::tx::{Conn, Done};
-use crate::store::users::{self, Account};
-use crate::store::{Constraint, Store};
+use crate::store::users::Account;
+use crate::store::webhooks::Routes;
+use crate::store::{Constraint, Store, users};
+use crate::webhooks::event::EventType;
 
 /// Everything a signup writes, prepared before the transaction.
 #[derive(Debug)]
@@ -20,6 +24,7 @@ pub struct NewSignup {
     pub email: Email,
     pub password_hash: String,
     pub display_name: Option<DisplayName>,
+    pub metadata: Metadata,
     /// `None` with `conceal_existing_accounts`: the account gets no session.
     pub session: Option<NewSession>,
     pub verification: NewLink,
@@ -39,7 +44,8 @@ impl Store {
     /// Creates the account, its profile, its first session and its verification link, or
     /// nothing at all.
     pub async fn signup(&self, new: NewSignup) -> Result<Signup, sqlx::Error> {
-        self.write(new, |c, new| Box::pin(signup(c, new))).await
+        self.write_evented(new, |c, (new, hooks)| Box::pin(signup(c, new, hooks)))
+            .await
     }
 
     /// Concealed signup with a taken address: the notice to the owner, at most one per address
@@ -62,7 +68,11 @@ impl Store {
     }
 }
 
-async fn signup(c: &mut Conn, new: &NewSignup) -> Result<Done<Signup>, sqlx::Error> {
+async fn signup(
+    c: &mut Conn,
+    new: &NewSignup,
+    hooks: &Routes,
+) -> Result<Done<Signup>, sqlx::Error> {
     let inserted = users::insert_user(
         &mut *c,
         new.user_id,
@@ -78,7 +88,8 @@ async fn signup(c: &mut Conn, new: &NewSignup) -> Result<Done<Signup>, sqlx::Err
         other => other?,
     }
     failpoint!("signup.after_user");
-    users::insert_profile(&mut *c, new.user_id, new.display_name.as_ref(), new.now).await?;
+    let name = new.display_name.as_ref();
+    users::insert_profile(&mut *c, new.user_id, name, &new.metadata, new.now).await?;
     failpoint!("signup.after_profile");
     if let Some(session) = &new.session {
         open_session(c, new.user_id, session, new.now).await?;
@@ -88,9 +99,11 @@ async fn signup(c: &mut Conn, new: &NewSignup) -> Result<Done<Signup>, sqlx::Err
     // does. A new address has no slot taken, so the claim only starts the resend's wait.
     let _ = claim(c, &new.throttle, new.now).await?;
     issue_link(c, new.user_id, &new.verification, new.now).await?;
-    let created = users::find_account(&mut *c, new.user_id)
-        .await?
-        .ok_or_else(|| sqlx::Error::Protocol("account vanished inside its transaction".into()))?;
+    let created = events::find(c, new.user_id).await?;
+    let session_id = new.session.as_ref().map(|s| s.id.to_string());
+    let event = EventType::UserCreated;
+    let (session, now) = (session_id.as_deref(), new.now);
+    events::about(c, hooks, event, &created, session, None, now).await?;
     failpoint!("signup.before_commit");
     Ok(Done::Commit(Signup::Created(created)))
 }

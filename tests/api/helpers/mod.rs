@@ -8,6 +8,7 @@
 //! transaction at SERIALIZABLE isolation (a CI variant, see `.ci/run`).
 
 mod process;
+mod receiver;
 mod smtp;
 
 use std::collections::HashMap;
@@ -362,6 +363,13 @@ impl Drop for TestApp {
     }
 }
 
+/// Webhooks to `url` with `WEBHOOK_SECRET`, fast retries.
+pub fn with_receiver(o: &mut Overrides, url: &str) {
+    o.webhook_url = Some(vec![url.to_owned()]);
+    o.webhook_secret = Some(WEBHOOK_SECRET.to_owned());
+    o.webhook_retry_base_ms = Some(20);
+}
+
 pub const PASSWORD: &str = "correct horse battery staple";
 
 /// The contract's 500, byte for byte: nothing about the cause leaks.
@@ -480,6 +488,7 @@ pub fn attrs(list: &[&str]) -> Vec<String> {
 
 pub use futures_util::future::join_all;
 pub use process::{ServerProcess, run};
+pub use receiver::{Delivery, Receiver, WEBHOOK_SECRET, WEBHOOK_SECRET_2, verify_signature};
 pub use smtp::SmtpSink;
 
 // Helpers for the session tests (refresh, logout, me).
@@ -582,6 +591,32 @@ pub fn assert_session_cookies_cleared(headers: &HeaderMap) {
 }
 
 impl TestApp {
+    /// A server whose webhooks go to `receiver` (every event type, `WEBHOOK_SECRET`), retrying
+    /// after 20 ms, doubling.
+    pub async fn spawn_with_receiver(
+        db: Db,
+        receiver: &Receiver,
+        configure: impl FnOnce(&mut Overrides),
+    ) -> TestApp {
+        let url = receiver.url();
+        TestApp::spawn_with(db, move |o| {
+            with_receiver(o, &url);
+            configure(o);
+        })
+        .await
+    }
+
+    /// The claims of an access token (its payload, not verified: the server's own check is
+    /// tested elsewhere).
+    pub fn claims(access_token: &str) -> Value {
+        use base64::Engine as _;
+        let payload = access_token.split('.').nth(1).expect("a JWT");
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64url");
+        serde_json::from_slice(&bytes).expect("JSON claims")
+    }
+
     /// A POST without a body whose `Cookie` header is `cookie`.
     pub async fn post_with_cookie(&self, path: &str, cookie: &str) -> reqwest::Response {
         self.client

@@ -1,0 +1,183 @@
+//! Leases on queue rows: the one claiming mechanism of the outbox's two queues, emails (`outbox`)
+//! and webhook deliveries (`webhook_outbox`).
+//!
+//! A worker claims due rows in a short transaction of its own (a lease: `claim_id` and
+//! `claimed_until`), delivers them with no transaction open, then records the outcome. On
+//! PostgreSQL the claim locks the rows it picks with `FOR UPDATE SKIP LOCKED`, so workers of
+//! several instances claim disjoint rows without waiting for one another; SQLite has a single
+//! writer, so the conditional UPDATE alone decides there. A lease that expires (a worker died
+//! mid-send) makes the row claimable again.
+//!
+//! The queues are separate tables with separate workers, so a receiver that never answers holds
+//! up no email and a dead SMTP relay no webhook: each claim only ever sees its own table.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Executor, FromRow};
+use uuid::Uuid;
+
+use super::Backend;
+use crate::clock::Millis;
+
+/// A queue of the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::store) enum Queue {
+    Mail,
+    Webhooks,
+}
+
+impl Queue {
+    fn table(self) -> &'static str {
+        match self {
+            Queue::Mail => "outbox",
+            Queue::Webhooks => "webhook_outbox",
+        }
+    }
+
+    /// What a claim returns: the columns of the queue's `Claimed` row.
+    fn columns(self) -> &'static str {
+        match self {
+            Queue::Mail => "id, kind, recipient, subject, body_text, body_html, attempts",
+            Queue::Webhooks => "id, event_id, event_type, endpoint, payload, attempts",
+        }
+    }
+
+    /// What is erased once a row is finished: an email's bodies carry its link. A webhook's
+    /// payload carries no secret and is kept, so that a dead delivery can be retried.
+    fn erase(self) -> &'static str {
+        match self {
+            Queue::Mail => ", body_text = '', body_html = ''",
+            Queue::Webhooks => "",
+        }
+    }
+}
+
+/// The outcome of one delivery attempt.
+#[derive(Debug)]
+pub enum Outcome {
+    Sent,
+    Retry {
+        error: String,
+        next_attempt_at: Millis,
+    },
+    Dead {
+        error: String,
+    },
+}
+
+/// Claims up to `limit` due rows until `lease_until` and counts the attempt.
+pub(in crate::store) async fn claim_due<'e, T>(
+    db: impl Executor<'e, Database = Any>,
+    backend: Backend,
+    queue: Queue,
+    claim_id: Uuid,
+    now: Millis,
+    lease_until: Millis,
+    limit: i64,
+) -> Result<Vec<T>, sqlx::Error>
+where
+    T: for<'r> FromRow<'r, AnyRow> + Send + Unpin,
+{
+    let lock = match backend {
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let (table, columns) = (queue.table(), queue.columns());
+    let sql = format!(
+        "UPDATE {table} SET claim_id = $1, claimed_until = $2, attempts = attempts + 1 \
+         WHERE id IN ( \
+             SELECT id FROM {table} \
+             WHERE sent_at IS NULL AND dead_at IS NULL AND next_attempt_at <= $3 \
+             AND (claimed_until IS NULL OR claimed_until <= $3) \
+             ORDER BY next_attempt_at, id LIMIT $4{lock}) \
+         RETURNING {columns}"
+    );
+    sqlx::query_as(&sql)
+        .bind(claim_id.to_string())
+        .bind(lease_until)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(db)
+        .await
+}
+
+/// Records the outcome of an attempt of this claim; whether the row changed. A row is marked sent
+/// once, whichever claim delivered it (a worker whose lease ran out may still succeed); retries
+/// and deaths apply only to the claim that holds the row.
+pub(in crate::store) async fn finish<'e>(
+    db: impl Executor<'e, Database = Any>,
+    queue: Queue,
+    id: &str,
+    claim_id: Uuid,
+    outcome: &Outcome,
+    now: Millis,
+) -> Result<bool, sqlx::Error> {
+    let (table, erase) = (queue.table(), queue.erase());
+    let open = "sent_at IS NULL AND dead_at IS NULL";
+    let done = match outcome {
+        Outcome::Sent => {
+            let sql = format!(
+                "UPDATE {table} SET sent_at = $1, claim_id = NULL, claimed_until = NULL{erase} \
+                 WHERE id = $2 AND {open}"
+            );
+            sqlx::query(&sql).bind(now).bind(id).execute(db).await?
+        }
+        Outcome::Retry {
+            error,
+            next_attempt_at,
+        } => {
+            let sql = format!(
+                "UPDATE {table} SET next_attempt_at = $1, last_error = $2, claim_id = NULL, \
+                                    claimed_until = NULL \
+                 WHERE id = $3 AND claim_id = $4 AND {open}"
+            );
+            sqlx::query(&sql)
+                .bind(*next_attempt_at)
+                .bind(error.as_str())
+                .bind(id)
+                .bind(claim_id.to_string())
+                .execute(db)
+                .await?
+        }
+        Outcome::Dead { error } => {
+            let sql = format!(
+                "UPDATE {table} SET dead_at = $1, last_error = $2, claim_id = NULL, \
+                                    claimed_until = NULL{erase} \
+                 WHERE id = $3 AND claim_id = $4 AND {open}"
+            );
+            sqlx::query(&sql)
+                .bind(now)
+                .bind(error.as_str())
+                .bind(id)
+                .bind(claim_id.to_string())
+                .execute(db)
+                .await?
+        }
+    };
+    Ok(done.rows_affected() == 1)
+}
+
+/// Deletes rows sent or dead before `cutoff`.
+pub(in crate::store) async fn prune<'e>(
+    db: impl Executor<'e, Database = Any>,
+    queue: Queue,
+    cutoff: Millis,
+) -> Result<u64, sqlx::Error> {
+    let sql = format!(
+        "DELETE FROM {} WHERE sent_at < $1 OR dead_at < $1",
+        queue.table()
+    );
+    let done = sqlx::query(&sql).bind(cutoff).execute(db).await?;
+    Ok(done.rows_affected())
+}
+
+/// Rows not yet delivered (neither sent nor dead), and when the oldest was written.
+pub(in crate::store) async fn backlog<'e>(
+    db: impl Executor<'e, Database = Any>,
+    queue: Queue,
+) -> Result<(i64, Option<i64>), sqlx::Error> {
+    let sql = format!(
+        "SELECT COUNT(*), MIN(created_at) FROM {} WHERE sent_at IS NULL AND dead_at IS NULL",
+        queue.table()
+    );
+    sqlx::query_as(&sql).fetch_one(db).await
+}
