@@ -139,7 +139,10 @@ pub async fn serve(
     let (stop_mail, mail_stop) = watch::channel(false);
     let mail = mail::worker::spawn(&state, mail_stop.clone());
     // A worker of its own: a receiver that is down never holds up an email, nor SMTP a webhook.
-    let hooks = webhooks::worker::spawn(&state, mail_stop);
+    // Without endpoints this instance queues no event and knows no receiver: no worker, and no
+    // poll of the webhook queue.
+    let hooks = (!state.webhooks.endpoints().is_empty())
+        .then(|| webhooks::worker::spawn(&state, mail_stop));
     let limits = ConnectionLimits {
         max_connections: state.settings.max_connections,
         header_read_timeout: state.settings.header_read_timeout,
@@ -152,7 +155,10 @@ pub async fn serve(
     if let Err(err) = mail.await {
         tracing::warn!(error = %err, "the outbox worker ended abnormally");
     }
-    if let Err(err) = hooks.await {
+    if let Some(Err(err)) = match hooks {
+        Some(hooks) => Some(hooks.await),
+        None => None,
+    } {
         tracing::warn!(error = %err, "the webhook worker ended abnormally");
     }
     served

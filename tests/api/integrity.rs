@@ -60,7 +60,16 @@ async fn a_connection_whose_database_session_is_inside_a_transaction_is_replaced
     let app = TestApp::spawn(db).await;
     let pool = app.state.store.write_pool_for_tests().clone();
     let mut conn = pool.acquire().await.unwrap();
-    conn.execute("BEGIN").await.unwrap();
+    // READ COMMITTED named on PostgreSQL: under the CI variant's default SERIALIZABLE, a plain
+    // read that happens to run on this connection before a flow commits it would keep that
+    // read's snapshot, and later reads on it would not see newer rows (a limit of this contrived
+    // state that sqlx cannot see from the client side; see the session note). What this test is
+    // about is the flows' writes on such a connection.
+    let begin = match db {
+        Db::Sqlite => "BEGIN",
+        Db::Postgres => "BEGIN ISOLATION LEVEL READ COMMITTED",
+    };
+    conn.execute(begin).await.unwrap();
     drop(conn);
     assert_writes_work(&app, "raw-begin", 3).await;
 }
