@@ -158,14 +158,41 @@ impl Person {
         field.send_keys(value).await.unwrap();
     }
 
-    /// Clicks the submit button of the form whose action is `action`.
+    /// Clicks the submit button of the form whose action is `action`, and waits for the page it
+    /// leads to.
     async fn submit(&self, action: &str) {
         let css = format!("form[action=\"{action}\"] button[type=submit]");
-        self.browser
+        let button = self
+            .browser
             .find(Locator::Css(&css))
             .await
-            .unwrap_or_else(|e| panic!("no form {action}: {e}"))
-            .click()
+            .unwrap_or_else(|e| panic!("no form {action}: {e}"));
+        self.click_to_navigate(button).await;
+    }
+
+    /// Clicks the link with this text and waits for the page it leads to.
+    async fn follow_link(&self, text: &str) {
+        let link = self.browser.find(Locator::LinkText(text)).await.unwrap();
+        self.click_to_navigate(link).await;
+    }
+
+    /// Clicks `element` and waits until the page it was on is gone and the next one has loaded:
+    /// a click returns before the navigation it starts is over.
+    async fn click_to_navigate(&self, element: fantoccini::elements::Element) {
+        let old = self.browser.find(Locator::Css("html")).await.unwrap();
+        element.click().await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while old.tag_name().await.is_ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the click led nowhere"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.browser
+            .wait()
+            .at_most(Duration::from_secs(15))
+            .for_element(Locator::Css("main"))
             .await
             .unwrap();
     }
@@ -262,14 +289,7 @@ async fn a_person_does_every_flow_in_a_real_browser(db: Db) {
     // Log out, from the account page.
     person.open("/account").await;
     assert!(person.text().await.contains("Verified"));
-    person
-        .browser
-        .find(Locator::LinkText("Log out"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    person.follow_link("Log out").await;
     assert_eq!(person.path().await, "/logout");
     person.photograph("logout").await;
     person.submit("/logout").await;
@@ -278,14 +298,7 @@ async fn a_person_does_every_flow_in_a_real_browser(db: Db) {
     person.photograph("login").await;
 
     // Forgot the password: the reset link from the email, a new password.
-    person
-        .browser
-        .find(Locator::LinkText("Forgot your password?"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    person.follow_link("Forgot your password?").await;
     person.photograph("forgot").await;
     person.fill("email", "ada@example.com").await;
     person.submit("/password/forgot").await;
@@ -321,7 +334,7 @@ async fn a_person_does_every_flow_in_a_real_browser(db: Db) {
         ))
         .await
         .unwrap();
-    revoke.click().await.unwrap();
+    person.click_to_navigate(revoke).await;
     assert_eq!(person.path().await, "/account?notice=session_revoked");
     assert_eq!(app.me(&other.access_token).await.status(), 401);
     assert!(person.text().await.contains("This device"));
