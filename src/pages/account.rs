@@ -200,7 +200,7 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap, query: Page
 }
 
 fn back(notice: &str) -> Response {
-    see_other(&format!("{PATH}?notice={notice}"))
+    see_other(&super::return_to::link(PATH, Some(notice), None))
 }
 
 #[derive(Deserialize)]
@@ -284,10 +284,8 @@ pub async fn revoke_session(
     };
     let id = fields.session_id.as_deref();
     match revoke_flow(&state, auth, &client, jar, id).await {
-        Ok(jar) if id == Some(auth.session_id.to_string().as_str()) => {
-            (jar, see_other("/login?notice=signed_out")).into_response()
-        }
-        Ok(jar) => (jar, back("session_revoked")).into_response(),
+        Ok((jar, true)) => (jar, see_other("/login?notice=signed_out")).into_response(),
+        Ok((jar, false)) => (jar, back("session_revoked")).into_response(),
         Err(err) => {
             failed(&state, auth, &err, |pages, name| {
                 let mut forms = Forms::new(pages, name);

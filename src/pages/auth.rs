@@ -105,10 +105,7 @@ pub async fn signup(
         }
         // The same answer for a new and a taken address: the owner hears by email.
         Ok(Signed::Concealed) => {
-            let to = format!(
-                "/login?notice=check_email{}",
-                return_to::query(return_to.as_deref()).replacen('?', "&", 1)
-            );
+            let to = return_to::link("/login", Some("check_email"), return_to.as_deref());
             return see_other(&to);
         }
         Err(err) => err,

@@ -101,8 +101,7 @@ impl Form {
     pub fn new(pages: &Pages, specs: &[Spec]) -> Form {
         let mut fields = BTreeMap::new();
         for &(name, kind, autocomplete, required) in specs {
-            let hint = pages.string(&format!("hints.{name}"));
-            let hint = (hint != format!("hints.{name}")).then_some(hint);
+            let hint = pages.get(&format!("hints.{name}"));
             fields.insert(
                 name,
                 Field {

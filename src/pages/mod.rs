@@ -69,9 +69,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
 /// messages, never text from the URL.
 fn notice(pages: &Pages, key: Option<&str>) -> Option<String> {
     let key = key.filter(|k| k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))?;
-    let path = format!("notices.{key}");
-    let message = pages.string(&path);
-    (message != path).then_some(message)
+    pages.get(&format!("notices.{key}"))
 }
 
 /// A context for every page template, with a notice and a problem on each form, so that the

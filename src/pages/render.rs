@@ -74,20 +74,20 @@ impl Pages {
         Ok(pages)
     }
 
-    /// A string of the catalogue by its dotted path (`errors.internal`); the path itself when the
-    /// catalogue lacks it, which `load` makes impossible for the built-in keys.
-    pub fn string(&self, path: &str) -> String {
+    /// A string of the catalogue by its dotted path (`errors.internal`), if it has one.
+    pub fn get(&self, path: &str) -> Option<String> {
         let mut parts = path.split('.');
-        let Some(first) = parts.next() else {
-            return path.to_owned();
-        };
-        let mut value = self.strings.get(first);
+        let mut value = self.strings.get(parts.next()?);
         for part in parts {
             value = value.and_then(|v| v.get(part));
         }
-        value
-            .and_then(toml::Value::as_str)
-            .map_or_else(|| path.to_owned(), str::to_owned)
+        value.and_then(toml::Value::as_str).map(str::to_owned)
+    }
+
+    /// A string of the catalogue by its dotted path; the path itself when the catalogue lacks
+    /// it, which `load` makes impossible for the built-in keys.
+    pub fn string(&self, path: &str) -> String {
+        self.get(path).unwrap_or_else(|| path.to_owned())
     }
 
     /// The catalogue's wording of a field problem the API reported, or the API's own.

@@ -24,7 +24,7 @@ use crate::routes::refresh::refresh_flow;
 
 /// The detour of a page at `path` that needs a session it does not see.
 pub fn detour(path: &str) -> Response {
-    see_other(&return_to::path_with("/auth/resume", Some(path)))
+    see_other(&return_to::link("/auth/resume", None, Some(path)))
 }
 
 pub async fn resume(
@@ -39,7 +39,7 @@ pub async fn resume(
         Ok((jar, _)) => (jar, see_other(&to)).into_response(),
         // No session (or it ended): log in, then come back.
         Err((jar, ApiError::SessionRevoked)) => {
-            (jar, see_other(&return_to::path_with("/login", Some(&to)))).into_response()
+            (jar, see_other(&return_to::link("/login", None, Some(&to)))).into_response()
         }
         Err((jar, err)) => (jar, state.pages.error(&err)).into_response(),
     }

@@ -27,20 +27,22 @@ pub fn allowed(settings: &Settings, raw: Option<&str>) -> Option<String> {
 
 /// `?return_to=…` for links between pages that carry it on, or nothing.
 pub fn query(return_to: Option<&str>) -> String {
-    match return_to {
-        Some(to) => format!(
-            "?{}",
-            form_urlencoded::Serializer::new(String::new())
-                .append_pair("return_to", to)
-                .finish()
-        ),
-        None => String::new(),
-    }
+    link("", None, return_to)
 }
 
-/// The page's own path with its `return_to`, for a detour through login or the session resume.
-pub fn path_with(path: &str, return_to: Option<&str>) -> String {
-    format!("{path}{}", query(return_to))
+/// `path` with a catalogue `notice` to show there and the `return_to` to carry on, encoded.
+pub fn link(path: &str, notice: Option<&str>, return_to: Option<&str>) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    if let Some(notice) = notice {
+        query.append_pair("notice", notice);
+    }
+    if let Some(to) = return_to {
+        query.append_pair("return_to", to);
+    }
+    match query.finish() {
+        q if q.is_empty() => path.to_owned(),
+        q => format!("{path}?{q}"),
+    }
 }
 
 #[cfg(test)]
@@ -93,6 +95,11 @@ mod tests {
     #[test]
     fn the_query_is_encoded() {
         assert_eq!(query(None), "");
+        assert_eq!(link("/login", None, None), "/login");
+        assert_eq!(
+            link("/login", Some("check_email"), Some("/account")),
+            "/login?notice=check_email&return_to=%2Faccount"
+        );
         assert_eq!(
             query(Some("https://app.example.com/a?b=1&c=2")),
             "?return_to=https%3A%2F%2Fapp.example.com%2Fa%3Fb%3D1%26c%3D2"

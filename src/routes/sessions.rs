@@ -174,12 +174,13 @@ pub(super) async fn revoke(
     // An id that is no UUID, or not even UTF-8 once percent-decoded (whose rejection would
     // otherwise be axum's plain-text 400), names no session of the caller.
     let id = id.ok().map(|Path(id)| id);
-    let jar = revoke_flow(&state, auth, &client, jar, id.as_deref()).await?;
+    let (jar, _) = revoke_flow(&state, auth, &client, jar, id.as_deref()).await?;
     Ok((StatusCode::NO_CONTENT, jar))
 }
 
 /// The revocation of one of the caller's sessions, shared by the JSON endpoint and the account
-/// page. An id that names no live session of the caller (no UUID, another user's) is 404.
+/// page; with whether it was the session of the request (then a logout: its cookies are
+/// cleared). An id that names no live session of the caller (no UUID, another user's) is 404.
 #[tracing::instrument(name = "revoke_session", skip_all, fields(user_id = tracing::field::Empty))]
 pub(crate) async fn revoke_flow(
     state: &AppState,
@@ -187,7 +188,7 @@ pub(crate) async fn revoke_flow(
     client: &ClientInfo,
     jar: CookieJar,
     id: Option<&str>,
-) -> Result<CookieJar, ApiError> {
+) -> Result<(CookieJar, bool), ApiError> {
     // The extractor told the request's span; the handler's (and the store task that inherits
     // it) says it too.
     tracing::Span::current().record("user_id", tracing::field::display(auth.user_id));
@@ -205,9 +206,10 @@ pub(crate) async fn revoke_flow(
     }
     state.metrics.revoked(Reason::RevokedByUser, 1);
     // Revoking the session this request came from is a logout: its cookies go too.
-    Ok(if session_id == auth.session_id {
-        cookies::clear_session(jar, state.settings.cookie_secure)
-    } else {
-        jar
-    })
+    let own = session_id == auth.session_id;
+    let jar = match own {
+        true => cookies::clear_session(jar, state.settings.cookie_secure),
+        false => jar,
+    };
+    Ok((jar, own))
 }

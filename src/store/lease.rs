@@ -156,6 +156,52 @@ pub(in crate::store) async fn finish<'e>(
     Ok(done.rows_affected() == 1)
 }
 
+impl super::Store {
+    /// Claims up to `limit` due rows of `queue` for one attempt each, in a short transaction of
+    /// its own, committed before any delivery traffic, so no lock or connection is held while
+    /// the relay or the receiver answers.
+    pub(in crate::store) async fn claim<T>(
+        &self,
+        queue: Queue,
+        claim_id: Uuid,
+        now: Millis,
+        lease_until: Millis,
+        limit: i64,
+    ) -> Result<Vec<T>, sqlx::Error>
+    where
+        T: for<'r> FromRow<'r, AnyRow> + Send + Unpin + 'static,
+    {
+        let backend = self.backend();
+        self.record((), move |c, ()| {
+            Box::pin(async move {
+                let claimed =
+                    claim_due(c, backend, queue, claim_id, now, lease_until, limit).await?;
+                Ok(super::tx::Done::Commit(claimed))
+            })
+        })
+        .await
+    }
+
+    /// Records the outcome of an attempt on a claimed row of `queue`; whether the row changed
+    /// (a row another worker already finished is left alone).
+    pub(in crate::store) async fn finish_claim(
+        &self,
+        queue: Queue,
+        id: String,
+        claim_id: Uuid,
+        outcome: Outcome,
+        now: Millis,
+    ) -> Result<bool, sqlx::Error> {
+        self.record((id, outcome), move |c, (id, outcome)| {
+            Box::pin(async move {
+                let changed = finish(c, queue, id, claim_id, outcome, now).await?;
+                Ok(super::tx::Done::Commit(changed))
+            })
+        })
+        .await
+    }
+}
+
 /// Deletes rows sent or dead before `cutoff`.
 pub(in crate::store) async fn prune<'e>(
     db: impl Executor<'e, Database = Any>,

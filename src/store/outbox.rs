@@ -65,9 +65,7 @@ pub async fn backlog<'e>(
 }
 
 impl Store {
-    /// Claims up to `limit` due messages for one attempt each, in a short transaction of its own,
-    /// committed before any SMTP traffic, so no lock or connection is held while the relay
-    /// answers.
+    /// Claims up to `limit` due messages for one attempt each (see `lease`).
     pub async fn claim_mail(
         &self,
         claim_id: Uuid,
@@ -75,20 +73,11 @@ impl Store {
         lease_until: Millis,
         limit: i64,
     ) -> Result<Vec<Claimed>, sqlx::Error> {
-        let backend = self.backend();
-        self.record((), move |c, ()| {
-            Box::pin(async move {
-                let claimed =
-                    lease::claim_due(c, backend, Queue::Mail, claim_id, now, lease_until, limit)
-                        .await?;
-                Ok(Done::Commit(claimed))
-            })
-        })
-        .await
+        self.claim(Queue::Mail, claim_id, now, lease_until, limit)
+            .await
     }
 
-    /// Records the outcome of an attempt on a claimed message; whether the row changed (a
-    /// message another worker already finished is left alone).
+    /// Records the outcome of an attempt on a claimed message; whether the row changed.
     pub async fn record_mail(
         &self,
         id: String,
@@ -96,13 +85,8 @@ impl Store {
         outcome: Outcome,
         now: Millis,
     ) -> Result<bool, sqlx::Error> {
-        self.record((id, outcome), move |c, (id, outcome)| {
-            Box::pin(async move {
-                let changed = lease::finish(c, Queue::Mail, id, claim_id, outcome, now).await?;
-                Ok(Done::Commit(changed))
-            })
-        })
-        .await
+        self.finish_claim(Queue::Mail, id, claim_id, outcome, now)
+            .await
     }
 
     /// Housekeeping: one-time tokens expired before `tokens_before`, emails and webhook deliveries

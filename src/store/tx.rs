@@ -136,12 +136,7 @@ impl Store {
         T: Send + 'static,
         F: Flow<(I, Routes), T>,
     {
-        let routes = self.webhooks.clone();
-        let outcome = self
-            .run_flow((input, routes), flow, IfAbandoned::RollBack)
-            .await;
-        self.webhooks.committed();
-        outcome
+        self.run_evented(input, flow, IfAbandoned::RollBack).await
     }
 
     /// `record` for a flow that may queue webhook events (see `write_evented`).
@@ -151,10 +146,22 @@ impl Store {
         T: Send + 'static,
         F: Flow<(I, Routes), T>,
     {
+        self.run_evented(input, flow, IfAbandoned::Commit).await
+    }
+
+    async fn run_evented<I, T, F>(
+        &self,
+        input: I,
+        flow: F,
+        if_abandoned: IfAbandoned,
+    ) -> Result<T, sqlx::Error>
+    where
+        I: Send + Sync + 'static,
+        T: Send + 'static,
+        F: Flow<(I, Routes), T>,
+    {
         let routes = self.webhooks.clone();
-        let outcome = self
-            .run_flow((input, routes), flow, IfAbandoned::Commit)
-            .await;
+        let outcome = self.run_flow((input, routes), flow, if_abandoned).await;
         self.webhooks.committed();
         outcome
     }

@@ -160,8 +160,7 @@ impl Store {
         self
     }
 
-    /// Claims up to `limit` due deliveries, in a short transaction of its own committed before
-    /// any HTTP traffic (see `lease`).
+    /// Claims up to `limit` due deliveries (see `lease`).
     pub async fn claim_webhooks(
         &self,
         claim_id: Uuid,
@@ -169,16 +168,8 @@ impl Store {
         lease_until: Millis,
         limit: i64,
     ) -> Result<Vec<Claimed>, sqlx::Error> {
-        let backend = self.backend();
-        self.record((), move |c, ()| {
-            Box::pin(async move {
-                let queue = Queue::Webhooks;
-                let claimed =
-                    lease::claim_due(c, backend, queue, claim_id, now, lease_until, limit).await?;
-                Ok(Done::Commit(claimed))
-            })
-        })
-        .await
+        self.claim(Queue::Webhooks, claim_id, now, lease_until, limit)
+            .await
     }
 
     /// Records the outcome of an attempt of this claim; whether the row changed.
@@ -189,14 +180,8 @@ impl Store {
         outcome: Outcome,
         now: Millis,
     ) -> Result<bool, sqlx::Error> {
-        self.record((id, outcome), move |c, (id, outcome)| {
-            Box::pin(async move {
-                let queue = Queue::Webhooks;
-                let changed = lease::finish(c, queue, id, claim_id, outcome, now).await?;
-                Ok(Done::Commit(changed))
-            })
-        })
-        .await
+        self.finish_claim(Queue::Webhooks, id, claim_id, outcome, now)
+            .await
     }
 
     /// Makes a dead delivery due again with a fresh count of attempts (the operator, once the
