@@ -16,6 +16,7 @@ use crate::clock::{Clock, rfc3339};
 use crate::config::Settings;
 use crate::store::admin::{KeyRow, UserRow};
 use crate::store::email_keys::StoredAddress;
+use crate::store::flows::revoke::Deleted;
 use crate::store::{self, Store};
 
 /// How a command's result is printed.
@@ -154,8 +155,10 @@ pub async fn delete_user(
     let now = clock.now();
     // One store call: the deletion (cascading to profile, sessions and tokens) and its audit
     // event, which outlives the account.
-    if !store.delete_user(id, now).await? {
-        bail!("no user {user}");
+    match store.delete_user(id, now).await? {
+        Deleted::Deleted => {}
+        Deleted::NoSuchUser => bail!("no user {user}"),
+        Deleted::Refused(refused) => bail!("the application refused: {refused:?}"),
     }
     out.print(
         &format!("deleted {} ({})", row.email, row.id),

@@ -6,18 +6,19 @@ use std::sync::atomic::AtomicBool;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use sqlx::AnyPool;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::domain::MetadataRules;
+use crate::embed::Latchkey;
 use crate::extract::MAX_BODY_BYTES;
-use crate::jobs;
+use crate::hooks::{DynHooks, NoHooks};
 use crate::keys::{Kek, KeyRing};
 use crate::limits::Limiter;
-use crate::mail::{self, Mailer};
+use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::middleware;
 use crate::pages::{self, Pages};
@@ -25,7 +26,7 @@ use crate::password::Hasher;
 use crate::routes;
 use crate::server::{self, ConnectionLimits};
 use crate::store::Store;
-use crate::webhooks::{self, Webhooks};
+use crate::webhooks::Webhooks;
 
 /// Everything a request handler may use, cheap to clone.
 #[derive(Clone)]
@@ -53,24 +54,53 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The hosted pages' templates and strings (see `pages`).
     pub pages: Arc<Pages>,
+    /// The embedding application's hooks (library mode; none in the standalone server).
+    pub(crate) hooks: Arc<dyn DynHooks>,
     /// Set on SIGTERM: `/readyz` answers 503 for the drain period while requests are served.
     pub draining: Arc<AtomicBool>,
+}
+
+/// The marker of a start that failed because the database could not be reached (the standalone
+/// server then waits for it instead of exiting).
+#[derive(Debug)]
+pub(crate) struct DatabaseUnreachable;
+
+impl std::fmt::Display for DatabaseUnreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the database is unreachable")
+    }
 }
 
 impl AppState {
     /// Connects to the database, migrates it, loads (or makes) the signing keys and loads the
     /// email and page templates.
     pub async fn build(settings: Settings, clock: Clock) -> anyhow::Result<AppState> {
+        AppState::assemble(settings, clock, None, Arc::new(NoHooks)).await
+    }
+
+    /// `build`, on the application's pool when it brings one, with its hooks (library mode).
+    /// What needs no database (templates, schema, webhook settings) is loaded first, so a bad
+    /// setting stops the start at once, whatever the database does.
+    pub(crate) async fn assemble(
+        settings: Settings,
+        clock: Clock,
+        pool: Option<AnyPool>,
+        hooks: Arc<dyn DynHooks>,
+    ) -> anyhow::Result<AppState> {
         let mailer = Mailer::new(&settings)?;
         let pages = Arc::new(Pages::load(&settings)?);
         let metadata = Arc::new(MetadataRules::load(settings.profile_schema.as_deref())?);
         let webhooks = Webhooks::new(&settings)?;
-        let store = Store::connect(&settings.database_url, settings.sqlite_durability)
-            .await?
-            .with_webhook_routes(webhooks.routes());
+        let kek = Kek::from_setting(settings.key_encryption_key.as_ref())?;
+        let store = match pool {
+            None => Store::connect(&settings.database_url, settings.sqlite_durability).await,
+            Some(pool) => Store::from_pool(pool).await,
+        }
+        .map_err(|err| err.context(DatabaseUnreachable))?
+        .with_webhook_routes(webhooks.routes())
+        .with_hooks(hooks.clone());
         store.migrate().await?;
         crate::store::email_keys::rekey_at_start(&store, clock.now()).await?;
-        let kek = Kek::from_setting(settings.key_encryption_key.as_ref())?;
         let refresh_secret = Arc::new(kek.derive("latchkey refresh successor v1"));
         let limit_secret = kek.derive("latchkey rate limit keys v1");
         let device_secret = Arc::new(kek.derive("latchkey device cookie v1"));
@@ -100,6 +130,7 @@ impl AppState {
             webhooks,
             metrics: Arc::new(Metrics::new()),
             pages,
+            hooks,
             draining: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -129,37 +160,24 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves, then finishes the requests in flight.
+/// Serves `latchkey` on `listener` with its background work until `shutdown` resolves, then
+/// finishes the requests in flight and stops the background work.
 pub async fn serve(
     listener: TcpListener,
-    state: AppState,
+    latchkey: Latchkey,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    jobs::spawn(&state);
-    let (stop_mail, mail_stop) = watch::channel(false);
-    let mail = mail::worker::spawn(&state, mail_stop.clone());
-    // A worker of its own: a receiver that is down never holds up an email, nor SMTP a webhook.
-    // Without endpoints this instance queues no event and knows no receiver: no worker, and no
-    // poll of the webhook queue.
-    let hooks = (!state.webhooks.endpoints().is_empty())
-        .then(|| webhooks::worker::spawn(&state, mail_stop));
-    let limits = ConnectionLimits {
-        max_connections: state.settings.max_connections,
-        header_read_timeout: state.settings.header_read_timeout,
-        max_header_bytes: state.settings.max_header_bytes,
-    };
-    let served = server::run(listener, router(state), limits, shutdown).await;
-    // Requests in flight are done; the outbox worker finishes the message it is sending, and
-    // whatever is left waits in the outbox for the next start (or another instance).
-    let _ = stop_mail.send(true);
-    if let Err(err) = mail.await {
-        tracing::warn!(error = %err, "the outbox worker ended abnormally");
-    }
-    if let Some(Err(err)) = match hooks {
-        Some(hooks) => Some(hooks.await),
-        None => None,
-    } {
-        tracing::warn!(error = %err, "the webhook worker ended abnormally");
-    }
+    let background = latchkey.background();
+    let limits = connection_limits(&latchkey.state().settings);
+    let served = server::run(listener, latchkey.router(), limits, shutdown).await;
+    background.stop().await;
     served
+}
+
+fn connection_limits(settings: &Settings) -> ConnectionLimits {
+    ConnectionLimits {
+        max_connections: settings.max_connections,
+        header_read_timeout: settings.header_read_timeout,
+        max_header_bytes: settings.max_header_bytes,
+    }
 }

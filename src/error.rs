@@ -50,6 +50,7 @@ pub enum ErrorCode {
     NotFound,
     MethodNotAllowed,
     EmailTaken,
+    Conflict,
     PayloadTooLarge,
     UnsupportedMediaType,
     ValidationFailed,
@@ -79,6 +80,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("email taken")]
     EmailTaken,
+    /// The embedding application's hook found a conflict with its own data (library mode).
+    #[error("conflict")]
+    Conflict,
     #[error("payload too large")]
     PayloadTooLarge,
     #[error("unsupported media type")]
@@ -97,6 +101,9 @@ pub enum ApiError {
     /// `/readyz` while the instance drains before it stops (SIGTERM).
     #[error("draining before shutdown")]
     Draining,
+    /// Any request but `/healthz` while the standalone server waits for its database at start.
+    #[error("starting")]
+    Starting,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -152,6 +159,11 @@ impl ApiError {
                 ErrorCode::EmailTaken,
                 "An account with this email already exists.",
             ),
+            Conflict => (
+                StatusCode::CONFLICT,
+                ErrorCode::Conflict,
+                "This conflicts with existing data.",
+            ),
             PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 ErrorCode::PayloadTooLarge,
@@ -181,7 +193,7 @@ impl ApiError {
             // it is a 503 like an unreachable database, not a 408: 408 means "you were too slow
             // to send your request", and browsers may replay a request answered 408 on their own,
             // which must not happen to a signup or a login.
-            Unavailable(_) | TimedOut | Draining => (
+            Unavailable(_) | TimedOut | Draining | Starting => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::Unavailable,
                 "The service is temporarily unavailable.",
@@ -236,7 +248,8 @@ impl ApiError {
             ApiError::Overloaded
             | ApiError::Unavailable(_)
             | ApiError::TimedOut
-            | ApiError::Draining => Some(1),
+            | ApiError::Draining
+            | ApiError::Starting => Some(1),
             _ => None,
         }
     }

@@ -19,8 +19,9 @@ pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Sent and dead emails stay in the outbox this long (their bodies are erased at once).
 pub const OUTBOX_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Starts the jobs; they run until the process ends.
-pub fn spawn(state: &AppState) {
+/// Starts the jobs; they run until the task is aborted (`Background::stop`): a flow the jobs
+/// started runs in a task of its own (`store::tx`) and ends cleanly even then.
+pub fn spawn(state: &AppState) -> tokio::task::JoinHandle<()> {
     let state = state.clone();
     tokio::spawn(async move {
         let mut reload = tokio::time::interval(RELOAD_INTERVAL);
@@ -47,7 +48,7 @@ pub fn spawn(state: &AppState) {
                 }
             }
         }
-    });
+    })
 }
 
 /// Rotates the signing key when it is older than the configured interval, then reloads the keys.

@@ -3,12 +3,13 @@
 use anyhow::Context;
 use clap::Parser;
 use latchkey::admin::{self, Output};
-use latchkey::app::{self, AppState};
+use latchkey::app::AppState;
 use latchkey::clock::Clock;
 use latchkey::config::{
     Cli, Command, ConfigCommand, KeysCommand, SessionsCommand, Settings, UsersCommand,
     WebhooksCommand,
 };
+use latchkey::standalone::{self, Stop};
 use latchkey::{keys, store, telemetry, webhooks};
 
 #[tokio::main]
@@ -95,16 +96,16 @@ async fn connect(settings: &Settings) -> anyhow::Result<store::Store> {
     Ok(store)
 }
 
+/// The standalone server: bound first, so `/healthz` answers while the database is reached
+/// (see `latchkey::standalone`).
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    let state = AppState::build(settings, Clock::default()).await?;
     let address = listener.local_addr()?;
     tracing::info!(%address, "latchkey listening on http://{address}");
     ignore_hangup();
-    let stop = shutdown_signal(state.clone());
-    app::serve(listener, state, stop).await?;
+    standalone::run(listener, settings, Clock::default(), stop_signal()).await?;
     tracing::info!("latchkey stopped");
     Ok(())
 }
@@ -128,20 +129,8 @@ fn ignore_hangup() {
     }
 }
 
-/// How the process was asked to stop.
-#[derive(PartialEq, Eq)]
-enum Stop {
-    /// Ctrl-C: a person at a terminal, who wants it gone now.
-    Interrupt,
-    /// SIGTERM: a service manager or a rolling restart, which gets the drain first.
-    Terminate,
-}
-
-/// Resolves on Ctrl-C or SIGTERM. On SIGTERM the instance first drains: `/readyz` answers 503
-/// for `drain_period` while every request is still served, so a load balancer that health-checks
-/// it stops sending new ones before the port closes; then the server stops accepting and finishes
-/// what is in flight.
-async fn shutdown_signal(state: AppState) {
+/// Resolves on Ctrl-C or SIGTERM, saying which.
+async fn stop_signal() -> Stop {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -156,20 +145,8 @@ async fn shutdown_signal(state: AppState) {
     };
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
-    let stop = tokio::select! {
+    tokio::select! {
         () = ctrl_c => Stop::Interrupt,
         () = term => Stop::Terminate,
-    };
-    let drain = state.settings.drain_period;
-    if stop == Stop::Terminate && !drain.is_zero() {
-        state
-            .draining
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(
-            drain_secs = drain.as_secs(),
-            "draining: /readyz answers 503 while requests are still served"
-        );
-        tokio::time::sleep(drain).await;
     }
-    tracing::info!("shutting down: finishing requests in flight");
 }

@@ -94,7 +94,7 @@ pub async fn request_context(
 }
 
 /// 1 to 128 characters from a conservative set, so an id can go into logs and headers verbatim.
-fn is_sane(id: &str) -> bool {
+pub(crate) fn is_sane(id: &str) -> bool {
     (1..=128).contains(&id.len())
         && id
             .bytes()

@@ -28,6 +28,11 @@ impl Metadata {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The object itself, for the application's hooks.
+    pub fn value(&self) -> Value {
+        serde_json::from_str(&self.0).unwrap_or_else(|_| Value::Object(Default::default()))
+    }
 }
 
 /// What metadata must be: the operator's schema, or the default cap.

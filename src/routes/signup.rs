@@ -31,6 +31,7 @@ use crate::domain::{Email, Metadata, NewAccount};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ClientInfo};
 use crate::failpoint::failpoint;
+use crate::hooks::{SignupAttempt, Source};
 use crate::limits::Limit;
 use crate::mail::Kind;
 use crate::mail::links::{self, LinkKind};
@@ -135,6 +136,14 @@ pub(crate) async fn signup_flow(
         .limits
         .check(Limit::Signup, &client.rate_key())
         .await?;
+    // The application's say (library mode), before any hashing or writing.
+    let attempt = SignupAttempt {
+        email: account.email.as_str(),
+        display_name: account.display_name.as_ref().map(|n| n.as_str()),
+        metadata: &metadata.value(),
+        source: Source::Signup,
+    };
+    state.hooks.before_signup(&attempt).await?;
     // Hash before the transaction opens: no connection or lock is held while Argon2 runs.
     let password_hash = state.hasher.hash(account.password.into_secret()).await?;
     let user_id = Uuid::now_v7();
@@ -164,6 +173,7 @@ pub(crate) async fn signup_flow(
             return Ok(Signed::Concealed);
         }
         Signup::EmailTaken => return Err(ApiError::EmailTaken),
+        Signup::Refused(refused) => return Err(refused.into()),
     };
     crate::telemetry::record_user(user_id);
     state.metrics.signups.inc();

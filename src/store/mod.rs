@@ -39,12 +39,14 @@ mod tx;
 
 pub use constraint::Constraint;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::SqliteSynchronous;
+use crate::hooks::{DynHooks, NoHooks};
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor};
 
@@ -61,6 +63,8 @@ pub struct Store {
     backend: Backend,
     /// The endpoints the flows queue their webhook events for (none until configured).
     webhooks: webhooks::Routes,
+    /// The embedding application's hooks into the account flows (none in the standalone server).
+    hooks: Arc<dyn DynHooks>,
 }
 
 impl Store {
@@ -105,12 +109,7 @@ impl Store {
                 .connect(&url)
                 .await
                 .context("cannot open the SQLite database")?;
-            Ok(Store {
-                read,
-                write,
-                backend: Backend::Sqlite,
-                webhooks: webhooks::Routes::default(),
-            })
+            Ok(Store::new(read, write, Backend::Sqlite))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let pool = guarded(AnyPoolOptions::new())
                 .max_connections(16)
@@ -118,15 +117,67 @@ impl Store {
                 .connect(url)
                 .await
                 .context("cannot connect to PostgreSQL")?;
-            Ok(Store {
-                read: pool.clone(),
-                write: pool,
-                backend: Backend::Postgres,
-                webhooks: webhooks::Routes::default(),
-            })
+            Ok(Store::new(pool.clone(), pool, Backend::Postgres))
         } else {
             bail!("database_url must start with sqlite:// or postgres://")
         }
+    }
+
+    fn new(read: AnyPool, write: AnyPool, backend: Backend) -> Store {
+        Store {
+            read,
+            write,
+            backend,
+            webhooks: webhooks::Routes::default(),
+            hooks: Arc::new(NoHooks),
+        }
+    }
+
+    /// A store on the embedding application's pool (library mode): one pool for reads and
+    /// writes, on either database. On SQLite the database is switched to WAL (a setting kept in
+    /// the file) so that reads never wait for the writer, and the pool's connections must wait
+    /// for the write lock rather than fail at once: sqlx's SQLite connections do (a 5 s busy
+    /// timeout by default), and a pool whose connections do not is refused here.
+    pub async fn from_pool(pool: AnyPool) -> anyhow::Result<Store> {
+        sqlx::any::install_default_drivers();
+        let mut conn = pool
+            .acquire()
+            .await
+            .context("cannot connect to the application's database")?;
+        let backend = match conn.backend_name() {
+            "SQLite" => Backend::Sqlite,
+            "PostgreSQL" => Backend::Postgres,
+            other => bail!("latchkey runs on SQLite or PostgreSQL, not {other}"),
+        };
+        if backend == Backend::Sqlite {
+            let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode = WAL")
+                .fetch_one(&mut *conn)
+                .await?;
+            let (busy,): (i64,) = sqlx::query_as("PRAGMA busy_timeout")
+                .fetch_one(&mut *conn)
+                .await?;
+            if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
+                bail!("the SQLite database cannot be switched to WAL mode (it is in {mode} mode)");
+            }
+            if busy <= 0 {
+                bail!(
+                    "the application's SQLite pool has no busy timeout: concurrent writes would \
+                     fail at once with \"database is locked\"; set one (PRAGMA busy_timeout)"
+                );
+            }
+        }
+        drop(conn);
+        Ok(Store::new(pool.clone(), pool, backend))
+    }
+
+    /// The application's hooks into the account flows (library mode).
+    pub(crate) fn with_hooks(mut self, hooks: Arc<dyn DynHooks>) -> Store {
+        self.hooks = hooks;
+        self
+    }
+
+    pub(crate) fn hooks(&self) -> &Arc<dyn DynHooks> {
+        &self.hooks
     }
 
     pub fn backend(&self) -> Backend {
@@ -134,11 +185,15 @@ impl Store {
     }
 
     /// Applies the migrations that have not run yet.
+    ///
+    /// In library mode the application's own migrations may share the database and sqlx's one
+    /// `_sqlx_migrations` table: versions applied there that latchkey does not know are the
+    /// application's and are left alone (latchkey's versions are small numbers, `0001…`; an
+    /// application uses sqlx's timestamp versions, which cannot collide).
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        sqlx::migrate!("./migrations")
-            .run(&self.write)
-            .await
-            .context("migrations failed")
+        let mut migrator = sqlx::migrate!("./migrations");
+        migrator.set_ignore_missing(true);
+        migrator.run(&self.write).await.context("migrations failed")
     }
 
     /// The pool for reads outside a transaction.

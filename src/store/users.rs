@@ -85,6 +85,18 @@ pub async fn find_credentials<'e>(
     .await
 }
 
+/// Whether there is a user with this id.
+pub(in crate::store) async fn exists<'e>(
+    db: impl Executor<'e, Database = Any>,
+    user_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let found: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM users WHERE id = $1")
+        .bind(user_id.to_string())
+        .fetch_optional(db)
+        .await?;
+    Ok(found.is_some())
+}
+
 pub async fn find_account<'e>(
     db: impl Executor<'e, Database = Any>,
     user_id: Uuid,

@@ -10,6 +10,7 @@
 //! re-checked inside it by a statement that locks the row it checks (`UPDATE … WHERE …` with a
 //! row count), so a flow racing it either waits for it or sees its result.
 
+mod app_hooks;
 pub mod email;
 mod events;
 pub mod login;

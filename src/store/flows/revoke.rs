@@ -11,14 +11,24 @@
 
 use uuid::Uuid;
 
-use super::events;
+use super::{app_hooks, events};
 use crate::clock::Millis;
 use crate::failpoint::failpoint;
+use crate::hooks::{DeletedAccount, HookError};
 use crate::store::audit::{self, Actor};
 use crate::store::sessions::{self, Reason};
 use crate::store::tx::Done;
 use crate::store::{Store, admin};
 use crate::webhooks::event::EventType;
+
+/// How a deletion ended.
+#[derive(Debug)]
+pub enum Deleted {
+    Deleted,
+    NoSuchUser,
+    /// The application's `account_deleting` hook said no: the account is kept.
+    Refused(HookError),
+}
 
 impl Store {
     /// Revokes one session (logout); whether it was live.
@@ -119,17 +129,26 @@ impl Store {
     }
 
     /// Deletes an account (cascading to its profile, sessions and tokens) with its audit event,
-    /// which outlives it, and `user.deleted` with the account as it was; whether there was one.
-    pub async fn delete_user(&self, user_id: Uuid, now: Millis) -> Result<bool, sqlx::Error> {
-        self.record_evented((), move |c, ((), hooks)| {
+    /// which outlives it, and `user.deleted` with the account as it was; the application's
+    /// `account_deleting` hook runs first, in the same transaction.
+    pub async fn delete_user(&self, user_id: Uuid, now: Millis) -> Result<Deleted, sqlx::Error> {
+        self.record_evented(self.hooks().clone(), move |c, (app, hooks)| {
             Box::pin(async move {
                 let event = EventType::UserDeleted;
                 let before = match hooks.wants(event) {
                     true => crate::store::users::find_account(&mut *c, user_id).await?,
                     false => None,
                 };
+                if !crate::store::users::exists(&mut *c, user_id).await? {
+                    return Ok(Done::Rollback(Deleted::NoSuchUser));
+                }
+                let account = DeletedAccount { user_id };
+                if let Err(refused) = app_hooks::account_deleting(c, app.as_ref(), &account).await?
+                {
+                    return Ok(Done::Rollback(Deleted::Refused(refused)));
+                }
                 if !admin::delete_user(&mut *c, user_id).await? {
-                    return Ok(Done::Rollback(false));
+                    return Ok(Done::Rollback(Deleted::NoSuchUser));
                 }
                 audit::record(
                     &mut *c,
@@ -141,7 +160,7 @@ impl Store {
                 if let Some(account) = &before {
                     events::about(c, hooks, event, account, None, None, now).await?;
                 }
-                Ok(Done::Commit(true))
+                Ok(Done::Commit(Deleted::Deleted))
             })
         })
         .await

@@ -5,11 +5,13 @@
 use uuid::Uuid;
 
 use super::{
-    NewLink, NewMail, NewSession, Throttle, claim, enqueue, events, issue_link, open_session,
+    NewLink, NewMail, NewSession, Throttle, app_hooks, claim, enqueue, events, issue_link,
+    open_session,
 };
 use crate::clock::Millis;
 use crate::domain::{DisplayName, Email, Metadata};
 use crate::failpoint::failpoint;
+use crate::hooks::{DynHooks, HookError, NewAccount, Source};
 use crate::store::audit::{self, Actor};
 use crate::store::tx::{Conn, Done};
 use crate::store::users::Account;
@@ -38,14 +40,19 @@ pub struct NewSignup {
 pub enum Signup {
     Created(Account),
     EmailTaken,
+    /// The application's `account_created` hook said no: nothing was written.
+    Refused(HookError),
 }
 
 impl Store {
     /// Creates the account, its profile, its first session and its verification link, or
     /// nothing at all.
     pub async fn signup(&self, new: NewSignup) -> Result<Signup, sqlx::Error> {
-        self.write_evented(new, |c, (new, hooks)| Box::pin(signup(c, new, hooks)))
-            .await
+        let app = self.hooks().clone();
+        self.write_evented((new, app), |c, ((new, app), hooks)| {
+            Box::pin(signup(c, new, app.as_ref(), hooks))
+        })
+        .await
     }
 
     /// Concealed signup with a taken address: the notice to the owner, at most one per address
@@ -71,6 +78,7 @@ impl Store {
 async fn signup(
     c: &mut Conn,
     new: &NewSignup,
+    app: &dyn DynHooks,
     hooks: &Routes,
 ) -> Result<Done<Signup>, sqlx::Error> {
     let inserted = users::insert_user(
@@ -91,6 +99,17 @@ async fn signup(
     let name = new.display_name.as_ref();
     users::insert_profile(&mut *c, new.user_id, name, &new.metadata, new.now).await?;
     failpoint!("signup.after_profile");
+    let metadata = new.metadata.value();
+    let account = NewAccount {
+        user_id: new.user_id,
+        email: new.email.as_str(),
+        display_name: name.map(DisplayName::as_str),
+        metadata: &metadata,
+        source: Source::Signup,
+    };
+    if let Err(refused) = app_hooks::account_created(c, app, &account).await? {
+        return Ok(Done::Rollback(Signup::Refused(refused)));
+    }
     if let Some(session) = &new.session {
         open_session(c, new.user_id, session, new.now).await?;
     }

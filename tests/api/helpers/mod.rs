@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::io::Write as _;
 use std::time::Duration;
 
+use latchkey::Latchkey;
 use latchkey::app::{self, AppState};
 use latchkey::clock::Clock;
 use latchkey::config::{Overrides, Settings, Toggle};
@@ -267,9 +268,13 @@ impl TestApp {
             .expect("app builds");
         let address = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(app::serve(listener, state.clone(), async {
-            let _ = rx.await;
-        }));
+        tokio::spawn(app::serve(
+            listener,
+            Latchkey::from_state(state.clone()),
+            async {
+                let _ = rx.await;
+            },
+        ));
         let pool = db.pool().await;
         TestApp {
             address,
