@@ -65,6 +65,25 @@ pub struct AppState {
 #[derive(Debug)]
 pub(crate) struct DatabaseUnreachable;
 
+impl DatabaseUnreachable {
+    /// Marks a failure to open the store when it is the database not answering (no route, a
+    /// refused or reset connection, a pool timeout, a server still starting), not a setting.
+    fn mark(err: anyhow::Error) -> anyhow::Error {
+        let unreachable = err
+            .chain()
+            .any(|cause| match cause.downcast_ref::<sqlx::Error>() {
+                Some(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_)) => true,
+                // 57P03 cannot_connect_now: PostgreSQL is starting up or shutting down.
+                Some(sqlx::Error::Database(db)) => db.code().as_deref() == Some("57P03"),
+                _ => false,
+            });
+        match unreachable {
+            true => err.context(DatabaseUnreachable),
+            false => err,
+        }
+    }
+}
+
 impl std::fmt::Display for DatabaseUnreachable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("the database is unreachable")
@@ -96,7 +115,7 @@ impl AppState {
             None => Store::connect(&settings.database_url, settings.sqlite_durability).await,
             Some(pool) => Store::from_pool(pool).await,
         }
-        .map_err(|err| err.context(DatabaseUnreachable))?
+        .map_err(DatabaseUnreachable::mark)?
         .with_webhook_routes(webhooks.routes())
         .with_hooks(hooks.clone());
         store.migrate().await?;

@@ -496,7 +496,7 @@ pub struct Settings {
     /// `None`: a development key is kept in `latchkey.kek` in the working directory.
     #[serde(serialize_with = "show::opt_redacted")]
     pub key_encryption_key: Option<SecretString>,
-    /// Origins (scheme://host[:port]) allowed to send unsafe requests.
+    /// Origins (`scheme://host[:port]`) allowed to send unsafe requests.
     pub allowed_origins: Vec<String>,
     #[serde(serialize_with = "show::secs")]
     pub access_token_ttl: Duration,

@@ -2,9 +2,9 @@
 //! every instance on it: an attacker who spreads requests over the instances behind a load
 //! balancer meets the same counters on each.
 //!
-//! Handlers call [`Limiter::check`] with a [`Limit`] and its subject (a client IP from
+//! Handlers call `Limiter::check` with a `Limit` and its subject (a client IP from
 //! `ClientInfo::rate_key`, an address from `Email::normalized`, a user id). Login has its own
-//! step, [`Limiter::login_attempt`], because it counts failures; the success takes its count back
+//! step, `Limiter::login_attempt`, because it counts failures; the success takes its count back
 //! inside the login's own transaction (`LoginAttempt::refund`).
 //! A refused request is 429 `rate_limited` with `Retry-After`, whatever the limit, so the answer
 //! never tells which limit was hit (in particular not that an account is being delayed).
@@ -17,7 +17,7 @@
 //! - Failed logins per account (keyed by the normalized email, whether or not it has an account,
 //!   so an unknown address behaves exactly like a known one): after `max` failures within the
 //!   period, the next attempt must wait one period; each further failure doubles the wait, up to
-//!   [`MAX_ACCOUNT_DELAY`]. A delay, not a lockout: it ends by itself, the counter is forgotten one
+//!   `MAX_ACCOUNT_DELAY`. A delay, not a lockout: it ends by itself, the counter is forgotten one
 //!   quiet period after the last failure or wait, a successful login clears it, and nothing here
 //!   stops the owner from resetting the password (whose transaction clears it). A browser that
 //!   signed in to the account before (a valid device cookie, `crate::device`) has a counter of its
@@ -30,7 +30,7 @@
 //! failure of the request it belongs to; takings-back happen inside the flow they belong to.
 //!
 //! The in-memory fast path remembers, per instance, "this key is refused until T" for the fixed
-//! windows that only ever grow (every limit of [`Limit`] and login's attempts per IP): within a
+//! windows that only ever grow (every limit of `Limit` and login's attempts per IP): within a
 //! window such a count never goes down, so until T the database would say the same, and a flood
 //! from one address stops costing a database write per request. Counters that can go down (login
 //! failures, which a success takes back or clears) are always asked of the database.

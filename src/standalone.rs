@@ -118,7 +118,7 @@ pub async fn run(
         let background = latchkey.background();
         let _ = routers.set(latchkey.router());
         let _ = ready.set(latchkey);
-        tracing::info!("ready");
+        tracing::info!("latchkey ready: database migrated, keys loaded");
         background
     });
     let served = server.await;

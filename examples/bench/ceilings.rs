@@ -213,6 +213,7 @@ async fn account_with_session(
     match store.signup(signup).await? {
         Signup::Created(_) => Ok((user_id, token)),
         Signup::EmailTaken => anyhow::bail!("{name} exists already"),
+        Signup::Refused(refused) => anyhow::bail!("refused: {refused:?}"),
     }
 }
 

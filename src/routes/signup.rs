@@ -81,7 +81,9 @@ pub struct EmptyBody {}
             taken address alike; a new account gets no session (its owner logs in next).",
             body = EmptyBody),
         (status = 409, description = "`email_taken`: an account with this address exists \
-            (not with `conceal_existing_accounts`).", body = ErrorBody),
+            (not with `conceal_existing_accounts`). `conflict`: in library mode, the embedding \
+            application's hook refused the account for a conflict with its own data.",
+            body = ErrorBody),
         (status = 429, response = RateLimited),
         (status = 503, response = Overloaded),
     ),

@@ -28,4 +28,5 @@ mod password;
 mod refresh;
 mod sessions;
 mod signup;
+mod startup;
 mod webhooks;

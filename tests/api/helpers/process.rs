@@ -56,8 +56,24 @@ impl ServerProcess {
         ServerProcess::start(&args, env, &std::env::temp_dir()).await
     }
 
-    /// The binary with exactly these arguments and extra environment, run in `dir`.
+    /// The binary with exactly these arguments and extra environment, run in `dir`, once it
+    /// is ready (database migrated, keys loaded).
     pub async fn start(args: &[&str], env: &[(&str, &str)], dir: &Path) -> ServerProcess {
+        ServerProcess::launch(args, env, dir, Phase::Ready).await
+    }
+
+    /// `start`, returning as soon as the port is bound: the server may still be waiting for its
+    /// database.
+    pub async fn start_listening(args: &[&str], env: &[(&str, &str)], dir: &Path) -> ServerProcess {
+        ServerProcess::launch(args, env, dir, Phase::Listening).await
+    }
+
+    async fn launch(
+        args: &[&str],
+        env: &[(&str, &str)],
+        dir: &Path,
+        until: Phase,
+    ) -> ServerProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_latchkey"));
         // Only what the test says configures it, whatever the environment of the test run holds.
         for (name, _) in std::env::vars_os() {
@@ -77,11 +93,13 @@ impl ServerProcess {
         let stderr = child.stderr.take().expect("piped stderr");
 
         // The reader keeps draining stderr until the process ends, so the server never blocks on
-        // a full pipe; it reports the address from the "listening" line.
+        // a full pipe; it reports the address from the "listening" line, then the "ready" line.
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<String>();
+        let (listening_tx, listening_rx) = tokio::sync::oneshot::channel::<String>();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
         let thread_log = log.clone();
         std::thread::spawn(move || {
+            let mut listening = Some(listening_tx);
             let mut ready = Some(ready_tx);
             let mut reader = BufReader::new(stderr);
             let mut raw = Vec::new();
@@ -93,22 +111,36 @@ impl ServerProcess {
                 }
                 let line = String::from_utf8_lossy(&raw).trim_end().to_owned();
                 if let Some(address) = listening_address(&line)
-                    && let Some(tx) = ready.take()
+                    && let Some(tx) = listening.take()
                 {
                     let _ = tx.send(address);
+                }
+                if line.contains(READY_MARKER)
+                    && let Some(tx) = ready.take()
+                {
+                    let _ = tx.send(());
                 }
                 thread_log.lock().unwrap().push(line);
             }
         });
 
-        let address = match tokio::time::timeout(START_TIMEOUT, ready_rx).await {
+        let started = tokio::time::timeout(START_TIMEOUT, async {
+            let address = listening_rx.await.map_err(|_| "exited without listening")?;
+            if until == Phase::Ready {
+                ready_rx.await.map_err(|_| "exited without getting ready")?;
+            }
+            Ok::<_, &str>(address)
+        })
+        .await;
+        let address = match started {
             Ok(Ok(address)) => address,
             outcome => {
                 let _ = child.kill();
                 let status = child.wait();
                 let why = match outcome {
-                    Err(_) => format!("did not listen within {START_TIMEOUT:?}"),
-                    _ => format!("exited without listening ({status:?})"),
+                    Err(_) => format!("did not get to {until:?} within {START_TIMEOUT:?}"),
+                    Ok(Err(why)) => format!("{why} ({status:?})"),
+                    Ok(Ok(_)) => unreachable!(),
                 };
                 // Give the reader a moment to collect the last lines.
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -265,6 +297,16 @@ impl Drop for ServerProcess {
 }
 
 /// `... latchkey listening on http://127.0.0.1:PORT …` → `127.0.0.1:PORT`, in either log format.
+/// How far a started server must have got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Listening,
+    Ready,
+}
+
+/// What the server logs once its database is migrated and its keys loaded.
+const READY_MARKER: &str = "latchkey ready";
+
 fn listening_address(line: &str) -> Option<String> {
     const MARKER: &str = "latchkey listening on http://";
     let start = line.find(MARKER)? + MARKER.len();

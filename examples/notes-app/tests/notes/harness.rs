@@ -3,7 +3,8 @@
 //!
 //! PostgreSQL: `LATCHKEY_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`)
 //! creates one database per test. Unreachable, its variants are skipped with a note, unless
-//! `LATCHKEY_TEST_REQUIRE_POSTGRES=1` or `CI` is set: then they fail.
+//! `LATCHKEY_TEST_REQUIRE_POSTGRES=1` or `CI` is set: then they fail. With
+//! `LATCHKEY_TEST_POSTGRES_SERIALIZABLE=1` every transaction of a test database is SERIALIZABLE.
 
 use std::time::Duration;
 
@@ -94,6 +95,16 @@ impl TestDb {
                     .execute(&admin)
                     .await
                     .expect("create the test database");
+                // CI's variant: every transaction SERIALIZABLE, hooks included.
+                if std::env::var("LATCHKEY_TEST_POSTGRES_SERIALIZABLE").is_ok_and(|v| v == "1") {
+                    let sql = format!(
+                        "ALTER DATABASE {name} SET default_transaction_isolation = 'serializable'"
+                    );
+                    sqlx::query(&sql)
+                        .execute(&admin)
+                        .await
+                        .expect("serializable");
+                }
                 admin.close().await;
                 let mut url = url::Url::parse(&admin_url()).expect("admin URL");
                 url.set_path(&name);
