@@ -67,15 +67,16 @@ pub async fn run(
         tokio::spawn(async move {
             let how = stop.await;
             let _ = stopped_tx.send(Some(how));
-            if how == Stop::Terminate && !drain.is_zero() {
-                if let Some(latchkey) = ready.get() {
-                    latchkey.state().draining.store(true, Ordering::Relaxed);
-                    tracing::info!(
-                        drain_secs = drain.as_secs(),
-                        "draining: /readyz answers 503 while requests are still served"
-                    );
-                    tokio::time::sleep(drain).await;
-                }
+            if how == Stop::Terminate
+                && !drain.is_zero()
+                && let Some(latchkey) = ready.get()
+            {
+                latchkey.state().draining.store(true, Ordering::Relaxed);
+                tracing::info!(
+                    drain_secs = drain.as_secs(),
+                    "draining: /readyz answers 503 while requests are still served"
+                );
+                tokio::time::sleep(drain).await;
             }
             tracing::info!("shutting down: finishing requests in flight");
             let _ = close.send(true);

@@ -186,6 +186,7 @@ enum Stop {
     InProcess {
         _server: tokio::sync::oneshot::Sender<()>,
     },
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
     Child(tokio::process::Child),
 }
 
@@ -215,6 +216,7 @@ impl App {
     }
 
     /// The app's binary with `FAILPOINTS` set.
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
     pub async fn start_process(db: Db, failpoints: &str) -> App {
         let db = TestDb::new(db).await;
         let config = std::env::temp_dir().join(format!("{}.toml", uuid::Uuid::now_v7()));
