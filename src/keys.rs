@@ -110,30 +110,46 @@ impl Kek {
                     aad: kid.as_bytes(),
                 },
             )
-            .map_err(|_| anyhow!("sealing a signing key failed"))?;
+            .map_err(|_| anyhow!("sealing a secret failed"))?;
         Ok(STANDARD.encode([nonce.as_slice(), &sealed].concat()))
     }
 
     fn open(&self, kid: &str, sealed: &str) -> anyhow::Result<SecretBox<[u8; 32]>> {
-        let bytes = STANDARD.decode(sealed)?;
-        if bytes.len() < 12 {
-            bail!("sealed key too short");
-        }
-        let (nonce, ciphertext) = bytes.split_at(12);
         let plain = self
-            .cipher()
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: kid.as_bytes(),
-                },
-            )
+            .open_bytes(kid, sealed)
             .map_err(|_| anyhow!("cannot decrypt signing key {kid}: wrong key_encryption_key?"))?;
         let seed: [u8; 32] = plain
             .try_into()
             .map_err(|_| anyhow!("signing key has the wrong length"))?;
         Ok(SecretBox::new(Box::new(seed)))
+    }
+
+    fn open_bytes(&self, aad: &str, sealed: &str) -> anyhow::Result<Vec<u8>> {
+        let bytes = STANDARD.decode(sealed)?;
+        if bytes.len() < 12 {
+            bail!("sealed value too short");
+        }
+        let (nonce, ciphertext) = bytes.split_at(12);
+        self.cipher()
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: aad.as_bytes(),
+                },
+            )
+            .map_err(|_| anyhow!("cannot decrypt: wrong key_encryption_key or context"))
+    }
+
+    /// Seals another secret at rest (a TOTP secret), bound to `context` (its purpose and owner):
+    /// opened with another context, or moved to another row, it does not open.
+    pub fn seal_secret(&self, context: &str, plaintext: &[u8]) -> anyhow::Result<String> {
+        self.seal(context, plaintext)
+    }
+
+    /// Opens what `seal_secret` sealed with the same context.
+    pub fn open_secret(&self, context: &str, sealed: &str) -> anyhow::Result<SecretBox<Vec<u8>>> {
+        Ok(SecretBox::new(Box::new(self.open_bytes(context, sealed)?)))
     }
 
     /// A 32-byte secret derived from the KEK for one purpose (HMAC-SHA256 as a PRF).

@@ -162,6 +162,9 @@ pub mod mail;
 /// Prometheus metrics in an explicit registry.
 #[doc(hidden)]
 pub mod metrics;
+/// The second factor: TOTP, recovery codes and the login challenge.
+#[doc(hidden)]
+pub mod mfa;
 /// Middleware shared by every route: request ids, cache headers, timeouts, CSRF checks.
 #[doc(hidden)]
 pub mod middleware;

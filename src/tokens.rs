@@ -34,6 +34,12 @@ pub struct AccessClaims {
     pub iat: i64,
     pub exp: i64,
     pub jti: Uuid,
+    /// How the session signed in (RFC 8176): `["pwd"]`, or `["pwd", "otp"]` with a second factor.
+    #[serde(default)]
+    pub amr: Vec<String>,
+    /// The authenticator assurance level (NIST SP 800-63B): 1, or 2 with a second factor.
+    #[serde(default)]
+    pub aal: u8,
     /// The keys of `app_metadata` chosen with `token_claims`, copied as they are (see
     /// `app_claims`); none of them can shadow a claim above (checked at start).
     #[serde(flatten)]
@@ -74,15 +80,55 @@ pub fn mint_access(
     now: Millis,
     ttl_secs: u64,
 ) -> anyhow::Result<AccessToken> {
-    mint_access_with(keys, issuer, user_id, session_id, now, ttl_secs, Map::new())
+    let session = (session_id, SignIn::Password);
+    mint_access_with(keys, issuer, user_id, session, now, ttl_secs, Map::new())
 }
 
-/// `mint_access` with the app's claims (`app_claims`).
+/// How a session signed in, stored with it (`sessions.amr`) and carried by its access tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignIn {
+    Password,
+    /// The password and a one-time code (TOTP or a recovery code).
+    PasswordAndOtp,
+}
+
+impl SignIn {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignIn::Password => "pwd",
+            SignIn::PasswordAndOtp => "pwd otp",
+        }
+    }
+
+    /// The stored form read back; anything unknown is the weakest.
+    pub fn parse(stored: &str) -> SignIn {
+        match stored {
+            "pwd otp" => SignIn::PasswordAndOtp,
+            _ => SignIn::Password,
+        }
+    }
+
+    /// The `amr` claim's values.
+    pub fn amr(self) -> Vec<String> {
+        self.as_str().split(' ').map(str::to_owned).collect()
+    }
+
+    /// The `aal` claim.
+    pub fn aal(self) -> u8 {
+        match self {
+            SignIn::Password => 1,
+            SignIn::PasswordAndOtp => 2,
+        }
+    }
+}
+
+/// `mint_access` with the app's claims (`app_claims`) and how the session signed in.
 pub fn mint_access_with(
     keys: &KeyRing,
     issuer: &str,
     user_id: Uuid,
-    session_id: Uuid,
+    (session_id, sign_in): (Uuid, SignIn),
     now: Millis,
     ttl_secs: u64,
     app: Map<String, Value>,
@@ -96,6 +142,8 @@ pub fn mint_access_with(
         iat,
         exp: iat + i64::try_from(ttl_secs)?,
         jti: Uuid::new_v4(),
+        amr: sign_in.amr(),
+        aal: sign_in.aal(),
         app,
     };
     let (kid, key) = keys.signing_key();
@@ -141,6 +189,10 @@ pub enum Purpose {
     Refresh,
     PasswordReset,
     EmailVerification,
+    /// The `mfa_token` of a login that needs its second factor.
+    MfaChallenge,
+    /// A TOTP recovery code.
+    RecoveryCode,
 }
 
 impl Purpose {
@@ -149,6 +201,8 @@ impl Purpose {
             Purpose::Refresh => "latchkey refresh token v1",
             Purpose::PasswordReset => "latchkey password reset token v1",
             Purpose::EmailVerification => "latchkey email verification token v1",
+            Purpose::MfaChallenge => "latchkey mfa challenge token v1",
+            Purpose::RecoveryCode => "latchkey mfa recovery code v1",
         }
     }
 
@@ -158,6 +212,8 @@ impl Purpose {
             Purpose::Refresh => "refresh",
             Purpose::PasswordReset => "password_reset",
             Purpose::EmailVerification => "email_verification",
+            Purpose::MfaChallenge => "mfa_challenge",
+            Purpose::RecoveryCode => "recovery_code",
         }
     }
 }

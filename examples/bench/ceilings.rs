@@ -247,6 +247,7 @@ fn session_rows(now: Millis, idle: Millis) -> NewSession {
         absolute_expires_at: now + 4 * idle,
         user_agent: None,
         ip: Some("127.0.0.1".to_owned()),
+        sign_in: tokens::SignIn::Password,
     }
 }
 

@@ -13,7 +13,7 @@ use super::{notice, resume, return_to};
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::{self, ClientInfo};
-use crate::routes::login::{LoginRequest, login_flow};
+use crate::routes::login::{LoggedIn, LoginRequest, login_flow};
 use crate::routes::logout::logout_flow;
 use crate::routes::signup::{Signed, SignupRequest, signup_flow};
 
@@ -46,7 +46,7 @@ pub(super) fn login_form(pages: &Pages) -> Form {
 }
 
 /// Where a page goes after signing in: the allowed `return_to`, else the account page.
-fn destination(return_to: Option<&str>) -> &str {
+pub(super) fn destination(return_to: Option<&str>) -> &str {
     return_to.unwrap_or("/account")
 }
 
@@ -151,7 +151,12 @@ pub async fn login(
         password: fields.password,
     };
     let err = match login_flow(&state, &client, jar, req).await {
-        Ok((jar, _)) => return (jar, see_other(destination(return_to.as_deref()))).into_response(),
+        Ok(LoggedIn::Session(jar, _)) => {
+            return (jar, see_other(destination(return_to.as_deref()))).into_response();
+        }
+        Ok(LoggedIn::MfaRequired(challenge)) => {
+            return super::mfa::challenge_page(&state, &challenge, return_to);
+        }
         Err(err) => err,
     };
     let pages = &state.pages;

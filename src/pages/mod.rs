@@ -22,6 +22,7 @@ mod account;
 mod auth;
 mod email;
 mod form;
+mod mfa;
 mod password;
 mod render;
 mod resume;
@@ -39,6 +40,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/signup", get(auth::signup_page).post(auth::signup))
         .route("/login", get(auth::login_page).post(auth::login))
+        .route("/login/mfa", post(mfa::verify))
         .route("/logout", get(auth::logout_page).post(auth::logout))
         .route(
             "/password/forgot",
@@ -160,6 +162,16 @@ fn samples(pages: &Pages) -> Vec<(&'static str, serde_json::Value)> {
             })),
         ),
         ("account.html", json(serde_json::to_value(account))),
+        (
+            "mfa.html",
+            json(serde_json::to_value({
+                let mut page = mfa::MfaPage::new(pages, "T", Some("/account".to_owned()));
+                let wrong = [(ErrorCode::InvalidCredentials, "code", "wrong_code")];
+                let err = crate::error::ApiError::InvalidCredentials;
+                page.form = page.form.fail(pages, &err, &wrong);
+                page
+            })),
+        ),
         (
             "error.html",
             serde_json::json!({"message": pages.string("errors.internal")}),

@@ -20,6 +20,7 @@ const TEMPLATES: &[Builtin] = &[
     ("macros.html", include_str!("templates/macros.html")),
     ("signup.html", include_str!("templates/signup.html")),
     ("login.html", include_str!("templates/login.html")),
+    ("mfa.html", include_str!("templates/mfa.html")),
     ("logout.html", include_str!("templates/logout.html")),
     ("forgot.html", include_str!("templates/forgot.html")),
     ("reset.html", include_str!("templates/reset.html")),

@@ -17,10 +17,11 @@ use axum::routing::post;
 use axum::{Json, Router};
 use axum_extra::extract::CookieJar;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::body::SessionBody;
+use super::mfa::MfaChallengeBody;
 use super::openapi::responses::{Overloaded, RateLimited};
 use super::session;
 use crate::app::AppState;
@@ -32,8 +33,9 @@ use crate::failpoint::failpoint;
 use crate::metrics::Metrics;
 use crate::password::HashError;
 use crate::store;
-use crate::store::flows::login::{Login, NewLogin};
-use crate::{cookies, device};
+use crate::store::flows::login::{Login, NewChallenge, NewLogin};
+use crate::tokens::{self, Purpose};
+use crate::{cookies, device, mfa};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/auth/login", post(login))
@@ -56,9 +58,10 @@ pub struct LoginRequest {
     tag = "sessions",
     request_body = LoginRequest,
     responses(
-        (status = 200, description = "A new session. Sets both session cookies and the device \
-            cookie.",
-            body = SessionBody,
+        (status = 200, description = "A new session: sets both session cookies and the device \
+            cookie. Or, for an account with a second factor, `mfa_required` with an `mfa_token` \
+            for `POST /auth/mfa/verify`, and no cookie at all.",
+            body = LoginBody,
             headers(("Set-Cookie" = String, description = "`__Host-lk_access` and \
                 `__Secure-lk_refresh` (see the security schemes), and `__Host-lk_device` \
                 (HttpOnly, 180 days): this browser signed in to the account, so its failed \
@@ -75,19 +78,40 @@ pub(super) async fn login(
     jar: CookieJar,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    let (jar, body) = login_flow(&state, &client, jar, req).await?;
-    Ok((StatusCode::OK, jar, Json(body)).into_response())
+    Ok(match login_flow(&state, &client, jar, req).await? {
+        LoggedIn::Session(jar, body) => {
+            (StatusCode::OK, jar, Json(LoginBody::Session(*body))).into_response()
+        }
+        LoggedIn::MfaRequired(body) => {
+            (StatusCode::OK, Json(LoginBody::MfaRequired(body))).into_response()
+        }
+    })
 }
 
-/// The login use case, shared by `POST /auth/login` and the login page: the new session's
-/// cookies (and the device cookie) in the jar, and the session body.
+/// The body of a login's 200: a session, or a challenge.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum LoginBody {
+    Session(SessionBody),
+    MfaRequired(MfaChallengeBody),
+}
+
+/// How a login ended, for the JSON endpoint and the login page.
+pub(crate) enum LoggedIn {
+    /// The new session: its cookies (and the device cookie) are in the jar.
+    Session(CookieJar, Box<SessionBody>),
+    /// The account has a second factor: no session, no cookies, a challenge to answer.
+    MfaRequired(MfaChallengeBody),
+}
+
+/// The login use case, shared by `POST /auth/login` and the login page.
 #[tracing::instrument(name = "login", skip_all, fields(user_id = tracing::field::Empty))]
 pub(crate) async fn login_flow(
     state: &AppState,
     client: &ClientInfo,
     jar: CookieJar,
     req: LoginRequest,
-) -> Result<(CookieJar, SessionBody), ApiError> {
+) -> Result<LoggedIn, ApiError> {
     let (email, password) = parse(req)?;
     let secure = state.settings.cookie_secure;
     // Shed load first: a refused request costs no counter and no write.
@@ -132,6 +156,13 @@ pub(crate) async fn login_flow(
     failpoint!("login.after_verify");
     let prepared = session::prepare(state, client, now);
     let credential = rehash.clone().unwrap_or_else(|| verified_hash.clone());
+    // Prepared for every login, used only for an account with a second factor.
+    let mfa_token = tokens::new_opaque();
+    let challenge = NewChallenge {
+        token_hash: tokens::hash_opaque(Purpose::MfaChallenge, &mfa_token),
+        credential: mfa::challenge::credential(&verified_hash),
+        expires_at: mfa::challenge::expires_at(now),
+    };
     let new = NewLogin {
         user_id,
         verified_hash,
@@ -139,6 +170,7 @@ pub(crate) async fn login_flow(
         actor: client.actor(Some(user_id), Some(prepared.rows.id)),
         session: prepared.rows.clone(),
         refund: attempt.refund(),
+        challenge,
         now,
     };
 
@@ -146,6 +178,10 @@ pub(crate) async fn login_flow(
     // only while the password is still the one verified and the account enabled.
     let account = match state.store.login(new).await? {
         Login::Opened(account) => account,
+        Login::MfaRequired => {
+            Metrics::outcome(&state.metrics.logins, "mfa_required");
+            return Ok(LoggedIn::MfaRequired(MfaChallengeBody::new(&mfa_token)));
+        }
         Login::Stale => {
             Metrics::outcome(&state.metrics.logins, "failure");
             return Err(ApiError::InvalidCredentials);
@@ -156,7 +192,8 @@ pub(crate) async fn login_flow(
     // `crate::device`).
     let device = device::issue(&state.device_secret, &email, &credential);
     let jar = cookies::set_device(jar, secure, device);
-    session::issue(state, jar, account, &prepared.opened(), now)
+    let (jar, body) = session::issue(state, jar, account, &prepared.opened(), now)?;
+    Ok(LoggedIn::Session(jar, Box::new(body)))
 }
 
 /// Login checks only the shape of its input: the rules for new passwords do not apply to

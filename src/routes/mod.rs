@@ -19,6 +19,7 @@ pub(crate) mod login;
 pub(crate) mod logout;
 pub(crate) mod me;
 mod metrics;
+pub(crate) mod mfa;
 mod openapi;
 pub(crate) mod password;
 pub(crate) mod refresh;
@@ -41,6 +42,7 @@ pub fn router() -> Router<AppState> {
         .merge(email::router())
         .merge(sessions::router())
         .merge(me::router())
+        .merge(mfa::router())
         .merge(jwks::router())
         .merge(health::router())
         .merge(metrics::router())

@@ -30,7 +30,9 @@ use self::responses::{
     CsrfRejected, Internal, InvalidJson, Overloaded, PayloadTooLarge, RateLimited, Unauthenticated,
     Unavailable, UnsupportedMediaType, ValidationFailed,
 };
-use super::{email, health, jwks, login, logout, me, metrics, password, refresh, sessions, signup};
+use super::{
+    email, health, jwks, login, logout, me, metrics, mfa, password, refresh, sessions, signup,
+};
 use crate::app::AppState;
 use crate::error::ErrorBody;
 
@@ -74,6 +76,10 @@ pub(super) async fn openapi() -> Json<&'static utoipa::openapi::OpenApi> {
         sessions::revoke,
         me::me,
         me::update_profile,
+        mfa::enroll,
+        mfa::confirm,
+        mfa::disable,
+        mfa::verify,
         password::forgot,
         password::reset,
         password::change,
@@ -106,6 +112,8 @@ pub(super) async fn openapi() -> Json<&'static utoipa::openapi::OpenApi> {
         (name = "account", description = "The caller's user and profile."),
         (name = "password", description = "Forgotten, reset and changed passwords."),
         (name = "email", description = "Verification of the email address."),
+        (name = "mfa", description = "The second factor (TOTP and recovery codes) and the login \
+            challenge it adds."),
         (name = "operations", description = "Keys, health, metrics and this document."),
     ),
 )]

@@ -35,7 +35,7 @@ use crate::metrics::Metrics;
 use crate::store;
 use crate::store::flows::refresh::{NewRotation, Rotation};
 use crate::store::sessions::Reason;
-use crate::tokens::{self, Purpose};
+use crate::tokens::{self, Purpose, SignIn};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/auth/refresh", post(refresh))
@@ -128,6 +128,7 @@ async fn rotate(
         account,
         session_id,
         idle_expires_at,
+        sign_in,
     } = state.store.rotate_refresh(new).await?
     {
         crate::telemetry::record_user(store::parse_id(&account.id)?);
@@ -136,6 +137,7 @@ async fn rotate(
             id: session_id,
             refresh_token: successor,
             idle_expires_at,
+            sign_in,
         };
         return Ok((account, opened, now));
     }
@@ -169,6 +171,7 @@ async fn rotate(
             id: session_id,
             refresh_token: successor,
             idle_expires_at: known.idle_expires_at,
+            sign_in: SignIn::parse(&known.amr),
         };
         return Ok((account, opened, now));
     }

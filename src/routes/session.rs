@@ -14,7 +14,7 @@ use crate::cookies;
 use crate::error::ApiError;
 use crate::extract::ClientInfo;
 use crate::store::{self, flows::NewSession};
-use crate::tokens::{self, Purpose};
+use crate::tokens::{self, Purpose, SignIn};
 
 /// A session about to be opened: the rows for the store, and the refresh token they hash.
 pub struct PreparedSession {
@@ -27,6 +27,7 @@ pub struct OpenedSession {
     pub id: Uuid,
     pub refresh_token: SecretString,
     pub idle_expires_at: Millis,
+    pub sign_in: SignIn,
 }
 
 /// Prepares a new session before the transaction: its id, its first refresh token and expiries.
@@ -43,6 +44,7 @@ pub fn prepare(state: &AppState, client: &ClientInfo, now: Millis) -> PreparedSe
             absolute_expires_at,
             user_agent: client.user_agent.clone(),
             ip: client.ip.clone(),
+            sign_in: SignIn::Password,
         },
         refresh_token,
     }
@@ -55,6 +57,7 @@ impl PreparedSession {
             id: self.rows.id,
             refresh_token: self.refresh_token,
             idle_expires_at: self.rows.idle_expires_at,
+            sign_in: self.rows.sign_in,
         }
     }
 }
@@ -75,7 +78,7 @@ pub fn issue(
         &state.keys,
         &state.issuer,
         user_id,
-        session.id,
+        (session.id, session.sign_in),
         now,
         settings.access_token_ttl.as_secs(),
         tokens::app_claims(&account.app_metadata, &settings.token_claims),

@@ -19,6 +19,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Authenticated, ClientInfo};
 use crate::store;
 use crate::store::sessions::Reason;
+use crate::tokens::SignIn;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -89,6 +90,9 @@ pub struct SessionView {
     pub(crate) ip: Option<String>,
     /// Whether this is the session of the request.
     pub(crate) current: bool,
+    /// How it signed in (RFC 8176): `["pwd"]`, or `["pwd", "otp"]` with a second factor.
+    #[schema(example = json!(["pwd"]))]
+    pub(crate) amr: Vec<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -139,6 +143,7 @@ pub(crate) async fn list_flow(
             last_used_at: rfc3339(s.last_used_at),
             user_agent: s.user_agent,
             ip: s.ip,
+            amr: SignIn::parse(&s.amr).amr(),
         })
         .collect();
     Ok(sessions)

@@ -29,6 +29,11 @@ pub enum Kind {
     UserEnabled,
     UserDeleted,
     SessionsRevokedByAdmin,
+    MfaEnabled,
+    MfaDisabled,
+    /// A right password for an account with a second factor: a challenge, no session yet.
+    MfaChallenged,
+    MfaFailed,
 }
 
 impl Kind {
@@ -53,6 +58,10 @@ impl Kind {
             Kind::UserEnabled => "user_enabled",
             Kind::UserDeleted => "user_deleted",
             Kind::SessionsRevokedByAdmin => "sessions_revoked_by_admin",
+            Kind::MfaEnabled => "mfa_enabled",
+            Kind::MfaDisabled => "mfa_disabled",
+            Kind::MfaChallenged => "mfa_challenged",
+            Kind::MfaFailed => "mfa_failed",
         }
     }
 }

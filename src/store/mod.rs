@@ -24,6 +24,7 @@ pub mod audit;
 pub mod email_keys;
 pub mod keys;
 pub mod mail_throttle;
+pub mod mfa;
 pub mod one_time_tokens;
 pub mod outbox;
 pub mod rate_limits;

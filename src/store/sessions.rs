@@ -47,8 +47,8 @@ pub(in crate::store) async fn insert_session<'e>(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO sessions (id, user_id, created_at, last_used_at, idle_expires_at, \
-                               absolute_expires_at, user_agent, ip) \
-         VALUES ($1, $2, $3, $3, $4, $5, $6, $7)",
+                               absolute_expires_at, user_agent, ip, amr) \
+         VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8)",
     )
     .bind(s.id.to_string())
     .bind(user_id.to_string())
@@ -57,6 +57,7 @@ pub(in crate::store) async fn insert_session<'e>(
     .bind(s.absolute_expires_at)
     .bind(s.user_agent.as_deref())
     .bind(s.ip.as_deref())
+    .bind(s.sign_in.as_str())
     .execute(db)
     .await?;
     Ok(())
@@ -107,6 +108,8 @@ pub(in crate::store) async fn spend_refresh_token<'e>(
 pub struct Extended {
     pub user_id: String,
     pub idle_expires_at: i64,
+    /// How the session signed in (`SignIn::as_str`).
+    pub amr: String,
 }
 
 /// Extends a session that is still live to `idle_until` (capped at its absolute expiry), locking
@@ -123,7 +126,7 @@ pub(in crate::store) async fn extend_live<'e>(
                                     ELSE $2 END \
          WHERE id = $3 AND revoked_at IS NULL AND idle_expires_at > $1 \
          AND absolute_expires_at > $1 \
-         RETURNING user_id, idle_expires_at",
+         RETURNING user_id, idle_expires_at, amr",
     )
     .bind(now)
     .bind(idle_until)
@@ -161,6 +164,8 @@ pub struct TokenState {
     pub revoked_at: Option<i64>,
     pub idle_expires_at: i64,
     pub absolute_expires_at: i64,
+    /// How the session signed in (`SignIn::as_str`).
+    pub amr: String,
 }
 
 impl TokenState {
@@ -175,7 +180,7 @@ pub async fn find_refresh_token<'e>(
 ) -> Result<Option<TokenState>, sqlx::Error> {
     sqlx::query_as(
         "SELECT rt.session_id, s.user_id, rt.spent_at, s.revoked_at, s.idle_expires_at, \
-                s.absolute_expires_at \
+                s.absolute_expires_at, s.amr \
          FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id WHERE rt.token_hash = $1",
     )
     .bind(token_hash)
@@ -319,6 +324,7 @@ pub struct SessionSummary {
     pub last_used_at: i64,
     pub user_agent: Option<String>,
     pub ip: Option<String>,
+    pub amr: String,
 }
 
 pub async fn live_sessions<'e>(
@@ -327,7 +333,7 @@ pub async fn live_sessions<'e>(
     now: Millis,
 ) -> Result<Vec<SessionSummary>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, created_at, last_used_at, user_agent, ip FROM sessions \
+        "SELECT id, created_at, last_used_at, user_agent, ip, amr FROM sessions \
          WHERE user_id = $1 AND revoked_at IS NULL AND idle_expires_at > $2 AND absolute_expires_at > $2 \
          ORDER BY last_used_at DESC, id DESC",
     )

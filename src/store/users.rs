@@ -154,6 +154,22 @@ pub(in crate::store) async fn lock_credentials<'e>(
     Ok(done.rows_affected() == 1)
 }
 
+/// The password hash of an enabled account, locking its row until the commit (as
+/// `lock_credentials` does, for a flow that compares the hash itself); `None` when it is
+/// disabled or gone.
+pub(in crate::store) async fn lock_enabled<'e>(
+    db: impl Executor<'e, Database = Any>,
+    user_id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE users SET password_hash = password_hash \
+         WHERE id = $1 AND disabled_at IS NULL RETURNING password_hash",
+    )
+    .bind(user_id.to_string())
+    .fetch_optional(db)
+    .await
+}
+
 pub(in crate::store) async fn record_login<'e>(
     db: impl Executor<'e, Database = Any>,
     user_id: Uuid,

@@ -22,6 +22,7 @@ mod logout;
 mod me;
 mod metadata;
 mod metrics;
+mod mfa;
 mod openapi;
 mod pages;
 mod password;

@@ -9,12 +9,12 @@ use uuid::Uuid;
 use super::{NewSession, events, open_session};
 use crate::clock::Millis;
 use crate::failpoint::failpoint;
-use crate::store::Store;
 use crate::store::audit::{self, Actor};
 use crate::store::rate_limits::{self, Refund};
 use crate::store::tx::{Conn, Done};
 use crate::store::users::{self, Account};
 use crate::store::webhooks::Routes;
+use crate::store::{Store, mfa};
 use crate::webhooks::event::EventType;
 
 /// Everything a login writes, prepared before the transaction.
@@ -28,13 +28,26 @@ pub struct NewLogin {
     pub session: NewSession,
     /// The attempt's counters to take back: the password was right.
     pub refund: Option<Refund>,
+    /// The challenge to write instead of the session when the account has a second factor.
+    pub challenge: NewChallenge,
     pub actor: Actor,
     pub now: Millis,
+}
+
+/// A login challenge, prepared before the transaction: its `mfa_token`'s hash, and a fingerprint
+/// of the password hash that was verified (`mfa::challenge::credential`).
+#[derive(Debug, Clone)]
+pub struct NewChallenge {
+    pub token_hash: String,
+    pub credential: String,
+    pub expires_at: Millis,
 }
 
 #[derive(Debug)]
 pub enum Login {
     Opened(Account),
+    /// The account has a second factor: a challenge was written, no session.
+    MfaRequired,
     /// The password changed or the account was disabled since it was verified.
     Stale,
 }
@@ -75,13 +88,35 @@ async fn login(c: &mut Conn, new: &NewLogin, hooks: &Routes) -> Result<Done<Logi
     if !users::lock_credentials(&mut *c, new.user_id, &new.verified_hash).await? {
         return Ok(Done::Rollback(Login::Stale));
     }
+    if let Some(refund) = &new.refund {
+        rate_limits::apply_refund(&mut *c, refund).await?;
+    }
+    // Decided here, in the transaction that holds the account's row: an enrollment confirmed or
+    // removed meanwhile is seen or not, never half.
+    if mfa::has_factor(&mut *c, new.user_id).await? {
+        let ch = &new.challenge;
+        let (hash, credential) = (&ch.token_hash, &ch.credential);
+        mfa::insert_challenge(
+            &mut *c,
+            hash,
+            new.user_id,
+            credential,
+            ch.expires_at,
+            new.now,
+        )
+        .await?;
+        // No session was opened: the event names none.
+        let actor = Actor {
+            session_id: None,
+            ..new.actor.clone()
+        };
+        audit::record(&mut *c, audit::Kind::MfaChallenged, &actor, new.now).await?;
+        return Ok(Done::Commit(Login::MfaRequired));
+    }
     open_session(c, new.user_id, &new.session, new.now).await?;
     users::record_login(&mut *c, new.user_id, new.now).await?;
     if let Some(hash) = &new.rehash {
         users::set_password_hash(&mut *c, new.user_id, hash, new.now).await?;
-    }
-    if let Some(refund) = &new.refund {
-        rate_limits::apply_refund(&mut *c, refund).await?;
     }
     audit::record(&mut *c, audit::Kind::Login, &new.actor, new.now).await?;
     let account = events::find(c, new.user_id).await?;

@@ -14,6 +14,7 @@ mod app_hooks;
 pub mod email;
 mod events;
 pub mod login;
+pub mod mfa;
 pub mod password;
 pub mod profile;
 pub mod refresh;
@@ -25,7 +26,7 @@ use uuid::Uuid;
 use super::tx::Conn;
 use super::{mail_throttle, one_time_tokens, outbox, sessions};
 use crate::clock::Millis;
-use crate::tokens::Purpose;
+use crate::tokens::{Purpose, SignIn};
 
 /// A session to open: its id and its first refresh token's hash, chosen by the caller.
 #[derive(Debug, Clone)]
@@ -36,6 +37,8 @@ pub struct NewSession {
     pub absolute_expires_at: Millis,
     pub user_agent: Option<String>,
     pub ip: Option<String>,
+    /// How it signed in (`sessions.amr`).
+    pub sign_in: SignIn,
 }
 
 /// An email rendered before the transaction, written to the outbox inside it.

@@ -9,6 +9,8 @@
 
 use uuid::Uuid;
 
+use crate::tokens::SignIn;
+
 use crate::clock::Millis;
 use crate::failpoint::failpoint;
 use crate::store::audit::{self, Actor};
@@ -34,6 +36,7 @@ pub enum Rotation {
         account: Account,
         session_id: Uuid,
         idle_expires_at: Millis,
+        sign_in: SignIn,
     },
     /// The token is unknown, spent, or its session is over: nothing was written.
     NotSpendable,
@@ -97,5 +100,6 @@ async fn rotate(c: &mut Conn, new: &NewRotation) -> Result<Done<Rotation>, sqlx:
         account,
         session_id,
         idle_expires_at: extended.idle_expires_at,
+        sign_in: SignIn::parse(&extended.amr),
     }))
 }
