@@ -65,9 +65,13 @@ impl AppState {
         let pages = Arc::new(Pages::load(&settings)?);
         let metadata = Arc::new(MetadataRules::load(settings.profile_schema.as_deref())?);
         let webhooks = Webhooks::new(&settings)?;
-        let store = Store::connect(&settings.database_url, settings.sqlite_durability)
-            .await?
-            .with_webhook_routes(webhooks.routes());
+        let store = Store::connect(
+            &settings.database_url,
+            settings.sqlite_durability,
+            settings.database_timeout,
+        )
+        .await?
+        .with_webhook_routes(webhooks.routes());
         store.migrate().await?;
         crate::store::email_keys::rekey_at_start(&store, clock.now()).await?;
         let kek = Kek::from_setting(settings.key_encryption_key.as_ref())?;
@@ -107,9 +111,10 @@ impl AppState {
 
 /// The whole HTTP surface, layers included.
 pub fn router(state: AppState) -> Router {
+    let with_metrics = state.settings.metrics_listen.is_none();
     let routes = match state.settings.pages {
-        true => routes::router().merge(pages::router(&state)),
-        false => routes::router(),
+        true => routes::router(with_metrics).merge(pages::router(&state)),
+        false => routes::router(with_metrics),
     };
     routes
         .layer(axum::middleware::from_fn_with_state(
@@ -127,6 +132,15 @@ pub fn router(state: AppState) -> Router {
             middleware::request_context,
         ))
         .with_state(state)
+}
+
+/// Serves GET /metrics alone on `listener` (`metrics_listen`), until the process ends: the
+/// monitoring network's address, kept out of what the public proxy forwards.
+pub async fn serve_metrics(listener: TcpListener, state: AppState) -> std::io::Result<()> {
+    let app = routes::metrics_router()
+        .fallback(|| async { crate::error::ApiError::NotFound })
+        .with_state(state);
+    axum::serve(listener, app).await
 }
 
 /// Serves until `shutdown` resolves, then finishes the requests in flight.

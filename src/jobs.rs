@@ -21,6 +21,7 @@ pub const OUTBOX_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Starts the jobs; they run until the process ends.
 pub fn spawn(state: &AppState) {
+    spawn_metrics_refresh(state);
     let state = state.clone();
     tokio::spawn(async move {
         let mut reload = tokio::time::interval(RELOAD_INTERVAL);
@@ -45,6 +46,33 @@ pub fn spawn(state: &AppState) {
                         tracing::warn!(error = ?err, "pruning rate-limit counters failed");
                     }
                 }
+            }
+        }
+    });
+}
+
+/// Refreshes the database-derived gauges every `metrics_refresh`, starting at once (see
+/// `crate::metrics`). A failed read is logged once per outage, not once per tick.
+fn spawn_metrics_refresh(state: &AppState) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(state.settings.metrics_refresh);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            match crate::metrics::refresh_from_database(&state).await {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("database gauges read again");
+                }
+                Ok(()) => {}
+                Err(err) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %err, "cannot read the database gauges; /metrics shows \
+                        the last values read");
+                }
+                Err(_) => {}
             }
         }
     });

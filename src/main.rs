@@ -12,9 +12,20 @@ use latchkey::config::{
 use latchkey::{keys, store, telemetry, webhooks};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     telemetry::init();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // Through the logger, so that with JSON logs a fatal error is one JSON line too.
+            tracing::error!("latchkey failed: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
     let settings = Settings::load(cli.overrides)?;
@@ -87,9 +98,13 @@ async fn main() -> anyhow::Result<()> {
 /// running servers deliver.
 async fn connect(settings: &Settings) -> anyhow::Result<store::Store> {
     let routes = webhooks::Webhooks::new(settings)?.routes();
-    let store = store::Store::connect(&settings.database_url, settings.sqlite_durability)
-        .await?
-        .with_webhook_routes(routes);
+    let store = store::Store::connect(
+        &settings.database_url,
+        settings.sqlite_durability,
+        settings.database_timeout,
+    )
+    .await?
+    .with_webhook_routes(routes);
     store.migrate().await?;
     store::email_keys::rekey_at_start(&store, Clock::default().now()).await?;
     Ok(store)
@@ -99,7 +114,25 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let metrics = match settings.metrics_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} (metrics_listen)"))?,
+        ),
+        None => None,
+    };
     let state = AppState::build(settings, Clock::default()).await?;
+    if let Some(listener) = metrics {
+        let address = listener.local_addr()?;
+        tracing::info!(%address, "metrics listening on http://{address}/metrics");
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Err(err) = app::serve_metrics(listener, state).await {
+                tracing::error!(error = %err, "the metrics listener failed");
+            }
+        });
+    }
     let address = listener.local_addr()?;
     tracing::info!(%address, "latchkey listening on http://{address}");
     ignore_hangup();

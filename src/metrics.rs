@@ -1,7 +1,14 @@
 //! Prometheus metrics, kept in one explicit registry that lives in the application state (no
 //! global recorder): handlers and middleware count through `AppState::metrics`, and GET /metrics
-//! renders the registry after refreshing the gauges that are read from the database at scrape
-//! time (pool usage, outbox backlog, and the invariant: accounts without a profile, always 0).
+//! renders the registry.
+//!
+//! The gauges read from the database (outbox backlogs, dead items, and the invariant: accounts
+//! without a profile, always 0) are refreshed by a background job every `metrics_refresh`
+//! (`refresh_from_database`), never by a scrape: a scrape costs no query, however many
+//! scrapers there are (the invariant is a full users × profiles count), and /metrics keeps
+//! answering from what was last read while the database is down; `db_gauges_read_timestamp
+//! _seconds` says when that was. What lives in memory (pool usage, the hashing queue, the
+//! process's CPU, memory and open files) is read at scrape time.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -9,6 +16,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::app::AppState;
+use crate::store;
 
 /// One label: name and value.
 pub type Label = (&'static str, String);
@@ -46,6 +56,11 @@ pub struct Metrics {
     pub webhook_oldest_seconds: Gauge,
     /// The contract's invariant: must read 0.
     pub accounts_without_profile: Gauge,
+    /// Emails and webhook deliveries given up (dead) and still kept.
+    pub outbox_dead: Gauge,
+    pub webhook_dead: Gauge,
+    /// Unix time (seconds) of the last successful read of the gauges above; 0: never yet.
+    pub db_gauges_read_at: Gauge,
 }
 
 impl Metrics {
@@ -67,6 +82,9 @@ impl Metrics {
             webhook_backlog: Gauge::default(),
             webhook_oldest_seconds: Gauge::default(),
             accounts_without_profile: Gauge::default(),
+            outbox_dead: Gauge::default(),
+            webhook_dead: Gauge::default(),
+            db_gauges_read_at: Gauge::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -137,6 +155,22 @@ impl Metrics {
             "Users without a profile: the all-or-nothing invariant, must be 0",
             m.accounts_without_profile.clone(),
         );
+        r.register(
+            "outbox_dead",
+            "Emails given up after their last attempt, kept until pruned",
+            m.outbox_dead.clone(),
+        );
+        r.register(
+            "webhook_outbox_dead",
+            "Webhook deliveries given up, kept until retried",
+            m.webhook_dead.clone(),
+        );
+        r.register(
+            "db_gauges_read_timestamp_seconds",
+            "Unix time the database-derived gauges were last read (0: never); they are stale \
+             when this stops moving",
+            m.db_gauges_read_at.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -159,6 +193,48 @@ impl Metrics {
     pub fn outcome(family: &Family<[Label; 1], Counter>, outcome: &'static str) {
         family.get_or_create(&[label("outcome", outcome)]).inc();
     }
+}
+
+/// Reads the database-derived gauges once, each query bounded by `database_timeout`; on an error
+/// the gauges keep their last values and `db_gauges_read_at` does not move.
+pub async fn refresh_from_database(state: &AppState) -> Result<(), sqlx::Error> {
+    let store = &state.store;
+    let db = store.reader();
+    let m = &state.metrics;
+    let (backlog, oldest) = store.bounded(store::outbox::backlog(db)).await?;
+    let now = state.clock.now();
+    let age = |oldest: Option<i64>| oldest.map_or(0, |created| (now - created).max(0) / 1000);
+    m.outbox_backlog.set(backlog);
+    m.outbox_oldest_seconds.set(age(oldest));
+    m.outbox_dead
+        .set(store.bounded(store::outbox::dead(db)).await?);
+    let (backlog, oldest) = store.bounded(store::webhooks::backlog(db)).await?;
+    m.webhook_backlog.set(backlog);
+    m.webhook_oldest_seconds.set(age(oldest));
+    m.webhook_dead
+        .set(store.bounded(store::webhooks::dead(db)).await?);
+    m.accounts_without_profile.set(
+        store
+            .bounded(store::users::count_without_profile(db))
+            .await?,
+    );
+    m.db_gauges_read_at.set(now / 1000);
+    Ok(())
+}
+
+/// Sets what is read from memory at scrape time: pool usage and the hashing queue.
+pub fn refresh_in_memory(state: &AppState) {
+    let m = &state.metrics;
+    for (pool, in_use, idle) in state.store.pool_usage() {
+        m.db_connections
+            .get_or_create(&[label("pool", pool), label("state", "in_use")])
+            .set(i64::from(in_use));
+        m.db_connections
+            .get_or_create(&[label("pool", pool), label("state", "idle")])
+            .set(i64::try_from(idle).unwrap_or(i64::MAX));
+    }
+    m.hash_queue
+        .set(i64::try_from(state.hasher.jobs_in_flight()).unwrap_or(i64::MAX));
 }
 
 impl Default for Metrics {

@@ -227,3 +227,15 @@ pub(in crate::store) async fn backlog<'e>(
     );
     sqlx::query_as(&sql).fetch_one(db).await
 }
+
+/// Rows given up (dead) and still kept: emails until they are pruned, webhooks until retried.
+pub(in crate::store) async fn dead<'e>(
+    db: impl Executor<'e, Database = Any>,
+    queue: Queue,
+) -> Result<i64, sqlx::Error> {
+    let sql = format!(
+        "SELECT COUNT(*) FROM {} WHERE dead_at IS NOT NULL",
+        queue.table()
+    );
+    sqlx::query_scalar(&sql).fetch_one(db).await
+}

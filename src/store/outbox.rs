@@ -64,6 +64,11 @@ pub async fn backlog<'e>(
     lease::backlog(db, Queue::Mail).await
 }
 
+/// Emails given up (dead) and still kept.
+pub async fn dead<'e>(db: impl Executor<'e, Database = Any>) -> Result<i64, sqlx::Error> {
+    lease::dead(db, Queue::Mail).await
+}
+
 impl Store {
     /// Claims up to `limit` due messages for one attempt each (see `lease`).
     pub async fn claim_mail(
