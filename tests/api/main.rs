@@ -23,6 +23,7 @@ mod me;
 mod metadata;
 mod metrics;
 mod openapi;
+mod operations;
 mod outage;
 mod pages;
 mod password;
