@@ -798,6 +798,11 @@ impl Settings {
     }
 }
 
+/// A database or SMTP URL as it may be shown: its password replaced.
+pub fn redacted_url(raw: &str) -> String {
+    show::redact_url(raw)
+}
+
 /// A link template of an app's own page: an http(s) URL with `{token}` where the token goes.
 fn link_template(name: &str, template: String) -> anyhow::Result<String> {
     if !template.contains("{token}") {

@@ -40,7 +40,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Config {
             action: ConfigCommand::Check,
-        } => admin::config_check(&settings, out),
+        } => admin::config_check(&settings, out).await,
         Command::Keys {
             action: KeysCommand::Rotate,
         } => {
