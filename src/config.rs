@@ -49,6 +49,11 @@ pub enum Command {
         #[command(subcommand)]
         action: UsersCommand,
     },
+    /// Inspect and retry emails given up (dead).
+    Mail {
+        #[command(subcommand)]
+        action: MailCommand,
+    },
     /// Manage sessions.
     Sessions {
         #[command(subcommand)]
@@ -82,6 +87,17 @@ pub enum WebhooksCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum MailCommand {
+    /// List emails given up, newest first, with their last error (never their bodies).
+    Dead {
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Make a dead email due again (while its body, and the link in it, are still kept).
+    Retry { id: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Add a new signing key; older keys keep verifying the tokens they signed until those expire.
     Rotate,
@@ -103,8 +119,24 @@ pub enum UsersCommand {
     Disable { user: String },
     /// Enable a disabled account.
     Enable { user: String },
-    /// Delete an account with its profile, sessions and tokens.
-    Delete { user: String },
+    /// Delete an account with its profile, sessions and tokens; asks for confirmation on a
+    /// terminal, and needs `--yes` otherwise.
+    Delete {
+        user: String,
+        /// Delete without asking.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Mark an account's email address verified.
+    Verify { user: String },
+    /// List an account's sessions, live and ended (until pruned).
+    Sessions { user: String },
+    /// Show an account's audit events, newest first.
+    Audit {
+        user: String,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
     /// Replace an account's `app_metadata` with a JSON object.
     SetAppMetadata {
         user: String,

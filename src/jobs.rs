@@ -1,6 +1,7 @@
 //! Background work of every instance: reload the signing keys, rotate them when automatic
-//! rotation is configured, and prune sessions, one-time tokens, outbox rows, throttle slots and
-//! rate-limit counters that ended. (The mail worker is `mail::worker`.)
+//! rotation is configured, prune sessions, one-time tokens, outbox rows, throttle slots and
+//! rate-limit counters that ended and audit events past `audit_retention`, and refresh the
+//! database-derived metrics. (The mail worker is `mail::worker`.)
 //!
 //! Every job is safe with several instances on one database: key reloads only read; rotation is a
 //! conditional update that only one instance can win for a given key; pruning deletes rows that
@@ -38,6 +39,11 @@ pub fn spawn(state: &AppState) {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(sessions = n, "pruned ended sessions"),
                         Err(err) => tracing::warn!(error = ?err, "pruning sessions failed"),
+                    }
+                    match prune_audit(&state).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(events = n, "pruned audit events past audit_retention"),
+                        Err(err) => tracing::warn!(error = ?err, "pruning audit events failed"),
                     }
                     if let Err(err) = prune_mail(&state).await {
                         tracing::warn!(error = ?err, "pruning mail records failed");
@@ -103,9 +109,28 @@ pub async fn prune_mail(state: &AppState) -> anyhow::Result<()> {
             now - millis(PRUNE_AFTER),
             now - millis(OUTBOX_KEEP),
             slots_before,
+            now - millis(longest_link(state)),
         )
         .await?;
     Ok(())
+}
+
+/// How long the link in an email stays usable: a dead email's body is kept that long after it
+/// died (for `latchkey mail retry`), after which its link has expired and the body goes.
+fn longest_link(state: &AppState) -> Duration {
+    let s = &state.settings;
+    s.password_reset_ttl.max(s.email_verification_ttl)
+}
+
+/// Deletes audit events older than `audit_retention` (none when it is off); returns how many.
+pub async fn prune_audit(state: &AppState) -> anyhow::Result<u64> {
+    match state.settings.audit_retention {
+        Some(keep) => Ok(state
+            .store
+            .prune_audit(state.clock.now() - millis(keep))
+            .await?),
+        None => Ok(0),
+    }
 }
 
 /// Deletes sessions that ended more than `PRUNE_AFTER` ago; returns how many.

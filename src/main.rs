@@ -6,7 +6,7 @@ use latchkey::admin::{self, Output};
 use latchkey::app::{self, AppState};
 use latchkey::clock::Clock;
 use latchkey::config::{
-    Cli, Command, ConfigCommand, KeysCommand, SessionsCommand, Settings, UsersCommand,
+    Cli, Command, ConfigCommand, KeysCommand, MailCommand, SessionsCommand, Settings, UsersCommand,
     WebhooksCommand,
 };
 use latchkey::{keys, store, telemetry, webhooks};
@@ -66,13 +66,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 UsersCommand::Enable { user } => {
                     admin::set_disabled(&store, &clock, &user, false, out).await
                 }
-                UsersCommand::Delete { user } => {
+                UsersCommand::Delete { user, yes } => {
+                    admin::confirm_delete(&user, yes)?;
                     admin::delete_user(&store, &clock, &user, out).await
+                }
+                UsersCommand::Verify { user } => {
+                    admin::verify_user(&store, &clock, &user, out).await
+                }
+                UsersCommand::Sessions { user } => {
+                    admin::user_sessions(&store, &clock, &user, out).await
+                }
+                UsersCommand::Audit { user, limit } => {
+                    admin::user_audit(&store, &clock, &user, limit, out).await
                 }
                 UsersCommand::EmailCollisions => admin::email_collisions(&store, out).await,
                 UsersCommand::SetAppMetadata { user, app_metadata } => {
                     admin::set_app_metadata(&store, &clock, &user, &app_metadata, out).await
                 }
+            }
+        }
+        Command::Mail { action } => {
+            let store = connect(&settings).await?;
+            match action {
+                MailCommand::Dead { limit } => admin::dead_mail(&store, limit, out).await,
+                MailCommand::Retry { id } => admin::retry_mail(&store, &clock, &id, out).await,
             }
         }
         Command::Sessions {
