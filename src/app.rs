@@ -89,6 +89,7 @@ impl AppState {
         let issuer = settings.issuer().into();
         let settings = Arc::new(settings);
         let limits = Limiter::new(settings.clone(), store.clone(), clock.clone(), limit_secret);
+        let metrics = Arc::new(Metrics::new().with_rate_limits(limits.refusals()));
         Ok(AppState {
             issuer,
             settings,
@@ -102,7 +103,7 @@ impl AppState {
             mailer,
             metadata,
             webhooks,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             pages,
             draining: Arc::new(AtomicBool::new(false)),
         })

@@ -179,6 +179,8 @@ pub fn generate(kek: &Kek, now: Millis) -> anyhow::Result<StoredKey> {
 
 struct Loaded {
     signing_kid: String,
+    /// When the signing key was made (for the `signing_key_age_seconds` metric).
+    signing_created_at: Millis,
     signing: EncodingKey,
     verifying: HashMap<String, (DecodingKey, String)>,
 }
@@ -242,6 +244,7 @@ impl KeyRing {
         }
         Ok(Loaded {
             signing_kid: current.kid.clone(),
+            signing_created_at: current.created_at,
             signing: EncodingKey::from_ed_der(der.as_bytes()),
             verifying,
         })
@@ -269,6 +272,11 @@ impl KeyRing {
 
     pub fn kek(&self) -> &Kek {
         &self.kek
+    }
+
+    /// When the key new tokens are signed with was made.
+    pub fn signing_key_created_at(&self) -> Millis {
+        self.current().signing_created_at
     }
 
     /// The key id and key new tokens are signed with.

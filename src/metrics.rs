@@ -16,6 +16,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 use crate::app::AppState;
 use crate::store;
@@ -61,11 +62,19 @@ pub struct Metrics {
     pub webhook_dead: Gauge,
     /// Unix time (seconds) of the last successful read of the gauges above; 0: never yet.
     pub db_gauges_read_at: Gauge,
+    /// Email delivery attempts by outcome (`delivered`, `retried`, `dead`).
+    pub mail_deliveries: Family<[Label; 1], Counter>,
+    /// Age of the key new access tokens are signed with.
+    pub signing_key_age: Gauge,
+    /// The process, read from /proc at scrape time (Linux; absent elsewhere).
+    process_cpu: Counter<f64, AtomicU64>,
+    process_memory: Gauge,
+    process_fds: Gauge,
 }
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("latchkey");
+        let mut registry = Registry::default();
         let m = Metrics {
             requests: Family::default(),
             request_seconds: Family::new_with_constructor(latency_buckets),
@@ -85,9 +94,36 @@ impl Metrics {
             outbox_dead: Gauge::default(),
             webhook_dead: Gauge::default(),
             db_gauges_read_at: Gauge::default(),
+            mail_deliveries: Family::default(),
+            signing_key_age: Gauge::default(),
+            process_cpu: Counter::default(),
+            process_memory: Gauge::default(),
+            process_fds: Gauge::default(),
             registry: Registry::default(),
         };
-        let r = &mut registry;
+        // The process's metrics under their standard names (`process_*`, as Prometheus client
+        // libraries name them, so that stock dashboards find them); the rest under `latchkey_`.
+        registry.register(
+            "process_cpu_seconds",
+            "User and system CPU time spent, in seconds",
+            m.process_cpu.clone(),
+        );
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            m.process_memory.clone(),
+        );
+        registry.register(
+            "process_open_fds",
+            "Open file descriptors",
+            m.process_fds.clone(),
+        );
+        let build = Family::<[Label; 1], Gauge>::default();
+        build
+            .get_or_create(&[label("version", env!("CARGO_PKG_VERSION"))])
+            .set(1);
+        let r = registry.sub_registry_with_prefix("latchkey");
+        r.register("build_info", "The running version (value 1)", build);
         r.register(
             "http_requests",
             "HTTP requests by route, method and status",
@@ -171,7 +207,27 @@ impl Metrics {
              when this stops moving",
             m.db_gauges_read_at.clone(),
         );
+        r.register(
+            "mail_deliveries",
+            "Email delivery attempts by outcome (delivered, retried, dead)",
+            m.mail_deliveries.clone(),
+        );
+        r.register(
+            "signing_key_age_seconds",
+            "Age of the key new access tokens are signed with",
+            m.signing_key_age.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Registers the rate limiter's refusals by limit (`Limiter::refusals`).
+    pub fn with_rate_limits(mut self, refusals: Family<[Label; 1], Counter>) -> Metrics {
+        self.registry.sub_registry_with_prefix("latchkey").register(
+            "rate_limited",
+            "Requests refused with 429, by limit",
+            refusals,
+        );
+        self
     }
 
     /// The Prometheus text exposition of every metric.
@@ -235,6 +291,56 @@ pub fn refresh_in_memory(state: &AppState) {
     }
     m.hash_queue
         .set(i64::try_from(state.hasher.jobs_in_flight()).unwrap_or(i64::MAX));
+    let age = (state.clock.now() - state.keys.signing_key_created_at()).max(0) / 1000;
+    m.signing_key_age.set(age);
+    if let Some(process) = process::read() {
+        let delta = process.cpu_seconds - m.process_cpu.get();
+        if delta > 0.0 {
+            m.process_cpu.inc_by(delta);
+        }
+        m.process_memory.set(process.resident_bytes);
+        m.process_fds.set(process.open_fds);
+    }
+}
+
+/// The process's own numbers from /proc (Linux), without a crate: CPU time from
+/// `/proc/self/stat` (fields 14 and 15, in clock ticks), resident pages from `/proc/self/statm`,
+/// and the entries of `/proc/self/fd`.
+mod process {
+    pub struct Process {
+        pub cpu_seconds: f64,
+        pub resident_bytes: i64,
+        pub open_fds: i64,
+    }
+
+    #[cfg(target_os = "linux")]
+    pub fn read() -> Option<Process> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // The command name (field 2) is in parentheses and may hold spaces: count from after it.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+        // Fields 14 (utime) and 15 (stime), numbered from 1 with field 3 at index 0.
+        let (user, system) = (ticks(11)?, ticks(12)?);
+        // SAFETY: sysconf only reads a configuration value.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if per_second <= 0 || page <= 0 {
+            return None;
+        }
+        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+        let resident: i64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count();
+        Some(Process {
+            cpu_seconds: (user + system) as f64 / per_second as f64,
+            resident_bytes: resident.saturating_mul(page),
+            open_fds: i64::try_from(open_fds).unwrap_or(i64::MAX),
+        })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn read() -> Option<Process> {
+        None
+    }
 }
 
 impl Default for Metrics {

@@ -213,3 +213,63 @@ fn a_fatal_start_up_error_is_one_json_line_in_json_mode() {
     let message = line["fields"]["message"].as_str().unwrap();
     assert!(message.contains("public_url must be an http"), "{message}");
 }
+
+/// What monitoring sees beyond the flows: refusals by limit (the database's and the in-memory
+/// fast path's), email outcomes, the version, the process and the signing key's age.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_refusals_mail_outcomes_version_process_and_key_age() {
+    let sink = SmtpSink::start().await;
+    let app = TestApp::spawn_with_sink(Db::Sqlite, &sink, |o| {
+        o.rate_limits = Some(latchkey::config::Toggle::On);
+        o.login_ip_limit = Some("1/1h".parse().unwrap());
+    })
+    .await;
+    app.signed_up("alice@example.com").await;
+    sink.wait_for(1).await;
+    assert_eq!(app.login("alice@example.com", PASSWORD).await.status(), 200);
+    // The first refusal is the database's, the second the remembered one's.
+    for _ in 0..2 {
+        assert_eq!(app.login("alice@example.com", PASSWORD).await.status(), 429);
+    }
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| {
+                l.strip_prefix(series)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("{series} in\n{text}"))
+    };
+    assert_eq!(
+        value("latchkey_rate_limited_total{limit=\"login_ip\"}"),
+        2.0
+    );
+    assert_eq!(
+        value("latchkey_mail_deliveries_total{outcome=\"delivered\"}"),
+        1.0
+    );
+    let version = format!(
+        "latchkey_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(value(&version), 1.0);
+    let age = value("latchkey_signing_key_age_seconds");
+    assert!((0.0..600.0).contains(&age), "{age}");
+    if cfg!(target_os = "linux") {
+        assert!(value("process_cpu_seconds_total") > 0.0);
+        assert!(value("process_resident_memory_bytes") > 1e6);
+        assert!(value("process_open_fds") >= 3.0);
+    }
+}
