@@ -6,6 +6,7 @@ mod helpers;
 mod addresses;
 mod admin;
 mod cli;
+mod deploy;
 mod email;
 mod errors;
 #[cfg(feature = "failpoints")]
