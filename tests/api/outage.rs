@@ -177,3 +177,119 @@ async fn a_postgres_outage_answers_503_in_time_keeps_metrics_and_recovers_withou
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The database vanishes while a transaction is running on its connection (held at a failpoint
+/// after its first INSERT, then black-holed): the transaction's bound ends it within
+/// `database_timeout` of its next statement, 503 `unavailable`, nothing committed, and the
+/// connection is dropped rather than reused or pinged for a quarter of an hour.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_caught_by_the_outage_ends_within_the_database_timeout() {
+    if !postgres_available().await {
+        return;
+    }
+    let proxy = TcpProxy::start(postgres_address()).await;
+    let db = TestDb::new(Db::Postgres).await;
+    let mut url = url::Url::parse(&db.url).unwrap();
+    url.set_port(Some(proxy.address.port())).unwrap();
+    let url = url.to_string();
+    let kek = latchkey::keys::Kek::generate_encoded();
+    let request_timeout = REQUEST_TIMEOUT.to_string();
+    let args = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        &url,
+        "--key-encryption-key",
+        &kek,
+        "--rate-limits",
+        "off",
+        "--public-url",
+        PUBLIC_URL,
+        "--hash-threads",
+        "1",
+        "--drain-period",
+        "0",
+        "--database-timeout",
+        DATABASE_TIMEOUT,
+        "--request-timeout",
+        &request_timeout,
+    ];
+    let server = ServerProcess::start(
+        &args,
+        &[("FAILPOINTS", "signup.after_user=return(sleep:200)")],
+        &std::env::temp_dir(),
+    )
+    .await;
+    server.assert_serving("at start").await;
+
+    let started = Instant::now();
+    let signup = tokio::spawn({
+        let client = server.client.clone();
+        let url = server.url("/auth/signup");
+        async move {
+            client
+                .post(url)
+                .json(&json!({"email": "carol@example.com", "password": PASSWORD}))
+                .send()
+                .await
+                .unwrap()
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server
+        .log()
+        .iter()
+        .any(|l| l.contains("failpoint holding the flow"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the signup never reached its failpoint"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    proxy.set(ProxyMode::BlackHole);
+    let response = signup.await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().get("set-cookie").is_none());
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable");
+    assert!(
+        elapsed < Duration::from_secs(REQUEST_TIMEOUT),
+        "ended by the transaction's bound, not the request timeout: {elapsed:?}"
+    );
+    assert!(
+        server
+            .log()
+            .iter()
+            .any(|l| l.contains("did not finish a transaction within database_timeout")),
+    );
+
+    proxy.set(ProxyMode::Forward);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server
+        .client
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(Instant::now() < deadline, "not ready again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pool = db.pool().await;
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT COUNT(*) FROM users WHERE email = 'carol@example.com'"
+        )
+        .await,
+        0,
+        "nothing of it was committed"
+    );
+    assert_eq!(server.signup("dave@example.com").await.status(), 201);
+}
