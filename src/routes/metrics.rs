@@ -16,6 +16,9 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Prometheus metrics: requests, flows, hashing, database pool, outbox, invariants.
+///
+/// Answers from memory, also while the database is down. With `metrics_listen` set it is served
+/// on that address only, and this one answers 404.
 #[utoipa::path(
     get,
     path = "/metrics",
