@@ -1,5 +1,6 @@
-//! The operator's commands: `latchkey users …`, `latchkey sessions revoke`, `latchkey keys list`,
-//! `latchkey config check`. Each prints readable lines, or JSON with `--json`.
+//! The operator's commands: `latchkey users …`, `latchkey sessions revoke`, `latchkey keys list`
+//! (`config check` is `crate::config_check`, `mail …` is `crate::mail::admin`, `webhooks …` is
+//! `crate::webhooks::admin`). Each prints readable lines, or JSON with `--json`.
 //! `latchkey users email-collisions` lists, with their addresses, the accounts the email re-key
 //! left alone (the start-up log names them by id only; see `store::email_keys`).
 //!
@@ -13,7 +14,6 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::clock::{Clock, rfc3339};
-use crate::config::Settings;
 use crate::store::admin::{KeyRow, UserRow};
 use crate::store::email_keys::StoredAddress;
 use crate::store::{self, Store};
@@ -271,60 +271,6 @@ pub async fn user_audit(
     Ok(())
 }
 
-/// Emails given up, newest first: to whom, what, why (never a body: it may hold a live link).
-pub async fn dead_mail(store: &Store, limit: i64, out: Output) -> anyhow::Result<()> {
-    let rows = store::outbox::list_dead(store.reader(), limit).await?;
-    let mut text = Vec::new();
-    if rows.is_empty() {
-        text.push("no dead emails".to_owned());
-    }
-    let mut list = Vec::new();
-    for m in &rows {
-        let retryable = m.retryable == 1;
-        text.push(format!(
-            "{}  {}  to={}  attempts={}  dead {}  {}  {}",
-            m.id,
-            m.kind,
-            m.recipient,
-            m.attempts,
-            rfc3339(m.dead_at),
-            if retryable { "retryable" } else { "erased" },
-            m.last_error.as_deref().unwrap_or("-")
-        ));
-        list.push(json!({
-            "id": m.id,
-            "kind": m.kind,
-            "recipient": m.recipient,
-            "subject": m.subject,
-            "attempts": m.attempts,
-            "created_at": rfc3339(m.created_at),
-            "dead_at": rfc3339(m.dead_at),
-            "last_error": m.last_error,
-            "retryable": retryable,
-        }));
-    }
-    out.print(&text.join("\n"), json!({"emails": list}));
-    Ok(())
-}
-
-/// Makes a dead email due again; running instances send it at their next look at the outbox.
-pub async fn retry_mail(store: &Store, clock: &Clock, id: &str, out: Output) -> anyhow::Result<()> {
-    match store.retry_mail(id.to_owned(), clock.now()).await? {
-        store::outbox::MailRetry::Due => {
-            out.print(
-                &format!("email {id} is due again"),
-                json!({"id": id, "due": true}),
-            );
-            Ok(())
-        }
-        store::outbox::MailRetry::NotDead => bail!("no dead email {id:?}"),
-        store::outbox::MailRetry::Erased => bail!(
-            "email {id} died too long ago: its body, with a link that has expired, is erased; \
-             the user asks for a new one"
-        ),
-    }
-}
-
 pub async fn delete_user(
     store: &Store,
     clock: &Clock,
@@ -450,128 +396,4 @@ pub async fn list_keys(store: &Store, out: Output) -> anyhow::Result<()> {
     })).collect::<Vec<_>>()});
     out.print(&text, json);
     Ok(())
-}
-
-/// The effective settings, secrets redacted. Reaching this point means they are valid.
-/// `latchkey config check`: every problem the server would stop on, one line each, found without
-/// changing anything (no migration, no file created): a key-encryption key that is not base64 of
-/// 32 bytes, a database that does not answer within `database_timeout`, a KEK that cannot open
-/// the stored signing keys, a template directory that is missing (or a template that does not
-/// compile). Valid: the effective settings, secrets redacted.
-pub async fn config_check(settings: &Settings, out: Output) -> anyhow::Result<()> {
-    let problems = config_problems(settings).await;
-    if problems.is_empty() {
-        let json = serde_json::to_value(settings)?;
-        let mut text = vec!["configuration is valid:".to_owned()];
-        if let Some(fields) = json.as_object() {
-            text.extend(fields.iter().map(|(k, v)| format!("  {k} = {v}")));
-        }
-        out.print(&text.join("\n"), json);
-        return Ok(());
-    }
-    let lines: Vec<String> = problems.iter().map(|p| format!("problem: {p}")).collect();
-    out.print(&lines.join("\n"), json!({ "problems": problems }));
-    bail!("the configuration has {} problem(s)", problems.len())
-}
-
-async fn config_problems(settings: &Settings) -> Vec<String> {
-    let mut problems = Vec::new();
-    let kek = match crate::keys::Kek::existing(settings.key_encryption_key.as_ref()) {
-        Ok(kek) => kek,
-        Err(err) => {
-            problems.push(format!("{err:#}"));
-            None
-        }
-    };
-    let mut dirs_exist = true;
-    for (name, dir) in [
-        ("mail_templates", settings.mail_templates.as_deref()),
-        ("pages_templates", settings.pages_templates.as_deref()),
-    ] {
-        if let Some(dir) = dir.filter(|d| !d.is_dir()) {
-            problems.push(format!("{name} {} is not a directory", dir.display()));
-            dirs_exist = false;
-        }
-    }
-    let mut checks: Vec<anyhow::Result<()>> = Vec::new();
-    if dirs_exist {
-        // The directories exist: do the templates in them compile?
-        checks.push(crate::mail::Mailer::new(settings).map(|_| ()));
-        checks.push(crate::pages::Pages::load(settings).map(|_| ()));
-    }
-    checks.push(crate::domain::MetadataRules::load(settings.profile_schema.as_deref()).map(|_| ()));
-    match existing_database(settings).await {
-        Ok(None) => {}
-        Ok(Some(store)) => {
-            if let Some(kek) = &kek {
-                checks.push(sealed_keys_open(&store, kek).await);
-            }
-            store.close().await;
-        }
-        Err(err) => checks.push(Err(err)),
-    }
-    problems.extend(
-        checks
-            .into_iter()
-            .filter_map(Result::err)
-            .map(|err| format!("{err:#}")),
-    );
-    problems
-}
-
-/// The database, if there is one yet: a SQLite file that does not exist is created by the server
-/// (its directory must exist); PostgreSQL must answer within `database_timeout`.
-async fn existing_database(settings: &Settings) -> anyhow::Result<Option<Store>> {
-    use secrecy::ExposeSecret as _;
-    let url = settings.database_url.expose_secret();
-    if let Some(rest) = url.strip_prefix("sqlite:") {
-        let path = rest
-            .trim_start_matches("//")
-            .split('?')
-            .next()
-            .unwrap_or("");
-        let path = std::path::Path::new(path);
-        if path.as_os_str().is_empty() || path == std::path::Path::new(":memory:") {
-            return Ok(None);
-        }
-        if !path.exists() {
-            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-            return match dir {
-                Some(dir) if !dir.is_dir() => Err(anyhow!(
-                    "database_url: the directory {} of the SQLite database does not exist",
-                    dir.display()
-                )),
-                _ => Ok(None),
-            };
-        }
-    }
-    let timeout = settings.database_timeout;
-    let connect = Store::connect(&settings.database_url, settings.sqlite_durability, timeout);
-    // The pool's acquire timeout bounds the connection; this bounds everything else around it.
-    match tokio::time::timeout(timeout * 2, connect).await {
-        Ok(Ok(store)) => Ok(Some(store)),
-        Ok(Err(err)) => Err(err.context(format!(
-            "database {} unreachable",
-            crate::config::redacted_url(url)
-        ))),
-        Err(_) => Err(anyhow!(
-            "database {} unreachable: no answer within database_timeout ({} ms)",
-            crate::config::redacted_url(url),
-            timeout.as_millis()
-        )),
-    }
-}
-
-/// The KEK opens the signing keys in the database; a database not migrated yet has none.
-async fn sealed_keys_open(store: &Store, kek: &crate::keys::Kek) -> anyhow::Result<()> {
-    let now = Clock::default().now();
-    match crate::keys::check_sealed(store, kek, now).await {
-        Ok(_) => Ok(()),
-        Err(err) => {
-            let missing_table = err
-                .downcast_ref::<sqlx::Error>()
-                .is_some_and(|e| matches!(e, sqlx::Error::Database(_)));
-            if missing_table { Ok(()) } else { Err(err) }
-        }
-    }
 }

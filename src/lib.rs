@@ -17,6 +17,8 @@ pub mod app;
 pub mod clock;
 /// Command line, environment and TOML settings, resolved once at start.
 pub mod config;
+/// `latchkey config check`: every problem of a configuration, one line each.
+pub mod config_check;
 /// The session cookies: one builder, one matching removal.
 pub mod cookies;
 /// Device cookies: a browser that signed in to an account before is not held back by its lockout.

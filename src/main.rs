@@ -9,7 +9,7 @@ use latchkey::config::{
     Cli, Command, ConfigCommand, KeysCommand, MailCommand, SessionsCommand, Settings, UsersCommand,
     WebhooksCommand,
 };
-use latchkey::{keys, store, telemetry, webhooks};
+use latchkey::{keys, mail, store, telemetry, webhooks};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -40,7 +40,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Config {
             action: ConfigCommand::Check,
-        } => admin::config_check(&settings, out).await,
+        } => latchkey::config_check::run(&settings, out).await,
         Command::Keys {
             action: KeysCommand::Rotate,
         } => {
@@ -88,8 +88,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Mail { action } => {
             let store = connect(&settings).await?;
             match action {
-                MailCommand::Dead { limit } => admin::dead_mail(&store, limit, out).await,
-                MailCommand::Retry { id } => admin::retry_mail(&store, &clock, &id, out).await,
+                MailCommand::Dead { limit } => mail::admin::dead(&store, limit, out).await,
+                MailCommand::Retry { id } => mail::admin::retry(&store, &clock, &id, out).await,
             }
         }
         Command::Sessions {
