@@ -309,3 +309,51 @@ async fn a_rolling_restart_behind_a_readyz_checking_balancer_fails_no_request() 
     );
     assert!(ok > 20, "only {ok} requests were made");
 }
+
+/// The documented environment file is complete and valid: `config check` accepts it as it is
+/// (its database swapped for a local file, as nothing here reaches `db.internal`).
+#[test]
+fn the_documented_environment_passes_config_check() {
+    let env = block("env");
+    let dir = std::env::temp_dir().join(format!("latchkey-env-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_latchkey"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("LATCHKEY_") {
+            command.env_remove(name);
+        }
+    }
+    for line in env.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, value) = line.split_once('=').expect("NAME=value");
+        command.env(name, value);
+    }
+    let output = command
+        .args(["config", "check", "--json"])
+        .env(
+            "LATCHKEY_DATABASE_URL",
+            format!("sqlite://{}", dir.join("env.db").display()),
+        )
+        .env_remove("LATCHKEY_LOG_FORMAT")
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let settings: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(settings["public_url"], "https://auth.example.com/");
+    assert_eq!(
+        settings["trusted_proxies"],
+        serde_json::json!(["10.0.0.2/32", "10.0.0.3/32"])
+    );
+    assert_eq!(settings["database_timeout_ms"], 1000);
+    assert_eq!(settings["metrics_listen"], "10.1.0.11:9090");
+    assert_eq!(settings["audit_retention"], 365 * 86_400);
+    assert_eq!(settings["key_encryption_key"], "<redacted>");
+}
