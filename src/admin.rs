@@ -1,5 +1,6 @@
-//! The operator's commands: `latchkey users …`, `latchkey sessions revoke`, `latchkey keys list`,
-//! `latchkey config check`. Each prints readable lines, or JSON with `--json`.
+//! The operator's commands: `latchkey users …`, `latchkey sessions revoke`, `latchkey keys list`
+//! (`config check` is `crate::config_check`, `mail …` is `crate::mail::admin`, `webhooks …` is
+//! `crate::webhooks::admin`). Each prints readable lines, or JSON with `--json`.
 //! `latchkey users email-collisions` lists, with their addresses, the accounts the email re-key
 //! left alone (the start-up log names them by id only; see `store::email_keys`).
 //!
@@ -13,7 +14,6 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::clock::{Clock, rfc3339};
-use crate::config::Settings;
 use crate::store::admin::{KeyRow, UserRow};
 use crate::store::email_keys::StoredAddress;
 use crate::store::flows::revoke::Deleted;
@@ -145,6 +145,133 @@ pub async fn set_disabled(
 }
 
 /// Deletes an account and everything hanging off it, in one transaction.
+/// `users delete` asks first: on a terminal, the operator types the account back; elsewhere
+/// (a script, a pipe) nothing is deleted without `--yes`.
+pub fn confirm_delete(user: &str, yes: bool) -> anyhow::Result<()> {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "users delete {user}: not deleted; pass --yes to delete without a terminal to confirm on"
+        );
+    }
+    eprint!(
+        "Delete {user} with its profile, sessions and tokens? Type the account again to confirm: "
+    );
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if answer.trim() != user {
+        bail!("users delete {user}: not confirmed, nothing deleted");
+    }
+    Ok(())
+}
+
+/// Marks the account's address verified (the operator vouches for it), with its audit event.
+pub async fn verify_user(
+    store: &Store,
+    clock: &Clock,
+    user: &str,
+    out: Output,
+) -> anyhow::Result<()> {
+    let (row, id) = find(store, clock, user).await?;
+    let changed = store.verify_email_by_admin(id, clock.now()).await?;
+    let text = match changed {
+        true => format!("verified {} ({})", row.email, row.id),
+        false => format!("{} ({}) was already verified", row.email, row.id),
+    };
+    out.print(
+        &text,
+        json!({"id": row.id, "email": row.email, "email_verified": true, "changed": changed}),
+    );
+    Ok(())
+}
+
+/// Every stored session of the account, live or how it ended.
+pub async fn user_sessions(
+    store: &Store,
+    clock: &Clock,
+    user: &str,
+    out: Output,
+) -> anyhow::Result<()> {
+    let (row, id) = find(store, clock, user).await?;
+    let now = clock.now();
+    let sessions = store::sessions::all_sessions(store.reader(), id).await?;
+    let status = |s: &store::sessions::SessionRecord| match (&s.revoked_at, &s.revoked_reason) {
+        (Some(_), Some(reason)) => format!("revoked ({reason})"),
+        (Some(_), None) => "revoked".to_owned(),
+        _ if s.idle_expires_at <= now || s.absolute_expires_at <= now => "expired".to_owned(),
+        _ => "live".to_owned(),
+    };
+    let mut text = vec![format!("sessions of {} ({})", row.email, row.id)];
+    if sessions.is_empty() {
+        text.push("  none".to_owned());
+    }
+    let mut list = Vec::new();
+    for s in &sessions {
+        text.push(format!(
+            "  {}  {}  created {}  last used {}  ip={}  {}",
+            s.id,
+            status(s),
+            rfc3339(s.created_at),
+            rfc3339(s.last_used_at),
+            s.ip.as_deref().unwrap_or("-"),
+            s.user_agent.as_deref().unwrap_or("-")
+        ));
+        list.push(json!({
+            "id": s.id,
+            "status": status(s),
+            "created_at": rfc3339(s.created_at),
+            "last_used_at": rfc3339(s.last_used_at),
+            "revoked_at": s.revoked_at.map(rfc3339),
+            "revoked_reason": s.revoked_reason,
+            "ip": s.ip,
+            "user_agent": s.user_agent,
+        }));
+    }
+    out.print(&text.join("\n"), json!({"id": row.id, "sessions": list}));
+    Ok(())
+}
+
+/// The account's audit events, newest first.
+pub async fn user_audit(
+    store: &Store,
+    clock: &Clock,
+    user: &str,
+    limit: i64,
+    out: Output,
+) -> anyhow::Result<()> {
+    let (row, id) = find(store, clock, user).await?;
+    let events = store::audit::for_user(store.reader(), id, limit).await?;
+    let mut text = vec![format!("audit events of {} ({})", row.email, row.id)];
+    if events.is_empty() {
+        text.push("  none".to_owned());
+    }
+    let mut list = Vec::new();
+    for e in &events {
+        text.push(format!(
+            "  {}  {}  session={}  ip={}  {}",
+            rfc3339(e.created_at),
+            e.kind,
+            e.session_id.as_deref().unwrap_or("-"),
+            e.ip.as_deref().unwrap_or("-"),
+            e.user_agent.as_deref().unwrap_or("-")
+        ));
+        list.push(json!({
+            "id": e.id,
+            "kind": e.kind,
+            "created_at": rfc3339(e.created_at),
+            "session_id": e.session_id,
+            "ip": e.ip,
+            "user_agent": e.user_agent,
+        }));
+    }
+    out.print(&text.join("\n"), json!({"id": row.id, "events": list}));
+    Ok(())
+}
+
 pub async fn delete_user(
     store: &Store,
     clock: &Clock,
@@ -271,16 +398,5 @@ pub async fn list_keys(store: &Store, out: Output) -> anyhow::Result<()> {
         "retired_at": k.retired_at.map(rfc3339),
     })).collect::<Vec<_>>()});
     out.print(&text, json);
-    Ok(())
-}
-
-/// The effective settings, secrets redacted. Reaching this point means they are valid.
-pub fn config_check(settings: &Settings, out: Output) -> anyhow::Result<()> {
-    let json = serde_json::to_value(settings)?;
-    let mut text = vec!["configuration is valid:".to_owned()];
-    if let Some(fields) = json.as_object() {
-        text.extend(fields.iter().map(|(k, v)| format!("  {k} = {v}")));
-    }
-    out.print(&text.join("\n"), json);
     Ok(())
 }

@@ -112,8 +112,11 @@ impl AppState {
         let webhooks = Webhooks::new(&settings)?;
         let kek = Kek::from_setting(settings.key_encryption_key.as_ref())?;
         let store = match pool {
-            None => Store::connect(&settings.database_url, settings.sqlite_durability).await,
-            Some(pool) => Store::from_pool(pool).await,
+            None => {
+                let (url, durability) = (&settings.database_url, settings.sqlite_durability);
+                Store::connect(url, durability, settings.database_timeout).await
+            }
+            Some(pool) => Store::from_pool(pool, settings.database_timeout).await,
         }
         .map_err(DatabaseUnreachable::mark)?
         .with_webhook_routes(webhooks.routes())
@@ -134,6 +137,7 @@ impl AppState {
         let issuer = settings.issuer().into();
         let settings = Arc::new(settings);
         let limits = Limiter::new(settings.clone(), store.clone(), clock.clone(), limit_secret);
+        let metrics = Arc::new(Metrics::new().with_rate_limits(limits.refusals()));
         Ok(AppState {
             issuer,
             settings,
@@ -147,7 +151,7 @@ impl AppState {
             mailer,
             metadata,
             webhooks,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             pages,
             hooks,
             draining: Arc::new(AtomicBool::new(false)),
@@ -157,9 +161,10 @@ impl AppState {
 
 /// The whole HTTP surface, layers included.
 pub fn router(state: AppState) -> Router {
+    let with_metrics = state.settings.metrics_listen.is_none();
     let routes = match state.settings.pages {
-        true => routes::router().merge(pages::router(&state)),
-        false => routes::router(),
+        true => routes::router(with_metrics).merge(pages::router(&state)),
+        false => routes::router(with_metrics),
     };
     routes
         .layer(axum::middleware::from_fn_with_state(
@@ -177,6 +182,15 @@ pub fn router(state: AppState) -> Router {
             middleware::request_context,
         ))
         .with_state(state)
+}
+
+/// Serves GET /metrics alone on `listener` (`metrics_listen`), until the process ends: the
+/// monitoring network's address, kept out of what the public proxy forwards.
+pub async fn serve_metrics(listener: TcpListener, state: AppState) -> std::io::Result<()> {
+    let app = routes::metrics_router()
+        .fallback(|| async { crate::error::ApiError::NotFound })
+        .with_state(state);
+    axum::serve(listener, app).await
 }
 
 /// Serves `latchkey` on `listener` with its background work until `shutdown` resolves, then

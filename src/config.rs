@@ -49,6 +49,11 @@ pub enum Command {
         #[command(subcommand)]
         action: UsersCommand,
     },
+    /// Inspect and retry emails given up (dead).
+    Mail {
+        #[command(subcommand)]
+        action: MailCommand,
+    },
     /// Manage sessions.
     Sessions {
         #[command(subcommand)]
@@ -82,6 +87,17 @@ pub enum WebhooksCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum MailCommand {
+    /// List emails given up, newest first, with their last error (never their bodies).
+    Dead {
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Make a dead email due again (while its body, and the link in it, are still kept).
+    Retry { id: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Add a new signing key; older keys keep verifying the tokens they signed until those expire.
     Rotate,
@@ -103,8 +119,24 @@ pub enum UsersCommand {
     Disable { user: String },
     /// Enable a disabled account.
     Enable { user: String },
-    /// Delete an account with its profile, sessions and tokens.
-    Delete { user: String },
+    /// Delete an account with its profile, sessions and tokens; asks for confirmation on a
+    /// terminal, and needs `--yes` otherwise.
+    Delete {
+        user: String,
+        /// Delete without asking.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Mark an account's email address verified.
+    Verify { user: String },
+    /// List an account's sessions, live and ended (until pruned).
+    Sessions { user: String },
+    /// Show an account's audit events, newest first.
+    Audit {
+        user: String,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
     /// Replace an account's `app_metadata` with a JSON object.
     SetAppMetadata {
         user: String,
@@ -310,6 +342,20 @@ pub struct Overrides {
     /// balancers take the instance out before its port closes.
     #[arg(long, env = "LATCHKEY_DRAIN_PERIOD", global = true)]
     pub drain_period: Option<u64>,
+    /// How long acquiring a PostgreSQL connection (its liveness check included) and /readyz's
+    /// probe may take before the request is answered 503 `unavailable`, e.g. `1s`, `300ms`.
+    #[arg(long, env = "LATCHKEY_DATABASE_TIMEOUT", global = true)]
+    pub database_timeout: Option<Period>,
+    /// Serve GET /metrics on this address instead of the main one (which then answers 404).
+    #[arg(long, env = "LATCHKEY_METRICS_LISTEN", global = true)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// How often the gauges read from the database (outbox backlogs, the invariant count) are
+    /// refreshed in the background, e.g. `30s`.
+    #[arg(long, env = "LATCHKEY_METRICS_REFRESH", global = true)]
+    pub metrics_refresh: Option<Period>,
+    /// How long audit events are kept, e.g. `365d`; `0` keeps them forever.
+    #[arg(long, env = "LATCHKEY_AUDIT_RETENTION", global = true)]
+    pub audit_retention: Option<Period>,
     /// Seconds a request may take before it is answered 503.
     #[arg(long, env = "LATCHKEY_REQUEST_TIMEOUT", global = true)]
     pub request_timeout: Option<u64>,
@@ -436,6 +482,10 @@ impl Overrides {
                 .or(lower.verify_resend_account_limit),
             trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
             drain_period: self.drain_period.or(lower.drain_period),
+            database_timeout: self.database_timeout.or(lower.database_timeout),
+            metrics_listen: self.metrics_listen.or(lower.metrics_listen),
+            metrics_refresh: self.metrics_refresh.or(lower.metrics_refresh),
+            audit_retention: self.audit_retention.or(lower.audit_retention),
             request_timeout: self.request_timeout.or(lower.request_timeout),
             header_read_timeout: self.header_read_timeout.or(lower.header_read_timeout),
             max_header_bytes: self.max_header_bytes.or(lower.max_header_bytes),
@@ -531,6 +581,16 @@ pub struct Settings {
     /// SIGTERM to closing the port: `/readyz` answers 503 meanwhile, requests are still served.
     #[serde(serialize_with = "show::secs")]
     pub drain_period: Duration,
+    /// Acquiring a PostgreSQL connection, and /readyz's probe (see `Store::connect`).
+    #[serde(serialize_with = "show::millis", rename = "database_timeout_ms")]
+    pub database_timeout: Duration,
+    /// `None`: /metrics is served on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
+    #[serde(serialize_with = "show::secs")]
+    pub metrics_refresh: Duration,
+    /// `None`: audit events are kept forever.
+    #[serde(serialize_with = "show::opt_secs")]
+    pub audit_retention: Option<Duration>,
     #[serde(serialize_with = "show::secs")]
     pub request_timeout: Duration,
     #[serde(serialize_with = "show::secs")]
@@ -653,6 +713,13 @@ impl Settings {
                 .unwrap_or(Rate::new(3, secs(15 * 60))),
             trusted_proxies,
             drain_period: secs(o.drain_period.unwrap_or(5)),
+            database_timeout: o.database_timeout.map_or(secs(1), Period::get),
+            metrics_listen: o.metrics_listen,
+            metrics_refresh: o.metrics_refresh.map_or(secs(30), Period::get),
+            // A year: long enough to answer "who did what to this account" for most disputes,
+            // short enough that IPs and user agents of people do not pile up for ever.
+            audit_retention: Some(o.audit_retention.map_or(secs(365 * 86_400), Period::get))
+                .filter(|d| !d.is_zero()),
             request_timeout: secs(o.request_timeout.unwrap_or(10)),
             header_read_timeout: secs(o.header_read_timeout.unwrap_or(30)),
             max_header_bytes: o.max_header_bytes.unwrap_or(16 * 1024),
@@ -689,6 +756,9 @@ impl Settings {
         }
         if settings.request_timeout.is_zero() || settings.header_read_timeout.is_zero() {
             bail!("request_timeout and header_read_timeout must be positive");
+        }
+        if settings.database_timeout.is_zero() || settings.metrics_refresh.is_zero() {
+            bail!("database_timeout and metrics_refresh must be positive");
         }
         if settings.max_connections == 0 {
             bail!("max_connections must be at least 1");
@@ -758,6 +828,11 @@ impl Settings {
     pub fn issuer(&self) -> String {
         self.public_url.as_str().trim_end_matches('/').to_owned()
     }
+}
+
+/// A database or SMTP URL as it may be shown: its password replaced.
+pub fn redacted_url(raw: &str) -> String {
+    show::redact_url(raw)
 }
 
 /// A link template of an app's own page: an http(s) URL with `{token}` where the token goes.
@@ -877,9 +952,102 @@ impl fmt::Display for Rate {
     }
 }
 
+/// A duration as configured: a number with a unit, `ms`, `s`, `m`, `h` or `d` (`300ms`, `1s`,
+/// `365d`); a bare number is seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "PeriodText")]
+pub struct Period(Duration);
+
+impl Period {
+    pub fn get(self) -> Duration {
+        self.0
+    }
+}
+
+impl FromStr for Period {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Period, String> {
+        let bad = || format!("{s:?} is not a duration such as 300ms, 1s, 5m, 2h or 365d");
+        let text = s.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number.parse().map_err(|_| bad())?;
+        let millis = match unit.trim() {
+            "ms" => 1,
+            "" | "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(bad()),
+        };
+        Ok(Period(Duration::from_millis(number.saturating_mul(millis))))
+    }
+}
+
+/// A TOML file may give a duration as a string (`"300ms"`) or as a number of seconds.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PeriodText {
+    Text(String),
+    Secs(u64),
+}
+
+impl TryFrom<PeriodText> for Period {
+    type Error = String;
+
+    fn try_from(value: PeriodText) -> Result<Period, String> {
+        match value {
+            PeriodText::Text(text) => text.parse(),
+            PeriodText::Secs(secs) => Ok(Period(Duration::from_secs(secs))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_parse_with_their_units_and_operations_have_their_defaults() {
+        for (text, millis) in [
+            ("300ms", 300),
+            ("1s", 1000),
+            ("2", 2000),
+            ("5m", 300_000),
+            ("2h", 7_200_000),
+            ("365d", 31_536_000_000),
+            ("0", 0),
+        ] {
+            assert_eq!(
+                text.parse::<Period>(),
+                Ok(Period(Duration::from_millis(millis))),
+                "{text}"
+            );
+        }
+        for bad in ["", "ms", "1.5s", "-1s", "1w", "s1"] {
+            assert!(bad.parse::<Period>().is_err(), "{bad}");
+        }
+        let file: Overrides =
+            toml::from_str("database_timeout = \"250ms\"\naudit_retention = 0\n").unwrap();
+        let s = Settings::resolve(file).unwrap();
+        assert_eq!(s.database_timeout, Duration::from_millis(250));
+        assert_eq!(s.audit_retention, None, "0 keeps audit events forever");
+        let s = Settings::resolve(Overrides::default()).unwrap();
+        assert_eq!(s.database_timeout, Duration::from_secs(1));
+        assert_eq!(s.metrics_refresh, Duration::from_secs(30));
+        assert_eq!(s.audit_retention, Some(Duration::from_secs(365 * 86_400)));
+        assert_eq!(s.metrics_listen, None);
+        assert!(
+            Settings::resolve(Overrides {
+                database_timeout: Some("0ms".parse().unwrap()),
+                ..Overrides::default()
+            })
+            .is_err()
+        );
+    }
 
     #[test]
     fn defaults_follow_the_contract() {

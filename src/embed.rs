@@ -213,7 +213,7 @@ impl Latchkey {
 pub struct Background {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    jobs: JoinHandle<()>,
+    jobs: [JoinHandle<()>; 2],
 }
 
 impl Background {
@@ -221,7 +221,9 @@ impl Background {
     /// in the outbox for the next start (or another instance).
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        self.jobs.abort();
+        for job in &self.jobs {
+            job.abort();
+        }
         for task in self.tasks {
             if let Err(err) = task.await {
                 tracing::warn!(error = %err, "a background worker ended abnormally");

@@ -17,12 +17,18 @@
 //!
 //! The transaction is open while a hook runs, and on SQLite it holds the database's one write
 //! lock: every other write of every request waits for the hook. So a hook runs statements on the
-//! connection it is given and returns. It does not call other services over the network, sleep,
-//! hash passwords or do other long work (do that before, in `before_signup`, or after the
-//! commit, from a webhook or the outbox); it never sends `BEGIN`, `COMMIT` or `ROLLBACK` (the connection is inside latchkey's
-//! transaction; `sqlx::Connection::begin` on it is fine: that is a savepoint); it does not write
-//! through another connection of the pool (on SQLite that would wait for this very transaction). A hook that runs longer than `hook_timeout` (default 2 s) is stopped
-//! and its transaction rolled back, answered as a 500.
+//! connection it is given and returns:
+//!
+//! - no calls to other services over the network, no sleeps, no password hashing or other long
+//!   work (do that before, in `before_signup`, or after the commit, from a webhook);
+//! - no `BEGIN`, `COMMIT` or `ROLLBACK`: the connection is inside latchkey's transaction
+//!   (`sqlx::Connection::begin` on it is fine: that is a savepoint);
+//! - no writes through another connection of the pool (on SQLite that would wait for this very
+//!   transaction).
+//!
+//! A hook that runs longer than 2 s is stopped and its transaction rolled back, answered as a
+//! 500; on PostgreSQL the whole transaction, hook included, is also bounded by
+//! `database_timeout` (1 s by default), past which it is rolled back with a 503.
 //!
 //! Under SERIALIZABLE isolation the database may abort a transaction for a retry; latchkey then
 //! runs the whole transaction again, hook included. Everything a hook did in the aborted attempt

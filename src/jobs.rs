@@ -1,6 +1,7 @@
 //! Background work of every instance: reload the signing keys, rotate them when automatic
-//! rotation is configured, and prune sessions, one-time tokens, outbox rows, throttle slots and
-//! rate-limit counters that ended. (The mail worker is `mail::worker`.)
+//! rotation is configured, prune sessions, one-time tokens, outbox rows, throttle slots and
+//! rate-limit counters that ended and audit events past `audit_retention`, and refresh the
+//! database-derived metrics. (The mail worker is `mail::worker`.)
 //!
 //! Every job is safe with several instances on one database: key reloads only read; rotation is a
 //! conditional update that only one instance can win for a given key; pruning deletes rows that
@@ -19,9 +20,14 @@ pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Sent and dead emails stay in the outbox this long (their bodies are erased at once).
 pub const OUTBOX_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Starts the jobs; they run until the task is aborted (`Background::stop`): a flow the jobs
+/// Starts the jobs; they run until their tasks are aborted (`Background::stop`): a flow the jobs
 /// started runs in a task of its own (`store::tx`) and ends cleanly even then.
-pub fn spawn(state: &AppState) -> tokio::task::JoinHandle<()> {
+pub fn spawn(state: &AppState) -> [tokio::task::JoinHandle<()>; 2] {
+    [spawn_maintenance(state), spawn_metrics_refresh(state)]
+}
+
+/// Key reloads and rotation, pruning.
+fn spawn_maintenance(state: &AppState) -> tokio::task::JoinHandle<()> {
     let state = state.clone();
     tokio::spawn(async move {
         let mut reload = tokio::time::interval(RELOAD_INTERVAL);
@@ -39,6 +45,11 @@ pub fn spawn(state: &AppState) -> tokio::task::JoinHandle<()> {
                         Ok(n) => tracing::info!(sessions = n, "pruned ended sessions"),
                         Err(err) => tracing::warn!(error = ?err, "pruning sessions failed"),
                     }
+                    match prune_audit(&state).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(events = n, "pruned audit events past audit_retention"),
+                        Err(err) => tracing::warn!(error = ?err, "pruning audit events failed"),
+                    }
                     if let Err(err) = prune_mail(&state).await {
                         tracing::warn!(error = ?err, "pruning mail records failed");
                     }
@@ -46,6 +57,33 @@ pub fn spawn(state: &AppState) -> tokio::task::JoinHandle<()> {
                         tracing::warn!(error = ?err, "pruning rate-limit counters failed");
                     }
                 }
+            }
+        }
+    })
+}
+
+/// Refreshes the database-derived gauges every `metrics_refresh`, starting at once (see
+/// `crate::metrics`). A failed read is logged once per outage, not once per tick.
+fn spawn_metrics_refresh(state: &AppState) -> tokio::task::JoinHandle<()> {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(state.settings.metrics_refresh);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            match crate::metrics::refresh_from_database(&state).await {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("database gauges read again");
+                }
+                Ok(()) => {}
+                Err(err) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %err, "cannot read the database gauges; /metrics shows \
+                        the last values read");
+                }
+                Err(_) => {}
             }
         }
     })
@@ -76,9 +114,28 @@ pub async fn prune_mail(state: &AppState) -> anyhow::Result<()> {
             now - millis(PRUNE_AFTER),
             now - millis(OUTBOX_KEEP),
             slots_before,
+            now - millis(longest_link(state)),
         )
         .await?;
     Ok(())
+}
+
+/// How long the link in an email stays usable: a dead email's body is kept that long after it
+/// died (for `latchkey mail retry`), after which its link has expired and the body goes.
+fn longest_link(state: &AppState) -> Duration {
+    let s = &state.settings;
+    s.password_reset_ttl.max(s.email_verification_ttl)
+}
+
+/// Deletes audit events older than `audit_retention` (none when it is off); returns how many.
+pub async fn prune_audit(state: &AppState) -> anyhow::Result<u64> {
+    match state.settings.audit_retention {
+        Some(keep) => Ok(state
+            .store
+            .prune_audit(state.clock.now() - millis(keep))
+            .await?),
+        None => Ok(0),
+    }
 }
 
 /// Deletes sessions that ended more than `PRUNE_AFTER` ago; returns how many.

@@ -62,6 +62,18 @@ impl Kek {
         }
     }
 
+    /// For `config check`: the configured KEK, or the development one if its file exists; `None`
+    /// when neither (the server would create the file). Creates nothing.
+    pub fn existing(setting: Option<&SecretString>) -> anyhow::Result<Option<Kek>> {
+        match setting {
+            Some(_) => Kek::from_setting(setting).map(Some),
+            None if Path::new(DEV_KEK_FILE).exists() => {
+                Kek::dev_file(Path::new(DEV_KEK_FILE)).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
     /// A fresh random KEK, base64-encoded, as an operator would put it in the settings.
     pub fn generate_encoded() -> String {
         let mut bytes = [0u8; 32];
@@ -183,6 +195,8 @@ pub fn generate(kek: &Kek, now: Millis) -> anyhow::Result<StoredKey> {
 
 struct Loaded {
     signing_kid: String,
+    /// When the signing key was made (for the `signing_key_age_seconds` metric).
+    signing_created_at: Millis,
     signing: EncodingKey,
     verifying: HashMap<String, (DecodingKey, String)>,
 }
@@ -246,6 +260,7 @@ impl KeyRing {
         }
         Ok(Loaded {
             signing_kid: current.kid.clone(),
+            signing_created_at: current.created_at,
             signing: EncodingKey::from_ed_der(der.as_bytes()),
             verifying,
         })
@@ -273,6 +288,11 @@ impl KeyRing {
 
     pub fn kek(&self) -> &Kek {
         &self.kek
+    }
+
+    /// When the key new tokens are signed with was made.
+    pub fn signing_key_created_at(&self) -> Millis {
+        self.current().signing_created_at
     }
 
     /// The key id and key new tokens are signed with.
@@ -352,6 +372,23 @@ pub struct Jwk {
 }
 
 /// Retires the current keys and adds a new one: what `latchkey keys rotate` does.
+/// Opens every signing key that is not retired with `kek`, as the server does at start; for
+/// `config check`. Returns how many; an error names the key that does not open.
+pub async fn check_sealed(store: &Store, kek: &Kek, now: Millis) -> anyhow::Result<usize> {
+    let keys = store::keys::live(store, now).await?;
+    for key in keys.iter().filter(|k| k.retired_at.is_none()) {
+        kek.open(&key.kid, &key.sealed_private_key)
+            .with_context(|| {
+                format!(
+                    "key_encryption_key cannot open the stored signing key {} (a different KEK \
+                 sealed it)",
+                    key.kid
+                )
+            })?;
+    }
+    Ok(keys.len())
+}
+
 pub async fn rotate(store: &Store, kek: &Kek, now: Millis) -> anyhow::Result<String> {
     let key = generate(kek, now)?;
     store::keys::rotate(store, &key, None).await?;

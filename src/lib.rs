@@ -129,6 +129,8 @@ pub mod clock;
 /// Command line, environment and TOML settings, resolved once at start.
 #[doc(hidden)]
 pub mod config;
+/// `latchkey config check`: every problem of a configuration, one line each.
+pub mod config_check;
 /// The session cookies: one builder, one matching removal.
 #[doc(hidden)]
 pub mod cookies;

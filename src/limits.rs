@@ -51,9 +51,11 @@ use crate::config::{Rate, Settings};
 use crate::domain::Email;
 use crate::error::ApiError;
 use crate::extract::ClientInfo;
+use crate::metrics::{Label, label};
 use crate::store::Store;
 use crate::store::rate_limits::{Attempt, Counter, NewAttempt, Refund, Which};
 use crate::tokens::hmac_sha256;
+use prometheus_client::metrics::family::Family;
 
 /// The longest wait a run of failed logins can impose on an account.
 pub const MAX_ACCOUNT_DELAY: Duration = Duration::from_secs(3600);
@@ -124,6 +126,8 @@ struct Inner {
     secret: [u8; 32],
     /// Key → until when it is refused (the fast path; see the module comment).
     refused: Mutex<HashMap<String, Millis>>,
+    /// Refusals by limit name, for /metrics (registered by `Metrics::with_rate_limits`).
+    refusals: Family<[Label; 1], prometheus_client::metrics::counter::Counter>,
 }
 
 /// A login attempt counted as a failure; `refund` hands its counters to the success's flow,
@@ -150,7 +154,20 @@ impl Limiter {
             clock,
             secret,
             refused: Mutex::new(HashMap::new()),
+            refusals: Family::default(),
         }))
+    }
+
+    /// The counter of refusals by limit (`limit` label: the counter's name, e.g. `login_ip`).
+    pub fn refusals(&self) -> Family<[Label; 1], prometheus_client::metrics::counter::Counter> {
+        self.0.refusals.clone()
+    }
+
+    fn count_refusal(&self, name: &str) {
+        self.0
+            .refusals
+            .get_or_create(&[label("limit", name.to_owned())])
+            .inc();
     }
 
     fn enabled(&self) -> bool {
@@ -180,6 +197,7 @@ impl Limiter {
             .await?;
         if window.count > i64::from(rate.max) {
             self.remember_refusal(key, window.expires_at, now);
+            self.count_refusal(limit.name());
             return Err(refuse(limit.name(), window.expires_at, now));
         }
         Ok(())
@@ -236,6 +254,7 @@ impl Limiter {
                         None => LOGIN_FAILURE_ACCOUNT,
                     },
                 };
+                self.count_refusal(name);
                 Err(refuse(name, until, now))
             }
         }
@@ -263,9 +282,13 @@ impl Limiter {
         match until {
             // Not logged again: the first refusal of this window was, and the response line
             // shows the 429 (a flood must not become a flood of log lines too).
-            Some(until) if until > now => Err(ApiError::RateLimited {
-                retry_after_secs: seconds_until(until, now),
-            }),
+            Some(until) if until > now => {
+                // The key starts with the limit's name (see `key`).
+                self.count_refusal(key.split(':').next().unwrap_or("unknown"));
+                Err(ApiError::RateLimited {
+                    retry_after_secs: seconds_until(until, now),
+                })
+            }
             _ => Ok(()),
         }
     }

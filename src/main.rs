@@ -6,16 +6,27 @@ use latchkey::admin::{self, Output};
 use latchkey::app::AppState;
 use latchkey::clock::Clock;
 use latchkey::config::{
-    Cli, Command, ConfigCommand, KeysCommand, SessionsCommand, Settings, UsersCommand,
+    Cli, Command, ConfigCommand, KeysCommand, MailCommand, SessionsCommand, Settings, UsersCommand,
     WebhooksCommand,
 };
 use latchkey::standalone::{self, Stop};
-use latchkey::{keys, store, telemetry, webhooks};
+use latchkey::{keys, mail, store, telemetry, webhooks};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     telemetry::init();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // Through the logger, so that with JSON logs a fatal error is one JSON line too.
+            tracing::error!("latchkey failed: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
     let settings = Settings::load(cli.overrides)?;
@@ -30,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Config {
             action: ConfigCommand::Check,
-        } => admin::config_check(&settings, out),
+        } => latchkey::config_check::run(&settings, out).await,
         Command::Keys {
             action: KeysCommand::Rotate,
         } => {
@@ -56,13 +67,30 @@ async fn main() -> anyhow::Result<()> {
                 UsersCommand::Enable { user } => {
                     admin::set_disabled(&store, &clock, &user, false, out).await
                 }
-                UsersCommand::Delete { user } => {
+                UsersCommand::Delete { user, yes } => {
+                    admin::confirm_delete(&user, yes)?;
                     admin::delete_user(&store, &clock, &user, out).await
+                }
+                UsersCommand::Verify { user } => {
+                    admin::verify_user(&store, &clock, &user, out).await
+                }
+                UsersCommand::Sessions { user } => {
+                    admin::user_sessions(&store, &clock, &user, out).await
+                }
+                UsersCommand::Audit { user, limit } => {
+                    admin::user_audit(&store, &clock, &user, limit, out).await
                 }
                 UsersCommand::EmailCollisions => admin::email_collisions(&store, out).await,
                 UsersCommand::SetAppMetadata { user, app_metadata } => {
                     admin::set_app_metadata(&store, &clock, &user, &app_metadata, out).await
                 }
+            }
+        }
+        Command::Mail { action } => {
+            let store = connect(&settings).await?;
+            match action {
+                MailCommand::Dead { limit } => mail::admin::dead(&store, limit, out).await,
+                MailCommand::Retry { id } => mail::admin::retry(&store, &clock, &id, out).await,
             }
         }
         Command::Sessions {
@@ -88,9 +116,13 @@ async fn main() -> anyhow::Result<()> {
 /// running servers deliver.
 async fn connect(settings: &Settings) -> anyhow::Result<store::Store> {
     let routes = webhooks::Webhooks::new(settings)?.routes();
-    let store = store::Store::connect(&settings.database_url, settings.sqlite_durability)
-        .await?
-        .with_webhook_routes(routes);
+    let store = store::Store::connect(
+        &settings.database_url,
+        settings.sqlite_durability,
+        settings.database_timeout,
+    )
+    .await?
+    .with_webhook_routes(routes);
     store.migrate().await?;
     store::email_keys::rekey_at_start(&store, Clock::default().now()).await?;
     Ok(store)
@@ -102,10 +134,18 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let metrics = match settings.metrics_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} (metrics_listen)"))?,
+        ),
+        None => None,
+    };
     let address = listener.local_addr()?;
     tracing::info!(%address, "latchkey listening on http://{address}");
     ignore_hangup();
-    standalone::run(listener, settings, Clock::default(), stop_signal()).await?;
+    standalone::run(listener, metrics, settings, Clock::default(), stop_signal()).await?;
     tracing::info!("latchkey stopped");
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Middleware around every route.
 //!
 //! - `request_context`: gives every request an id (the client's `X-Request-Id` when it is sane,
-//!   else a new UUID), opens the request's span with it, logs one line per response, echoes the id
+//!   else a new UUID), opens the request's span with it and the client IP, logs one line per response, echoes the id
 //!   in the response, marks responses `Cache-Control: no-store` unless a handler chose otherwise,
 //!   and `X-Content-Type-Options: nosniff` always.
 //! - `timeout`: a request that is not answered within the request timeout gets 503.
@@ -9,9 +9,10 @@
 //! - `panic_response`: a panic in a handler becomes the contract's 500 `internal` error.
 
 use std::any::Any;
+use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -19,6 +20,7 @@ use tracing::Instrument;
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::extract::client_ip;
 use crate::metrics::label;
 use crate::telemetry;
 
@@ -42,9 +44,16 @@ pub async fn request_context(
         .map_or("unmatched", MatchedPath::as_str)
         .to_owned();
     let method = req.method().to_string();
+    // The client as `ClientInfo` sees it (trusted proxies' X-Forwarded-For believed), so that a
+    // line about a rate limit or a reused token names whom it is about.
+    let client_ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| client_ip(c.0.ip(), req.headers(), &state.settings.trusted_proxies));
     let span = tracing::info_span!(
         "request",
         request_id = %id,
+        client_ip = client_ip.map(tracing::field::display),
         method = %method,
         route = %route,
         path = %req.uri().path(),

@@ -43,9 +43,11 @@ pub enum Stop {
 /// How long to wait before trying an unreachable database again.
 const RETRY_CONNECT: Duration = Duration::from_secs(1);
 
-/// Serves on `listener` until `stop` resolves (see the module docs).
+/// Serves on `listener` (and `/metrics` on `metrics`, with `metrics_listen`) until `stop`
+/// resolves (see the module docs).
 pub async fn run(
     listener: TcpListener,
+    metrics: Option<TcpListener>,
     settings: Settings,
     clock: Clock,
     stop: impl Future<Output = Stop> + Send + 'static,
@@ -116,6 +118,9 @@ pub async fn run(
         }
     };
     let background = latchkey.map(|latchkey| {
+        if let Some(listener) = metrics {
+            serve_metrics(listener, latchkey.state().clone());
+        }
         let background = latchkey.background();
         let _ = routers.set(latchkey.router());
         let _ = ready.set(latchkey);
@@ -128,6 +133,18 @@ pub async fn run(
     }
     served??;
     Ok(())
+}
+
+/// `/metrics` on its own address, from when the state is built.
+fn serve_metrics(listener: TcpListener, state: crate::app::AppState) {
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!(%address, "metrics listening on http://{address}/metrics");
+    }
+    tokio::spawn(async move {
+        if let Err(err) = crate::app::serve_metrics(listener, state).await {
+            tracing::error!(error = %err, "the metrics listener failed");
+        }
+    });
 }
 
 /// The router of the moment: latchkey's once it is built, the start-up answers until then.

@@ -2,8 +2,9 @@
 //! object per line with `LATCHKEY_LOG_FORMAT=json` (read here, before the settings, so that even a
 //! settings error is logged in the chosen format).
 //!
-//! Every request runs in a span carrying its request id, method, path and, once known, the user
-//! id; the response line adds status and latency. No field ever holds a password, token, cookie
+//! Every request runs in a span carrying its request id, client IP, method, path and, once known,
+//! the user id; every line written while serving it carries them, and the response line adds
+//! status and latency. No field ever holds a password, token, cookie
 //! or secret: handlers are instrumented with `skip_all`, and secrets live in `SecretString`,
 //! whose `Debug` prints a placeholder.
 
@@ -19,10 +20,14 @@ pub fn init() {
         .with_writer(std::io::stderr);
     // `try_init`: a second initialisation (tests) is not an error worth dying for.
     let _ = if std::env::var("LATCHKEY_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        // `span`: the innermost span (for the response line, the request's own); `spans`: all
+        // of them, outermost first, so that a line a handler writes inside its own span (rate
+        // limited, refresh reuse, database unavailable) still carries the request's id and
+        // client IP, as the text format's span prefix does.
         builder
             .json()
             .with_current_span(true)
-            .with_span_list(false)
+            .with_span_list(true)
             .try_init()
     } else {
         builder

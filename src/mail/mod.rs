@@ -12,6 +12,7 @@
 //! Without `smtp_url` the worker writes each email, link included, to the log instead, so a
 //! developer can follow it locally.
 
+pub mod admin;
 pub mod links;
 pub mod templates;
 pub mod worker;

@@ -131,12 +131,18 @@ async fn record(
         }
     };
     let sent = matches!(outcome, Outcome::Sent);
+    let outcome_label = match &outcome {
+        Outcome::Sent => "delivered",
+        Outcome::Retry { .. } => "retried",
+        Outcome::Dead { .. } => "dead",
+    };
     let changed = state
         .store
         .record_mail(m.id.clone(), message.claim_id, outcome, now)
         .await?;
     if changed {
         *counter += 1;
+        crate::metrics::Metrics::outcome(&state.metrics.mail_deliveries, outcome_label);
         if sent {
             tracing::info!(id = %m.id, kind = %m.kind, attempts, "email delivered");
         }

@@ -32,8 +32,14 @@ use axum::Router;
 use crate::app::AppState;
 use crate::error::ApiError;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+/// GET /metrics alone, for `metrics_listen`.
+pub fn metrics_router() -> Router<AppState> {
+    metrics::router()
+}
+
+/// Every route; `/metrics` only when it has no address of its own (`metrics_listen`).
+pub fn router(with_metrics: bool) -> Router<AppState> {
+    let routes = Router::new()
         .merge(signup::router())
         .merge(login::router())
         .merge(refresh::router())
@@ -45,8 +51,12 @@ pub fn router() -> Router<AppState> {
         .merge(mfa::router())
         .merge(jwks::router())
         .merge(health::router())
-        .merge(metrics::router())
-        .merge(openapi::router())
+        .merge(openapi::router());
+    let routes = match with_metrics {
+        true => routes.merge(metrics::router()),
+        false => routes,
+    };
+    routes
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
 }

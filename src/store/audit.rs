@@ -2,7 +2,7 @@
 //! event exists exactly when what it describes happened; events of failed attempts are written in
 //! their own transaction, because the failure must not erase them.
 
-use sqlx::{Any, Executor};
+use sqlx::{Any, Executor, FromRow};
 use uuid::Uuid;
 
 use crate::clock::Millis;
@@ -105,4 +105,43 @@ pub(in crate::store) async fn record<'e>(
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// An event as the operator sees it.
+#[derive(Debug, FromRow)]
+pub struct EventRow {
+    pub id: String,
+    pub kind: String,
+    pub session_id: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub created_at: i64,
+}
+
+/// A user's events, newest first (those of a deleted account stay, under its id).
+pub async fn for_user<'e>(
+    db: impl Executor<'e, Database = Any>,
+    user_id: Uuid,
+    limit: i64,
+) -> Result<Vec<EventRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, kind, session_id, ip, user_agent, created_at FROM audit_events \
+         WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
+    )
+    .bind(user_id.to_string())
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Deletes events written before `before` (`audit_retention`); how many.
+pub(in crate::store) async fn prune<'e>(
+    db: impl Executor<'e, Database = Any>,
+    before: Millis,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM audit_events WHERE created_at < $1")
+        .bind(before)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected())
 }

@@ -41,8 +41,10 @@ impl Queue {
         }
     }
 
-    /// What is erased once a row is finished: an email's bodies carry its link. A webhook's
-    /// payload carries no secret and is kept, so that a dead delivery can be retried.
+    /// What is erased once a row is sent: an email's bodies carry its link. A webhook's payload
+    /// carries no secret and is kept, so that a dead delivery can be retried. A dead email keeps
+    /// its bodies too, for `latchkey mail retry`, until its links have expired anyway (the prune
+    /// job erases them then, see `Store::prune_mail`).
     fn erase(self) -> &'static str {
         match self {
             Queue::Mail => ", body_text = '', body_html = ''",
@@ -141,7 +143,7 @@ pub(in crate::store) async fn finish<'e>(
         Outcome::Dead { error } => {
             let sql = format!(
                 "UPDATE {table} SET dead_at = $1, last_error = $2, claim_id = NULL, \
-                                    claimed_until = NULL{erase} \
+                                    claimed_until = NULL \
                  WHERE id = $3 AND claim_id = $4 AND {open}"
             );
             sqlx::query(&sql)
@@ -226,4 +228,16 @@ pub(in crate::store) async fn backlog<'e>(
         queue.table()
     );
     sqlx::query_as(&sql).fetch_one(db).await
+}
+
+/// Rows given up (dead) and still kept: emails until they are pruned, webhooks until retried.
+pub(in crate::store) async fn dead<'e>(
+    db: impl Executor<'e, Database = Any>,
+    queue: Queue,
+) -> Result<i64, sqlx::Error> {
+    let sql = format!(
+        "SELECT COUNT(*) FROM {} WHERE dead_at IS NOT NULL",
+        queue.table()
+    );
+    sqlx::query_scalar(&sql).fetch_one(db).await
 }

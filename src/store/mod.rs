@@ -62,6 +62,8 @@ pub struct Store {
     read: AnyPool,
     write: AnyPool,
     backend: Backend,
+    /// `database_timeout`: bounds `ping` (and, on PostgreSQL, every acquire and transaction).
+    timeout: Duration,
     /// The endpoints the flows queue their webhook events for (none until configured).
     webhooks: webhooks::Routes,
     /// The embedding application's hooks into the account flows (none in the standalone server).
@@ -69,9 +71,24 @@ pub struct Store {
 }
 
 impl Store {
+    /// Opens the pools. `timeout` (`database_timeout`) is how long a request may wait for the
+    /// database before it is answered 503 `unavailable`:
+    ///
+    /// - PostgreSQL: acquiring a connection, which includes sqlx's liveness check of an idle
+    ///   connection (`SELECT 1`-like ping, on by default) or the opening of a new one, is bounded
+    ///   by it. A connection whose peer vanished (a black-holed route: no RST, TCP retransmits for
+    ///   ~15 minutes) fails that check in time, is dropped, and the next acquire opens a new one;
+    ///   once the database is back the pool refills by itself, no restart needed. A transaction
+    ///   already running when the database vanishes is bounded too (`tx.rs`), so no worker and no
+    ///   pool slot hangs on it.
+    /// - SQLite: the file is local and cannot become unreachable; its single writer connection
+    ///   queues every write transaction, and a burst of signups may well wait for it longer than
+    ///   a second without anything being wrong. So acquisitions keep their generous bound
+    ///   (`SQLITE_ACQUIRE`, inside the request timeout); only /readyz's probe uses `timeout`.
     pub async fn connect(
         url: &SecretString,
         durability: SqliteSynchronous,
+        timeout: Duration,
     ) -> anyhow::Result<Store> {
         sqlx::any::install_default_drivers();
         let url = url.expose_secret();
@@ -86,7 +103,7 @@ impl Store {
             let options = || {
                 let pragmas = pragmas.clone();
                 guarded(AnyPoolOptions::new())
-                    .acquire_timeout(Duration::from_secs(10))
+                    .acquire_timeout(SQLITE_ACQUIRE)
                     // A connection to a local file cannot go stale, and sqlx's default ping before
                     // every acquire is one more round trip to the connection's worker thread:
                     // on GET /auth/me it was a quarter of the server's CPU (see the README's
@@ -110,25 +127,29 @@ impl Store {
                 .connect(&url)
                 .await
                 .context("cannot open the SQLite database")?;
-            Ok(Store::new(read, write, Backend::Sqlite))
+            Ok(Store::new(read, write, Backend::Sqlite, timeout))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let pool = guarded(AnyPoolOptions::new())
                 .max_connections(16)
-                .acquire_timeout(Duration::from_secs(5))
+                .acquire_timeout(timeout)
+                // The default, said aloud: the ping before handing out an idle connection is what
+                // finds a dead one within `timeout` instead of a query hanging on it.
+                .test_before_acquire(true)
                 .connect(url)
                 .await
                 .context("cannot connect to PostgreSQL")?;
-            Ok(Store::new(pool.clone(), pool, Backend::Postgres))
+            Ok(Store::new(pool.clone(), pool, Backend::Postgres, timeout))
         } else {
             bail!("database_url must start with sqlite:// or postgres://")
         }
     }
 
-    fn new(read: AnyPool, write: AnyPool, backend: Backend) -> Store {
+    fn new(read: AnyPool, write: AnyPool, backend: Backend, timeout: Duration) -> Store {
         Store {
             read,
             write,
             backend,
+            timeout,
             webhooks: webhooks::Routes::default(),
             hooks: Arc::new(NoHooks),
         }
@@ -139,7 +160,7 @@ impl Store {
     /// the file) so that reads never wait for the writer, and the pool's connections must wait
     /// for the write lock rather than fail at once: sqlx's SQLite connections do (a 5 s busy
     /// timeout by default), and a pool whose connections do not is refused here.
-    pub async fn from_pool(pool: AnyPool) -> anyhow::Result<Store> {
+    pub async fn from_pool(pool: AnyPool, timeout: Duration) -> anyhow::Result<Store> {
         sqlx::any::install_default_drivers();
         let mut conn = pool
             .acquire()
@@ -168,7 +189,7 @@ impl Store {
             }
         }
         drop(conn);
-        Ok(Store::new(pool.clone(), pool, backend))
+        Ok(Store::new(pool.clone(), pool, backend, timeout))
     }
 
     /// The application's hooks into the account flows (library mode).
@@ -210,30 +231,43 @@ impl Store {
         &self.write
     }
 
-    /// Connections (in use, idle) of the read and the write pool; on PostgreSQL they are one pool.
-    pub fn pool_usage(&self) -> [(&'static str, u32, usize); 2] {
-        let usage = |pool: &AnyPool| {
+    /// Connections (name, in use, idle) of each pool: SQLite's `read` and `write` pools, or
+    /// PostgreSQL's one pool, `main` (counted once, not as a read and a write pool).
+    pub fn pool_usage(&self) -> Vec<(&'static str, u32, usize)> {
+        let usage = |name, pool: &AnyPool| {
             let idle = pool.num_idle();
-            (
-                pool.size()
-                    .saturating_sub(u32::try_from(idle).unwrap_or(u32::MAX)),
-                idle,
-            )
+            let busy = pool
+                .size()
+                .saturating_sub(u32::try_from(idle).unwrap_or(u32::MAX));
+            (name, busy, idle)
         };
-        let (read_busy, read_idle) = usage(&self.read);
-        let (write_busy, write_idle) = usage(&self.write);
-        [
-            ("read", read_busy, read_idle),
-            ("write", write_busy, write_idle),
-        ]
+        match self.backend {
+            Backend::Sqlite => vec![usage("read", &self.read), usage("write", &self.write)],
+            Backend::Postgres => vec![usage("main", &self.read)],
+        }
     }
 
-    /// Whether the database answers (for /readyz).
+    /// `database_timeout`.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Whether the database answers (for /readyz), within `database_timeout`.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1")
-            .execute(&self.read)
+        self.bounded(sqlx::query("SELECT 1").execute(&self.read))
             .await
             .map(|_| ())
+    }
+
+    /// `work` within `database_timeout`, or `PoolTimedOut` (a 503 `unavailable`): for reads that
+    /// must not wait on a database that vanished, such as the metrics refresh.
+    pub async fn bounded<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, sqlx::Error> {
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .unwrap_or(Err(sqlx::Error::PoolTimedOut))
     }
 
     pub async fn close(&self) {
@@ -241,6 +275,11 @@ impl Store {
         self.write.close().await;
     }
 }
+
+/// How long a SQLite connection may be waited for: writers queue on the one writer connection, and
+/// a burst may keep the queue busy for seconds; the request timeout (10 s by default) ends a
+/// request first.
+const SQLITE_ACQUIRE: Duration = Duration::from_secs(10);
 
 /// The hooks every pool gets: a connection sqlx counts inside a transaction is closed instead of
 /// handed out (`before_acquire`) or kept (`after_release`); see `tx.rs`.

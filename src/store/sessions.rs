@@ -343,6 +343,35 @@ pub async fn live_sessions<'e>(
     .await
 }
 
+/// A session as the operator sees it: live or ended (until pruned).
+#[derive(Debug, FromRow)]
+pub struct SessionRecord {
+    pub id: String,
+    pub created_at: i64,
+    pub last_used_at: i64,
+    pub idle_expires_at: i64,
+    pub absolute_expires_at: i64,
+    pub revoked_at: Option<i64>,
+    pub revoked_reason: Option<String>,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+/// Every session of a user still stored, newest first (ended ones stay a day before pruning).
+pub async fn all_sessions<'e>(
+    db: impl Executor<'e, Database = Any>,
+    user_id: Uuid,
+) -> Result<Vec<SessionRecord>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, created_at, last_used_at, idle_expires_at, absolute_expires_at, revoked_at, \
+                revoked_reason, user_agent, ip FROM sessions \
+         WHERE user_id = $1 ORDER BY created_at DESC, id DESC",
+    )
+    .bind(user_id.to_string())
+    .fetch_all(db)
+    .await
+}
+
 /// Deletes sessions (and, by cascade, their refresh tokens) that ended before `ended_before`.
 /// Safe to run from several instances at once: each row is deleted once, by whoever gets there.
 pub(in crate::store) async fn prune<'e>(

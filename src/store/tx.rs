@@ -30,6 +30,19 @@
 //!    `before_acquire` and `after_release` hooks that close any connection sqlx counts inside a
 //!    transaction), so no path, not even one outside this module, is handed one.
 //!
+//! # A database that vanishes mid-transaction
+//!
+//! On PostgreSQL every attempt, from `BEGIN` to `COMMIT`, is bounded by `database_timeout`. The
+//! transactions of this service are a few indexed statements; one still running after that long
+//! is waiting on a database that does not answer (a black-holed route keeps a TCP connection
+//! "open" for a quarter of an hour while the kernel retransmits), and without the bound a
+//! request would wait out the request timeout and a background worker would hang with a pool
+//! slot. The attempt ends with `PoolTimedOut` (503 `unavailable`); its connection, in a state
+//! nobody knows, is detached from the pool and dropped (its socket closed at once, where a
+//! graceful close or sqlx's ping on release would wait on the dead peer), and the server rolls
+//! back what it had. SQLite has no such bound: a local file does not vanish, and a flow there
+//! waits only for the writer, which the request timeout bounds.
+//!
 //! # Retries
 //!
 //! Under SERIALIZABLE isolation (the default of CockroachDB and YugabyteDB, and a setting of
@@ -178,6 +191,10 @@ impl Store {
         F: Flow<I, T>,
     {
         let pool = self.write.clone();
+        let bound = match self.backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(self.timeout),
+        };
         let begin = match self.backend {
             // Takes the write lock at the start, so the transaction never fails half-way trying
             // to upgrade a read lock.
@@ -195,7 +212,7 @@ impl Store {
             async move {
                 let mut attempt = 1;
                 loop {
-                    match once(&pool, begin, &flow, &input, &caller).await {
+                    match once(&pool, begin, bound, &flow, &input, &caller).await {
                         Err(failed) if failed.worth_another_try(attempt) => {
                             tracing::info!(attempt, error = %failed.error, "transaction retried");
                             tokio::time::sleep(backoff(attempt)).await;
@@ -221,6 +238,7 @@ impl Store {
 async fn once<I, T, F>(
     pool: &AnyPool,
     begin: &'static str,
+    bound: Option<Duration>,
     flow: &F,
     input: &I,
     caller: &Caller,
@@ -232,9 +250,25 @@ where
         error,
         step: Step::Acquire,
     })?;
-    let ran = AssertUnwindSafe(run(&mut conn, begin, flow, input, caller))
-        .catch_unwind()
-        .await;
+    let ran = AssertUnwindSafe(run(&mut conn, begin, flow, input, caller)).catch_unwind();
+    let ran = match bound {
+        None => ran.await,
+        Some(limit) => match tokio::time::timeout(limit, ran).await {
+            Ok(ran) => ran,
+            Err(_) => {
+                tracing::warn!(
+                    timeout_ms = limit.as_millis(),
+                    "the database did not finish a transaction within database_timeout: \
+                     dropping its connection"
+                );
+                drop(conn.detach());
+                return Err(Failed {
+                    error: sqlx::Error::PoolTimedOut,
+                    step: Step::TimedOut,
+                });
+            }
+        },
+    };
     match ran {
         Ok(Ok(outcome)) => {
             // Committed or rolled back as the flow said; a connection that still counts itself
@@ -251,7 +285,7 @@ where
             let clean = match failed.step {
                 Step::Abandoned => true,
                 Step::Flow => failed.retryable(),
-                Step::Acquire | Step::Begin | Step::End => false,
+                Step::Acquire | Step::Begin | Step::End | Step::TimedOut => false,
             };
             if !clean || conn.is_in_transaction() {
                 discard(conn).await;
@@ -277,6 +311,8 @@ enum Step {
     End,
     /// The caller went away before the commit: rolled back, cleanly.
     Abandoned,
+    /// The attempt outlived `database_timeout` (PostgreSQL); its connection is gone.
+    TimedOut,
 }
 
 /// A failed attempt.
@@ -295,7 +331,7 @@ impl Failed {
             // PostgreSQL may refuse a SERIALIZABLE transaction at its COMMIT: with 40001 it is
             // known to have rolled back, so running it again is as safe as after a statement.
             Step::Flow | Step::End => attempt < MAX_ATTEMPTS && self.retryable(),
-            Step::Acquire | Step::Abandoned => false,
+            Step::Acquire | Step::Abandoned | Step::TimedOut => false,
         }
     }
 

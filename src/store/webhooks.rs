@@ -142,6 +142,11 @@ pub async fn backlog<'e>(
     lease::backlog(db, Queue::Webhooks).await
 }
 
+/// Deliveries given up (dead) and not retried.
+pub async fn dead<'e>(db: impl Executor<'e, Database = Any>) -> Result<i64, sqlx::Error> {
+    lease::dead(db, Queue::Webhooks).await
+}
+
 /// When the next delivery waiting for a retry is due, if any: the worker sleeps until then.
 pub async fn next_due<'e>(
     db: impl Executor<'e, Database = Any>,

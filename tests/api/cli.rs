@@ -466,3 +466,136 @@ async fn sigterm_drains_first_then_stops_accepting_and_exits_0() {
     assert!(log.contains("draining: /readyz answers 503"), "{log}");
     assert!(log.contains("latchkey stopped"), "{log}");
 }
+
+/// `config check` without `--json`: its problem lines and whether it succeeded.
+async fn config_check(args: &[&str], dir: &std::path::Path) -> (bool, Vec<String>) {
+    let mut all = vec!["config", "check"];
+    all.extend_from_slice(args);
+    let all: Vec<String> = all.iter().map(|a| (*a).to_owned()).collect();
+    let dir = dir.to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        run(&all, &dir)
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let problems = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("problem: "))
+        .map(str::to_owned)
+        .collect();
+    (output.status.success(), problems)
+}
+
+/// Each problem `serve` would stop on is a line of its own, and the exit status says so: a KEK
+/// that is not base64 of 32 bytes, missing template directories, a database that does not answer
+/// (refused, or a black hole answered within database_timeout), a KEK that cannot open the
+/// stored signing keys. Nothing is created or migrated by the check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_check_names_every_problem_on_a_line_of_its_own() {
+    let dir = WorkDir::new();
+    let good_kek = latchkey::keys::Kek::generate_encoded();
+    let fresh_db = format!("sqlite://{}", dir.0.join("fresh.db").display());
+
+    let (ok, problems) = config_check(
+        &[
+            "--database-url",
+            &fresh_db,
+            "--key-encryption-key",
+            &good_kek,
+        ],
+        &dir.0,
+    )
+    .await;
+    assert!(ok && problems.is_empty(), "{problems:?}");
+    assert!(
+        !dir.0.join("fresh.db").exists(),
+        "the check creates no database"
+    );
+
+    let (ok, problems) = config_check(
+        &[
+            "--database-url",
+            "postgres://postgres@127.0.0.1:1/none",
+            "--database-timeout",
+            "300ms",
+            "--key-encryption-key",
+            "not base64 at all",
+            "--mail-templates",
+            "no-such-mail-dir",
+            "--pages-templates",
+            "no-such-pages-dir",
+        ],
+        &dir.0,
+    )
+    .await;
+    assert!(!ok);
+    assert_eq!(problems.len(), 4, "{problems:#?}");
+    assert!(problems[0].starts_with("key_encryption_key must be base64 of 32 bytes"));
+    assert_eq!(
+        problems[1],
+        "mail_templates no-such-mail-dir is not a directory"
+    );
+    assert_eq!(
+        problems[2],
+        "pages_templates no-such-pages-dir is not a directory"
+    );
+    assert!(
+        problems[3].starts_with("database postgres://postgres@127.0.0.1:1/none unreachable"),
+        "{problems:?}"
+    );
+
+    // A database that accepts connections and never answers: reported within the timeout.
+    let hole = TcpProxy::start("127.0.0.1:9".parse().unwrap()).await;
+    hole.set(ProxyMode::BlackHole);
+    let url = format!("postgres://postgres@{}/none", hole.address);
+    let (ok, problems) = config_check(
+        &[
+            "--database-url",
+            &url,
+            "--database-timeout",
+            "300ms",
+            "--key-encryption-key",
+            &good_kek,
+        ],
+        &dir.0,
+    )
+    .await;
+    assert!(!ok);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("unreachable"), "{problems:?}");
+
+    // A database whose signing keys another KEK sealed.
+    let db = format!("sqlite://{}", dir.0.join("keys.db").display());
+    let migrate = run(
+        &[
+            "keys",
+            "rotate",
+            "--database-url",
+            &db,
+            "--key-encryption-key",
+            &good_kek,
+        ],
+        &dir.0,
+    );
+    assert!(migrate.status.success(), "{migrate:?}");
+    let other_kek = latchkey::keys::Kek::generate_encoded();
+    let (ok, problems) = config_check(
+        &["--database-url", &db, "--key-encryption-key", &other_kek],
+        &dir.0,
+    )
+    .await;
+    assert!(!ok);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("key_encryption_key cannot open the stored signing key"),
+        "{problems:?}"
+    );
+    let (ok, problems) = config_check(
+        &["--database-url", &db, "--key-encryption-key", &good_kek],
+        &dir.0,
+    )
+    .await;
+    assert!(ok, "{problems:?}");
+}

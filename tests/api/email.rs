@@ -21,6 +21,7 @@ db_tests!(
     workers_of_several_instances_deliver_each_message_once,
     operator_templates_replace_the_built_in_ones_and_values_are_escaped_in_html,
     pruning_removes_only_what_nothing_can_use_any_more,
+    the_operator_lists_dead_emails_and_sends_one_again_while_its_link_lives,
 );
 
 fn resend_request(app: &TestApp, access_token: &str) -> reqwest::RequestBuilder {
@@ -272,7 +273,7 @@ async fn a_message_that_keeps_failing_goes_dead_and_later_ones_still_go_out(db: 
     }
     app.wait_for_count(
         "SELECT COUNT(*) FROM outbox WHERE recipient = 'doomed@example.com' AND dead_at IS NOT NULL \
-         AND sent_at IS NULL AND attempts = 3 AND body_text = '' AND body_html = ''",
+         AND sent_at IS NULL AND attempts = 3 AND body_text <> '' AND body_html <> ''",
         1,
     )
     .await;
@@ -726,4 +727,79 @@ mod rollback {
             pool.close().await;
         }
     }
+}
+
+/// `latchkey mail dead` lists what was given up (never a body), and `mail retry ID` sends it
+/// again once the relay is back, while its body and link are kept; once the link's lifetime has
+/// passed, the prune job erases the body and a retry is refused.
+async fn the_operator_lists_dead_emails_and_sends_one_again_while_its_link_lives(db: Db) {
+    let sink = SmtpSink::start().await;
+    sink.stop();
+    let app = TestApp::spawn_with_sink(db, &sink, |o| o.mail_max_attempts = Some(1)).await;
+    let cli = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend([
+            "--database-url",
+            &app.db.url,
+            "--key-encryption-key",
+            &app.kek,
+            "--json",
+        ]);
+        run(&all, &std::env::temp_dir())
+    };
+    let session = app.signed_up("alice@example.com").await;
+    app.wait_for_count("SELECT COUNT(*) FROM outbox WHERE dead_at IS NOT NULL", 1)
+        .await;
+
+    let listed = cli(&["mail", "dead"]);
+    assert!(listed.status.success(), "{listed:?}");
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let emails = listed["emails"].as_array().unwrap();
+    assert_eq!(emails.len(), 1);
+    assert_eq!(emails[0]["recipient"], "alice@example.com");
+    assert_eq!(emails[0]["retryable"], true);
+    assert!(emails[0].get("body_text").is_none() && !listed.to_string().contains("token="));
+    let id = emails[0]["id"].as_str().unwrap().to_owned();
+
+    sink.restart().await;
+    let retried = cli(&["mail", "retry", &id]);
+    assert!(retried.status.success(), "{retried:?}");
+    app.state.mailer.wake();
+    let mail = sink.nth(1).await;
+    assert_eq!(mail.to, ["alice@example.com"]);
+    assert_eq!(
+        verify(&app, &mail.token("/email/verify")).await.status(),
+        204
+    );
+    assert_eq!(email_verified(&app, &session.access_token).await, true);
+    let again = cli(&["mail", "retry", &id]);
+    assert!(!again.status.success(), "a sent email is not dead");
+    assert!(!cli(&["mail", "retry", "no-such-id"]).status.success());
+
+    // Dead longer than any link lives: the body goes, and so does the chance of a retry.
+    sink.stop();
+    app.signed_up("bob@example.com").await;
+    app.wait_for_count(
+        "SELECT COUNT(*) FROM outbox WHERE dead_at IS NOT NULL AND recipient = 'bob@example.com'",
+        1,
+    )
+    .await;
+    app.clock
+        .advance(std::time::Duration::from_secs(24 * 3600 + 60));
+    latchkey::jobs::prune_mail(&app.state).await.unwrap();
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM outbox WHERE recipient = 'bob@example.com' AND body_text = '' \
+             AND body_html = ''"
+        )
+        .await,
+        1
+    );
+    let bob_id = app
+        .text("SELECT id FROM outbox WHERE recipient = 'bob@example.com'")
+        .await
+        .unwrap();
+    let refused = cli(&["mail", "retry", &bob_id]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("erased"));
 }

@@ -356,5 +356,14 @@ async fn jwks_lists_the_signing_key_that_verifies_access_tokens(db: Db) {
     assert!(claims["jti"].is_string());
     let mut names: Vec<&String> = claims.as_object().unwrap().keys().collect();
     names.sort();
-    assert_eq!(names, ["aud", "exp", "iat", "iss", "jti", "sid", "sub"]);
+    assert_eq!(
+        names,
+        [
+            "aal", "amr", "aud", "exp", "iat", "iss", "jti", "sid", "sub"
+        ]
+    );
+    assert_eq!(
+        (&claims["amr"], &claims["aal"]),
+        (&json!(["pwd"]), &json!(1))
+    );
 }

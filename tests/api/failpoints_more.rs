@@ -26,6 +26,7 @@ db_tests!(
     email_resend_failing_before_commit_issues_no_link_and_keeps_the_slot,
     profile_update_failing_before_commit_keeps_the_display_name,
     session_revoke_failing_before_commit_keeps_the_session,
+    mfa_verify_failing_before_commit_opens_no_session_and_spends_nothing,
 );
 
 /// What a failpoint does when it fires: fail the step with an error, or panic there.
@@ -40,7 +41,7 @@ const NEW_PASSWORD: &str = "another horse battery staple";
 const ALICE: &str = "alice@example.com";
 
 /// Every table of the schema: the failed request must leave each one exactly as it was.
-const TABLES: [&str; 13] = [
+const TABLES: [&str; 16] = [
     "users",
     "profiles",
     "sessions",
@@ -54,6 +55,9 @@ const TABLES: [&str; 13] = [
     "email_key_version",
     "password_reset_requests",
     "webhook_outbox",
+    "mfa_totp",
+    "mfa_recovery_codes",
+    "mfa_challenges",
 ];
 
 /// Undelivered webhooks: the webhook worker changes these rows on its own, like the outbox's.
@@ -210,6 +214,70 @@ impl Fixture {
 
     async fn finish(self) {
         self.pool.close().await;
+    }
+}
+
+async fn mfa_verify_failing_before_commit_opens_no_session_and_spends_nothing(db: Db) {
+    use crate::mfa::{base32, code_at_step};
+    let step_now = || {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        now.unwrap().as_secs() / 30
+    };
+    for action in ACTIONS {
+        let f = Fixture::start(db, "mfa.verify.before_commit", action).await;
+        let context = f.context.clone();
+        let post = |path: &str, body: Value| {
+            f.server
+                .client
+                .post(f.server.url(path))
+                .bearer_auth(&f.alice.access_token)
+                .json(&body)
+        };
+        let started = send(&post(
+            "/auth/mfa/totp/enroll",
+            json!({"password": PASSWORD}),
+        ))
+        .await;
+        let started: Value = started.json().await.unwrap();
+        let secret = base32(started["secret"].as_str().unwrap());
+        // The previous step's code confirms (clock skew), so the current one is still unused.
+        let code = code_at_step(&secret, step_now() - 1);
+        let confirmed = send(&post("/auth/mfa/totp/confirm", json!({"code": code}))).await;
+        assert_eq!(confirmed.status(), 200, "{context}: confirmed");
+        let login = f.login(PASSWORD).await;
+        let body: Value = login.json().await.unwrap();
+        assert_eq!(body["mfa_required"], true, "{context}");
+        f.settle().await;
+
+        let body =
+            json!({"mfa_token": body["mfa_token"], "code": code_at_step(&secret, step_now())});
+        let verify = f
+            .server
+            .client
+            .post(f.server.url("/auth/mfa/verify"))
+            .json(&body);
+        f.fails_changing_nothing(&verify).await;
+        let unspent = "SELECT COUNT(*) FROM mfa_challenges WHERE used_at IS NULL";
+        assert_eq!(
+            f.count(unspent).await,
+            1,
+            "{context}: the challenge is unspent"
+        );
+
+        let retried = send(&verify).await;
+        assert_eq!(
+            retried.status(),
+            200,
+            "{context}: the same verification again"
+        );
+        let session = Session::from_response(retried).await;
+        assert!(
+            session.cookies.contains_key("__Host-lk_access"),
+            "{context}"
+        );
+        assert_eq!(f.me_status(&session.access_token).await, 200, "{context}");
+        assert_eq!(f.count(unspent).await, 0, "{context}: spent now");
+        f.finish().await;
     }
 }
 

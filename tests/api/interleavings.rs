@@ -35,7 +35,14 @@ async fn server_with_kek(db: &TestDb, kek: &str, failpoints: &[&str]) -> ServerP
         .iter()
         .map(|point| format!("{point}=1*return(sleep:{HOLD_MS})"))
         .collect();
-    ServerProcess::serve(db, kek, &[("FAILPOINTS", &held.join(";"))]).await
+    // A held flow keeps its transaction open for HOLD_MS, and the racing one may wait that long
+    // for its locks: both longer than the default database_timeout, which would end them.
+    let env = [
+        ("FAILPOINTS", held.join(";")),
+        ("LATCHKEY_DATABASE_TIMEOUT", "10s".to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    ServerProcess::serve(db, kek, &env).await
 }
 
 /// Waits until `sql` counts `expected` (the abandoned flow ends on its own), or fails.

@@ -6,6 +6,7 @@ mod helpers;
 mod addresses;
 mod admin;
 mod cli;
+mod deploy;
 mod email;
 mod errors;
 #[cfg(feature = "failpoints")]
@@ -24,6 +25,8 @@ mod metadata;
 mod metrics;
 mod mfa;
 mod openapi;
+mod operations;
+mod outage;
 mod pages;
 mod password;
 mod refresh;

@@ -337,7 +337,9 @@ async fn users_cannot_write_app_metadata_and_chosen_keys_become_claims(db: Db) {
     names.sort();
     assert_eq!(
         names,
-        ["aud", "exp", "iat", "iss", "jti", "plan", "sid", "sub"]
+        [
+            "aal", "amr", "aud", "exp", "iat", "iss", "jti", "plan", "sid", "sub"
+        ]
     );
     // The token with its extra claim verifies on latchkey's own endpoints.
     assert_eq!(app.me(&session.access_token).await.status(), 200);

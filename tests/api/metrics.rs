@@ -27,7 +27,10 @@ async fn scrape(app: &TestApp) -> String {
 }
 
 async fn metrics_count_the_flows_and_show_the_invariant(db: Db) {
-    let app = TestApp::spawn(db).await;
+    let app = TestApp::spawn_with(db, |o| {
+        o.metrics_refresh = Some("50ms".parse().unwrap());
+    })
+    .await;
     let before = scrape(&app).await;
     assert_eq!(
         sample(&before, "latchkey_accounts_without_profile"),
@@ -109,22 +112,36 @@ async fn metrics_count_the_flows_and_show_the_invariant(db: Db) {
     assert_eq!(sample(&after, "latchkey_password_hash_jobs"), Some(0.0));
     // Signup queued a verification email.
     assert!(sample(&after, "latchkey_outbox_backlog").is_some());
-    assert!(
-        sample(
-            &after,
-            "latchkey_db_connections{pool=\"read\",state=\"idle\"}"
-        )
-        .is_some()
-    );
+    // SQLite's pools are two; PostgreSQL's one pool is counted once.
+    let pool = match db {
+        Db::Sqlite => "read",
+        Db::Postgres => "main",
+    };
+    let series = format!("latchkey_db_connections{{pool=\"{pool}\",state=\"idle\"}}");
+    assert!(sample(&after, &series).is_some(), "{series}");
 
-    // The invariant gauge reads the database: break it and it shows.
+    // The invariant gauge reads the database, in the background: break it and it shows by the
+    // next refresh, with the time of that read.
     sqlx::query("DELETE FROM profiles")
         .execute(app.pool())
         .await
         .unwrap();
-    let broken = scrape(&app).await;
-    assert_eq!(
-        sample(&broken, "latchkey_accounts_without_profile"),
-        Some(1.0)
-    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let broken = scrape(&app).await;
+        if sample(&broken, "latchkey_accounts_without_profile") == Some(1.0) {
+            let read_at = sample(&broken, "latchkey_db_gauges_read_timestamp_seconds").unwrap();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64();
+            assert!((now - read_at).abs() < 60.0, "{read_at} vs {now}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the invariant gauge never moved"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

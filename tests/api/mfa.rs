@@ -21,7 +21,7 @@ db_tests!(
 );
 
 /// RFC 4648 base32, no padding.
-fn base32(text: &str) -> Vec<u8> {
+pub fn base32(text: &str) -> Vec<u8> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let (mut bits, mut value, mut out) = (0u32, 0u32, Vec::new());
     for c in text.bytes() {
@@ -37,7 +37,7 @@ fn base32(text: &str) -> Vec<u8> {
 }
 
 /// The 6-digit TOTP code of `secret` for the 30-second step `step` (RFC 6238, HOTP of RFC 4226).
-fn code_at_step(secret: &[u8], step: u64) -> String {
+pub fn code_at_step(secret: &[u8], step: u64) -> String {
     let mut mac = Hmac::<Sha1>::new_from_slice(secret).unwrap();
     mac.update(&step.to_be_bytes());
     let digest = mac.finalize().into_bytes();
@@ -61,14 +61,14 @@ fn the_tests_own_codes_are_the_rfc_6238_test_vectors() {
 
 /// A signed-up account with TOTP on: the secret, the step its confirmation used, the recovery
 /// codes, and the session it signed up with.
-struct Enrolled {
-    session: Session,
-    secret: Vec<u8>,
-    step: u64,
-    recovery_codes: Vec<String>,
+pub struct Enrolled {
+    pub session: Session,
+    pub secret: Vec<u8>,
+    pub step: u64,
+    pub recovery_codes: Vec<String>,
 }
 
-fn step_now(app: &TestApp) -> u64 {
+pub fn step_now(app: &TestApp) -> u64 {
     u64::try_from(app.clock.now()).unwrap() / 1000 / 30
 }
 
@@ -89,13 +89,13 @@ async fn error(response: reqwest::Response) -> (u16, Value) {
 }
 
 /// Freezes the app's clock at the start of a step, so that codes are exact.
-fn freeze(app: &TestApp) {
+pub fn freeze(app: &TestApp) {
     let step = step_now(app) + 1;
     app.clock
         .freeze_at(i64::try_from(step * 30_000).unwrap() + 1000);
 }
 
-async fn enroll(app: &TestApp, email: &str) -> Enrolled {
+pub async fn enroll(app: &TestApp, email: &str) -> Enrolled {
     let session = app.signed_up(email).await;
     let started = post(
         app,

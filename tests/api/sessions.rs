@@ -275,6 +275,7 @@ async fn view(app: &TestApp, user_agent: &str, current: bool) -> Value {
         "user_agent": user_agent,
         "ip": "127.0.0.1",
         "current": current,
+        "amr": ["pwd"],
     })
 }
 

@@ -348,8 +348,11 @@ async fn expect(receiver: &Receiver, seen: &mut usize, n: usize, want: &[&str]) 
 
 async fn retries_after_500s_keep_the_webhook_id_and_dead_ones_can_be_retried(db: Db) {
     let receiver = Receiver::start().await;
-    let app =
-        TestApp::spawn_with_receiver(db, &receiver, |o| o.webhook_max_attempts = Some(3)).await;
+    let app = TestApp::spawn_with_receiver(db, &receiver, |o| {
+        o.webhook_max_attempts = Some(3);
+        o.metrics_refresh = Some("50ms".parse().unwrap());
+    })
+    .await;
 
     receiver.fail_next(2);
     let alice = app.signed_up("alice@example.com").await;
@@ -394,15 +397,30 @@ async fn retries_after_500s_keep_the_webhook_id_and_dead_ones_can_be_retried(db:
     );
     assert_eq!(all[3].event_type(), "user.login");
 
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // The queue's gauges are read in the background: wait for a read that sees the dead one.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let metrics = loop {
+        let metrics = app
+            .client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics
+            .lines()
+            .any(|l| l == "latchkey_webhook_outbox_dead 1")
+        {
+            break metrics;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no dead webhook in\n{metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     for line in [
         r#"latchkey_webhook_deliveries_total{type="user.created",outcome="retried"} 2"#,
         r#"latchkey_webhook_deliveries_total{type="user.created",outcome="delivered"} 1"#,

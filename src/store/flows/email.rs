@@ -78,6 +78,39 @@ impl Store {
         .await
     }
 
+    /// Marks a user's address verified on the operator's word (`latchkey users verify`), retiring
+    /// the user's verification links, with the audit event and `user.email_verified`; whether it
+    /// was unverified.
+    pub async fn verify_email_by_admin(
+        &self,
+        user_id: Uuid,
+        now: Millis,
+    ) -> Result<bool, sqlx::Error> {
+        self.record_evented((), move |c, ((), hooks)| {
+            Box::pin(async move {
+                let done = sqlx::query(
+                    "UPDATE users SET email_verified_at = $1 \
+                     WHERE id = $2 AND email_verified_at IS NULL",
+                )
+                .bind(now)
+                .bind(user_id.to_string())
+                .execute(&mut *c)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Ok(Done::Rollback(false));
+                }
+                let purpose = Purpose::EmailVerification;
+                one_time_tokens::revoke_all(&mut *c, user_id, purpose, now).await?;
+                let actor = Actor::user(user_id);
+                audit::record(&mut *c, audit::Kind::EmailVerified, &actor, now).await?;
+                let event = EventType::UserEmailVerified;
+                events::user(c, hooks, event, user_id, None, now).await?;
+                Ok(Done::Commit(true))
+            })
+        })
+        .await
+    }
+
     /// Sends a new verification link, unless the address's throttle slot is taken.
     pub async fn resend_verification(&self, new: NewResend) -> Result<Resend, sqlx::Error> {
         self.write(new, |c, new| {

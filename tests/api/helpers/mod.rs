@@ -10,6 +10,7 @@
 mod process;
 mod receiver;
 mod smtp;
+mod tcp_proxy;
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -50,7 +51,7 @@ macro_rules! db_tests {
     )*};
 }
 
-fn admin_url() -> String {
+pub fn admin_url() -> String {
     std::env::var("LATCHKEY_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
@@ -239,7 +240,7 @@ impl TestApp {
         .await
     }
 
-    async fn start(
+    pub async fn start(
         db: std::sync::Arc<TestDb>,
         kek: String,
         configure: impl FnOnce(&mut Overrides),
@@ -495,6 +496,7 @@ pub use futures_util::future::join_all;
 pub use process::{ServerProcess, run};
 pub use receiver::{Delivery, Receiver, WEBHOOK_SECRET, WEBHOOK_SECRET_2, verify_signature};
 pub use smtp::SmtpSink;
+pub use tcp_proxy::{Mode as ProxyMode, TcpProxy};
 
 // Helpers for the session tests (refresh, logout, me).
 

@@ -7,6 +7,7 @@ mod entry;
 #[cfg(feature = "failpoints")]
 mod failpoints;
 mod links;
+mod mfa;
 mod settings;
 
 use std::collections::HashMap;

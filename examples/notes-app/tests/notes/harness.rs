@@ -48,6 +48,9 @@ public_url = "http://localhost:3000"
 key_encryption_key = "bm90ZXMtYXBwIHRlc3Qga2V5OyBuZXZlciBpbiB1c2U="
 rate_limits = "off"
 hash_queue = 128
+# On PostgreSQL a transaction is bounded by database_timeout (1 s by default): the slow-hook
+# tests hold theirs longer on purpose.
+database_timeout = "10s"
 "#;
 
 fn admin_url() -> String {
