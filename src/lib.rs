@@ -11,6 +11,8 @@
 
 /// The operator's commands (users, sessions, keys, configuration).
 pub mod admin;
+/// Admin API keys (`lk_admin_…`): generation, stored hash, the request extractor.
+pub mod admin_keys;
 /// Application state, router assembly and `serve(listener, state, shutdown)`.
 pub mod app;
 /// Wall-clock time in one place, so tests can move it.
@@ -43,6 +45,8 @@ pub mod metrics;
 pub mod middleware;
 /// The hosted pages: HTML forms for every flow, built on the same use cases as the JSON API.
 pub mod pages;
+/// Importing users with their password hashes (NDJSON), in batches.
+pub mod import;
 /// Argon2id hashing and verification on a bounded blocking pool behind a bounded queue.
 pub mod password;
 /// The HTTP use cases, one module each.

@@ -141,6 +141,9 @@ pub enum Purpose {
     Refresh,
     PasswordReset,
     EmailVerification,
+    /// The link of an email change, sent to the new address: it proves that address and swaps it
+    /// in, and is worth nothing as a verification or reset token (nor they as it).
+    EmailChange,
 }
 
 impl Purpose {
@@ -149,6 +152,7 @@ impl Purpose {
             Purpose::Refresh => "latchkey refresh token v1",
             Purpose::PasswordReset => "latchkey password reset token v1",
             Purpose::EmailVerification => "latchkey email verification token v1",
+            Purpose::EmailChange => "latchkey email change token v1",
         }
     }
 
@@ -158,6 +162,7 @@ impl Purpose {
             Purpose::Refresh => "refresh",
             Purpose::PasswordReset => "password_reset",
             Purpose::EmailVerification => "email_verification",
+            Purpose::EmailChange => "email_change",
         }
     }
 }

@@ -11,15 +11,18 @@
 //! Flows that send email write it to the outbox in that same transaction (`links`) and wake the
 //! mail worker after the commit.
 
+pub(crate) mod account;
+mod admin;
 pub(crate) mod body;
 pub(crate) mod email;
+pub(crate) mod email_change;
 mod health;
 mod jwks;
 pub(crate) mod login;
 pub(crate) mod logout;
 pub(crate) mod me;
 mod metrics;
-mod openapi;
+pub(crate) mod openapi;
 pub(crate) mod password;
 pub(crate) mod refresh;
 pub(crate) mod session;
@@ -39,6 +42,9 @@ pub fn router() -> Router<AppState> {
         .merge(logout::router())
         .merge(password::router())
         .merge(email::router())
+        .merge(email_change::router())
+        .merge(account::router())
+        .merge(admin::router())
         .merge(sessions::router())
         .merge(me::router())
         .merge(jwks::router())

@@ -1,0 +1,50 @@
+//! Importing accounts: one transaction per batch of parsed lines. Each line becomes an account
+//! through `create_account`, with its audit event and `user.created`; a line whose address is
+//! taken (by an existing account or an earlier line) is reported and skipped, never merged, and
+//! the batch goes on. A batch that fails (the database, a crash) leaves nothing of itself, and the
+//! batches before it stay committed: the caller reports which lines those were.
+
+use super::accounts::{Created, NewAccountRows, create_account};
+use super::events;
+use crate::clock::Millis;
+use crate::store::Store;
+use crate::store::audit::{self, Actor};
+use crate::store::tx::Done;
+use crate::webhooks::event::EventType;
+
+/// One parsed line of an import.
+#[derive(Debug)]
+pub struct ImportLine {
+    /// 1-based, for the report.
+    pub line: usize,
+    pub rows: NewAccountRows,
+}
+
+impl Store {
+    /// Imports one batch in one transaction; what became of each line, in order.
+    pub async fn import_batch(
+        &self,
+        lines: Vec<ImportLine>,
+        actor: Actor,
+        now: Millis,
+    ) -> Result<Vec<(usize, Created)>, sqlx::Error> {
+        self.write_evented((lines, actor), move |c, ((lines, actor), hooks)| {
+            Box::pin(async move {
+                let mut outcomes = Vec::with_capacity(lines.len());
+                for line in lines {
+                    let created = create_account(c, &line.rows, now).await?;
+                    if created == Created::Created {
+                        let user_id = line.rows.user_id;
+                        let kind = audit::Kind::UserImported;
+                        audit::record(&mut *c, kind, &actor.about(user_id), now).await?;
+                        let event = EventType::UserCreated;
+                        events::user(c, hooks, event, user_id, None, now).await?;
+                    }
+                    outcomes.push((line.line, created));
+                }
+                Ok(Done::Commit(outcomes))
+            })
+        })
+        .await
+    }
+}
