@@ -9,6 +9,8 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+/// The operator's commands of the account lifecycle: admin keys, `users create`, `users import`.
+pub mod accounts_cli;
 /// The operator's commands (users, sessions, keys, configuration).
 pub mod admin;
 /// Admin API keys (`lk_admin_…`): generation, stored hash, the request extractor.

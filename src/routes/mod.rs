@@ -12,7 +12,7 @@
 //! mail worker after the commit.
 
 pub(crate) mod account;
-mod admin;
+pub(crate) mod admin;
 pub(crate) mod body;
 pub(crate) mod email;
 pub(crate) mod email_change;

@@ -14,7 +14,7 @@
 pub(super) mod audit;
 pub(super) mod import;
 pub(super) mod sessions;
-pub(super) mod users;
+pub(crate) mod users;
 
 use axum::Router;
 use axum::extract::rejection::PathRejection;

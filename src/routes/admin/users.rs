@@ -101,18 +101,18 @@ pub(super) async fn list(
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     #[schema(value_type = String, required = true, format = Email, max_length = 254)]
-    email: Option<String>,
+    pub(crate) email: Option<String>,
     /// The rules of signup. Absent: the account has no password until its owner sets one (with
     /// `send_invite`, or a reset).
     #[schema(value_type = Option<String>, format = Password, min_length = 8, max_length = 128)]
-    password: Option<SecretString>,
+    pub(crate) password: Option<SecretString>,
     /// Default `false`.
-    email_verified: Option<bool>,
+    pub(crate) email_verified: Option<bool>,
     /// A JSON object; default `{}`.
     #[schema(value_type = Option<Object>)]
-    app_metadata: Option<serde_json::Value>,
+    pub(crate) app_metadata: Option<serde_json::Value>,
     /// Mails the owner a link that sets the password (valid as long as a verification link).
-    send_invite: Option<bool>,
+    pub(crate) send_invite: Option<bool>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -142,6 +142,16 @@ pub(super) async fn create(
     client: ClientInfo,
     ApiJson(req): ApiJson<CreateUser>,
 ) -> Result<Response, ApiError> {
+    let user = create_flow(&state, req, key.actor(&client)).await?;
+    Ok((StatusCode::CREATED, Json(AdminUserResponse { user })).into_response())
+}
+
+/// The operator's account creation, shared by the admin API and `latchkey users create`.
+pub(crate) async fn create_flow(
+    state: &AppState,
+    req: CreateUser,
+    actor: store::audit::Actor,
+) -> Result<AdminUserBody, ApiError> {
     let mut errors = FieldErrors::new();
     let email = required(&mut errors, "email", req.email.as_deref(), Email::parse);
     let password = match (&email, &req.password) {
@@ -172,7 +182,7 @@ pub(super) async fn create(
     };
     let now = state.clock.now();
     let invite = match req.send_invite.unwrap_or(false) {
-        true => Some(links::prepare(&state, LinkKind::Invite, &email, now)?),
+        true => Some(links::prepare(state, LinkKind::Invite, &email, now)?),
         false => None,
     };
     let user_id = Uuid::now_v7();
@@ -187,15 +197,14 @@ pub(super) async fn create(
             email_verified: req.email_verified.unwrap_or(false),
         },
         invite,
-        actor: key.actor(&client).about(user_id),
+        actor: actor.about(user_id),
         now,
     };
     // One store call: the account, its audit event, `user.created` and the invitation.
     match state.store.create_user_by_admin(new).await? {
         AdminCreate::Created(account) => {
             state.mailer.wake();
-            let user = AdminUserBody::from(*account);
-            Ok((StatusCode::CREATED, Json(AdminUserResponse { user })).into_response())
+            Ok(AdminUserBody::from(*account))
         }
         AdminCreate::EmailTaken => Err(ApiError::EmailTaken),
     }
