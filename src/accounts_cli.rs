@@ -46,14 +46,25 @@ pub async fn create_admin_key(
 
 pub async fn list_admin_keys(store: &Store, out: Output) -> anyhow::Result<()> {
     let keys = store::admin_keys::list(store.reader()).await?;
-    let state = |revoked: Option<i64>| if revoked.is_some() { "revoked" } else { "active" };
+    let state = |revoked: Option<i64>| {
+        if revoked.is_some() {
+            "revoked"
+        } else {
+            "active"
+        }
+    };
     let text = match keys.is_empty() {
         true => "no admin keys".to_owned(),
         false => keys
             .iter()
             .map(|k| {
                 let created = rfc3339(k.created_at);
-                format!("{}  {}  {}  created={created}", k.id, state(k.revoked_at), k.name)
+                format!(
+                    "{}  {}  {}  created={created}",
+                    k.id,
+                    state(k.revoked_at),
+                    k.name
+                )
             })
             .collect::<Vec<_>>()
             .join("\n"),
@@ -98,7 +109,9 @@ pub async fn create_user(state: &AppState, create: Create, out: Output) -> anyho
             std::io::stdin()
                 .read_to_string(&mut line)
                 .context("cannot read the password from stdin")?;
-            Some(SecretString::from(line.trim_end_matches(['\r', '\n']).to_owned()))
+            Some(SecretString::from(
+                line.trim_end_matches(['\r', '\n']).to_owned(),
+            ))
         }
         false => None,
     };

@@ -33,6 +33,8 @@ pub mod error;
 pub mod extract;
 /// Deliberate failures for tests of the all-or-nothing promise (cargo feature `failpoints`).
 pub mod failpoint;
+/// Importing users with their password hashes (NDJSON), in batches.
+pub mod import;
 /// Background jobs: key reloads and rotation, pruning of ended sessions.
 pub mod jobs;
 /// Signing keys: generation, encryption at rest, rotation and the JWKS.
@@ -47,8 +49,6 @@ pub mod metrics;
 pub mod middleware;
 /// The hosted pages: HTML forms for every flow, built on the same use cases as the JSON API.
 pub mod pages;
-/// Importing users with their password hashes (NDJSON), in batches.
-pub mod import;
 /// Argon2id hashing and verification on a bounded blocking pool behind a bounded queue.
 pub mod password;
 /// The HTTP use cases, one module each.

@@ -7,8 +7,8 @@ use latchkey::admin::{self, Output};
 use latchkey::app::{self, AppState};
 use latchkey::clock::Clock;
 use latchkey::config::{
-    AdminKeysCommand, Cli, Command, ConfigCommand, KeysCommand, SessionsCommand, Settings, UsersCommand,
-    WebhooksCommand,
+    AdminKeysCommand, Cli, Command, ConfigCommand, KeysCommand, SessionsCommand, Settings,
+    UsersCommand, WebhooksCommand,
 };
 use latchkey::{keys, store, telemetry, webhooks};
 

@@ -220,7 +220,11 @@ fn verify_blocking(
 ) -> anyhow::Result<Verified> {
     // An imported bcrypt, scrypt or PBKDF2 hash: verified as it is, replaced at this login.
     match imported::scheme(phc) {
-        Some(scheme @ (imported::Scheme::Bcrypt | imported::Scheme::Scrypt | imported::Scheme::Pbkdf2)) => {
+        Some(
+            scheme @ (imported::Scheme::Bcrypt
+            | imported::Scheme::Scrypt
+            | imported::Scheme::Pbkdf2),
+        ) => {
             let matches = imported::verify(scheme, phc, password.expose_secret().as_bytes())?;
             return Ok(Verified {
                 matches,

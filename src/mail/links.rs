@@ -119,7 +119,11 @@ pub fn account_exists(state: &AppState, to: &Email) -> Result<NewMail, ApiError>
 
 /// The notice to `old` that a change of its address to `new` was asked for. Not throttled: the
 /// request that causes it is (the new address's confirmation slot).
-pub fn email_change_notice(state: &AppState, old: &Email, new: &Email) -> Result<NewMail, ApiError> {
+pub fn email_change_notice(
+    state: &AppState,
+    old: &Email,
+    new: &Email,
+) -> Result<NewMail, ApiError> {
     let values = [
         ("email", old.as_str()),
         ("new_email", new.as_str()),

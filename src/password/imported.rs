@@ -74,7 +74,8 @@ pub fn check(hash: &str) -> Result<(), String> {
             Ok(())
         }
         Scheme::Argon2 | Scheme::Scrypt | Scheme::Pbkdf2 => {
-            let parsed = PasswordHash::new(hash).map_err(|e| format!("is not a PHC string: {e}"))?;
+            let parsed =
+                PasswordHash::new(hash).map_err(|e| format!("is not a PHC string: {e}"))?;
             if parsed.hash.is_none() || parsed.salt.is_none() {
                 return Err("has no salt or no hash".to_owned());
             }
@@ -143,7 +144,10 @@ mod tests {
     /// `argon2-cffi` (the C reference) with parameters other than the service's.
     const PASSWORD: &[u8] = b"correct horse battery staple";
     const VECTORS: &[(Scheme, &str)] = &[
-        (Scheme::Bcrypt, "$2b$04$vVvqniooFWD0shPonWKeUOyDOP5XSCL5Q3/VjXP/pZplguJx3FNwy"),
+        (
+            Scheme::Bcrypt,
+            "$2b$04$vVvqniooFWD0shPonWKeUOyDOP5XSCL5Q3/VjXP/pZplguJx3FNwy",
+        ),
         (
             Scheme::Scrypt,
             "$scrypt$ln=10,r=8,p=1$bGF0Y2hrZXktc2FsdC0xNg$uRfvi2X+Q87Ld6sDtk5EHVSNe+JeyFSNo7ZtMzr0ztc",
@@ -171,9 +175,18 @@ mod tests {
     fn schemes_by_prefix() {
         assert_eq!(scheme("$2b$12$abc"), Some(Scheme::Bcrypt));
         assert_eq!(scheme("$2y$12$abc"), Some(Scheme::Bcrypt));
-        assert_eq!(scheme("$scrypt$ln=4,r=8,p=1$c2FsdA$aGFzaA"), Some(Scheme::Scrypt));
-        assert_eq!(scheme("$pbkdf2-sha256$i=1000$c2FsdA$aGFzaA"), Some(Scheme::Pbkdf2));
-        assert_eq!(scheme("$argon2i$v=19$m=16,t=2,p=1$c2FsdA$aGFzaA"), Some(Scheme::Argon2));
+        assert_eq!(
+            scheme("$scrypt$ln=4,r=8,p=1$c2FsdA$aGFzaA"),
+            Some(Scheme::Scrypt)
+        );
+        assert_eq!(
+            scheme("$pbkdf2-sha256$i=1000$c2FsdA$aGFzaA"),
+            Some(Scheme::Pbkdf2)
+        );
+        assert_eq!(
+            scheme("$argon2i$v=19$m=16,t=2,p=1$c2FsdA$aGFzaA"),
+            Some(Scheme::Argon2)
+        );
         assert_eq!(scheme("$1$md5crypt$x"), None);
         assert_eq!(scheme("plain"), None);
         assert_eq!(scheme(UNUSABLE), Some(Scheme::Unusable));

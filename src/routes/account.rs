@@ -136,7 +136,9 @@ pub(crate) async fn check_password(
     let slot = state.hasher.reserve()?;
     let attempt = state.limits.login_attempt(client, &email, None).await?;
     let too_long = password.expose_secret().chars().count() > MAX_CHARS;
-    let verified = slot.verify(password, Some(own.password_hash.clone())).await?;
+    let verified = slot
+        .verify(password, Some(own.password_hash.clone()))
+        .await?;
     let actor = client.actor(Some(auth.user_id), Some(auth.session_id));
     if too_long || !verified.matches {
         let kind = audit::Kind::PasswordChangeFailed;

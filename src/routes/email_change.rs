@@ -92,7 +92,12 @@ pub(crate) async fn change_flow(
 ) -> Result<(), ApiError> {
     tracing::Span::current().record("user_id", tracing::field::display(auth.user_id));
     let mut errors = FieldErrors::new();
-    let new_email = required(&mut errors, "new_email", req.new_email.as_deref(), Email::parse);
+    let new_email = required(
+        &mut errors,
+        "new_email",
+        req.new_email.as_deref(),
+        Email::parse,
+    );
     if req.password.is_none() {
         errors.insert("password".into(), "is required".into());
     }

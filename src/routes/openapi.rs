@@ -27,8 +27,8 @@ use utoipa::openapi::{HeaderBuilder, ObjectBuilder, Ref, RefOr, Response, Type};
 use utoipa::{Modify, OpenApi, ToResponse};
 
 use self::responses::{
-    AdminUnauthenticated, CsrfRejected, Internal, InvalidJson, Overloaded, PayloadTooLarge, RateLimited, Unauthenticated,
-    Unavailable, UnsupportedMediaType, ValidationFailed,
+    AdminUnauthenticated, CsrfRejected, Internal, InvalidJson, Overloaded, PayloadTooLarge,
+    RateLimited, Unauthenticated, Unavailable, UnsupportedMediaType, ValidationFailed,
 };
 use super::{
     account, admin, email, email_change, health, jwks, login, logout, me, metrics, password,

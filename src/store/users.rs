@@ -238,9 +238,9 @@ pub async fn find_contact_by_email<'e>(
     sqlx::query_as(
         "SELECT id, email, email_verified_at, disabled_at FROM users WHERE email_normalized = $1",
     )
-        .bind(email.normalized())
-        .fetch_optional(db)
-        .await
+    .bind(email.normalized())
+    .fetch_optional(db)
+    .await
 }
 
 pub async fn find_contact<'e>(
@@ -426,9 +426,10 @@ pub async fn email_taken<'e>(
     db: impl Executor<'e, Database = Any>,
     email: &Email,
 ) -> Result<bool, sqlx::Error> {
-    let found: Option<String> = sqlx::query_scalar("SELECT id FROM users WHERE email_normalized = $1")
-        .bind(email.normalized())
-        .fetch_optional(db)
-        .await?;
+    let found: Option<String> =
+        sqlx::query_scalar("SELECT id FROM users WHERE email_normalized = $1")
+            .bind(email.normalized())
+            .fetch_optional(db)
+            .await?;
     Ok(found.is_some())
 }

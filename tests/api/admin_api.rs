@@ -70,9 +70,13 @@ async fn missing_wrong_revoked_keys_cookies_and_access_tokens_are_401(db: Db) {
         (wrong.as_str(), "same id, another secret"),
         (alice.access_token.as_str(), "a user's access token"),
         ("lk_admin_", "a prefix"),
-        ("lk_admin_0190000000007000800000000000000_x", "an unknown id"),
+        (
+            "lk_admin_0190000000007000800000000000000_x",
+            "an unknown id",
+        ),
     ] {
-        let (status, body) = json_of(admin(&app, bearer, Method::GET, path).send().await.unwrap()).await;
+        let (status, body) =
+            json_of(admin(&app, bearer, Method::GET, path).send().await.unwrap()).await;
         assert_eq!((status, body), (401, unauthenticated()), "{why}");
     }
     // The session cookies of a signed-in user never authorize it.
@@ -80,7 +84,13 @@ async fn missing_wrong_revoked_keys_cookies_and_access_tokens_are_401(db: Db) {
         "__Host-lk_access={}; __Secure-lk_refresh={}",
         alice.access_token, alice.refresh_token
     );
-    let response = app.client.get(app.url(path)).header("cookie", cookie).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url(path))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(json_of(response).await, (401, unauthenticated()), "cookies");
 
     // The right key works, also from a browser on another origin (no CSRF check: nothing
@@ -130,7 +140,12 @@ fn emails(page: &Value) -> Vec<String> {
 async fn users_are_listed_searched_and_paged(db: Db) {
     let app = TestApp::spawn(db).await;
     let (_, key) = admin_key(&app).await;
-    for email in ["ann@example.com", "Bob@Example.com", "carol@other.org", "dan_x@example.com"] {
+    for email in [
+        "ann@example.com",
+        "Bob@Example.com",
+        "carol@other.org",
+        "dan_x@example.com",
+    ] {
         app.signed_up(email).await;
     }
     let get = |path: String| {
@@ -142,14 +157,26 @@ async fn users_are_listed_searched_and_paged(db: Db) {
     assert_eq!(status, 200);
     assert_eq!(
         emails(&all),
-        ["ann@example.com", "Bob@Example.com", "carol@other.org", "dan_x@example.com"]
+        [
+            "ann@example.com",
+            "Bob@Example.com",
+            "carol@other.org",
+            "dan_x@example.com"
+        ]
     );
     assert_eq!(all["next_cursor"], Value::Null);
     let first = &all["users"][0];
     let keys: Vec<&String> = first.as_object().unwrap().keys().collect();
     assert_eq!(
         keys,
-        ["app_metadata", "created_at", "disabled", "email", "email_verified", "id"]
+        [
+            "app_metadata",
+            "created_at",
+            "disabled",
+            "email",
+            "email_verified",
+            "id"
+        ]
     );
     assert_eq!(first["disabled"], false);
 
@@ -186,7 +213,10 @@ async fn users_are_listed_searched_and_paged(db: Db) {
         let (status, body) = get(format!("/admin/v1/users?{query}")).await;
         assert_eq!(status, 422, "{query}");
         assert_eq!(body["error"]["code"], "validation_failed", "{query}");
-        assert!(body["error"]["fields"][field].is_string(), "{query}: {body}");
+        assert!(
+            body["error"]["fields"][field].is_string(),
+            "{query}: {body}"
+        );
     }
 }
 
@@ -227,7 +257,8 @@ async fn pages_never_repeat_a_user_while_others_are_inserted(db: Db) {
             Some(c) => format!("/admin/v1/users?limit=3&cursor={c}"),
             None => "/admin/v1/users?limit=3".to_owned(),
         };
-        let (status, page) = json_of(admin(&app, &key, Method::GET, &path).send().await.unwrap()).await;
+        let (status, page) =
+            json_of(admin(&app, &key, Method::GET, &path).send().await.unwrap()).await;
         assert_eq!(status, 200);
         for user in page["users"].as_array().unwrap() {
             seen.push(user["id"].as_str().unwrap().to_owned());
@@ -253,8 +284,10 @@ async fn create_get_patch_and_delete_a_user(db: Db) {
 
     // Created with a password, verified, with app metadata: it can log in at once.
     let response = admin(&app, &key, Method::POST, "/admin/v1/users")
-        .json(&json!({"email": "Ada@Example.com", "password": PASSWORD, "email_verified": true,
-                      "app_metadata": {"plan": "pro"}}))
+        .json(
+            &json!({"email": "Ada@Example.com", "password": PASSWORD, "email_verified": true,
+                      "app_metadata": {"plan": "pro"}}),
+        )
         .send()
         .await
         .unwrap();
@@ -270,31 +303,60 @@ async fn create_get_patch_and_delete_a_user(db: Db) {
     assert_eq!(session.body["user"]["id"], id.as_str());
 
     // The same address again, in another spelling: 409, nothing written.
-    for body in [json!({"email": "ADA@example.com"}), json!({"email": "ada@example.com", "password": PASSWORD})] {
-        let response = admin(&app, &key, Method::POST, "/admin/v1/users").json(&body).send().await.unwrap();
+    for body in [
+        json!({"email": "ADA@example.com"}),
+        json!({"email": "ada@example.com", "password": PASSWORD}),
+    ] {
+        let response = admin(&app, &key, Method::POST, "/admin/v1/users")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(json_of(response).await, (409, email_taken()));
     }
     // Bad input: 422, nothing written.
     for (body, field) in [
         (json!({"email": "not an address"}), "email"),
-        (json!({"email": "eve@example.com", "password": "password"}), "password"),
-        (json!({"email": "eve@example.com", "app_metadata": [1]}), "app_metadata"),
+        (
+            json!({"email": "eve@example.com", "password": "password"}),
+            "password",
+        ),
+        (
+            json!({"email": "eve@example.com", "app_metadata": [1]}),
+            "app_metadata",
+        ),
         (json!({"email": "eve@example.com", "id": id}), "id"),
         (json!({}), "email"),
     ] {
-        let response = admin(&app, &key, Method::POST, "/admin/v1/users").json(&body).send().await.unwrap();
+        let response = admin(&app, &key, Method::POST, "/admin/v1/users")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let (status, body) = json_of(response).await;
         assert_eq!(status, 422, "{body}");
-        assert!(body["error"]["fields"][field].is_string(), "{field}: {body}");
+        assert!(
+            body["error"]["fields"][field].is_string(),
+            "{field}: {body}"
+        );
     }
     assert_eq!(app.count("SELECT COUNT(*) FROM users").await, 1);
 
     let user_path = format!("/admin/v1/users/{id}");
-    let (status, got) = json_of(admin(&app, &key, Method::GET, &user_path).send().await.unwrap()).await;
+    let (status, got) = json_of(
+        admin(&app, &key, Method::GET, &user_path)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(got["user"], created["user"]);
     assert_eq!(got["profile"]["display_name"], Value::Null);
-    assert!(got["profile"]["last_login_at"].is_string(), "logged in once");
+    assert!(
+        got["profile"]["last_login_at"].is_string(),
+        "logged in once"
+    );
 
     // Patch: only what is given changes.
     let response = admin(&app, &key, Method::PATCH, &user_path)
@@ -305,7 +367,10 @@ async fn create_get_patch_and_delete_a_user(db: Db) {
     let (status, patched) = json_of(response).await;
     assert_eq!(status, 200, "{patched}");
     assert_eq!(patched["user"]["email_verified"], false);
-    assert_eq!(patched["user"]["app_metadata"], json!({"plan": "free", "seats": 2}));
+    assert_eq!(
+        patched["user"]["app_metadata"],
+        json!({"plan": "free", "seats": 2})
+    );
     assert_eq!(patched["user"]["disabled"], false);
     // Disabled: the session dies at once, login is refused like a wrong password.
     let response = admin(&app, &key, Method::PATCH, &user_path)
@@ -316,7 +381,10 @@ async fn create_get_patch_and_delete_a_user(db: Db) {
     let (status, patched) = json_of(response).await;
     assert_eq!(status, 200);
     assert_eq!(patched["user"]["disabled"], true);
-    assert_eq!(patched["user"]["app_metadata"], json!({"plan": "free", "seats": 2}));
+    assert_eq!(
+        patched["user"]["app_metadata"],
+        json!({"plan": "free", "seats": 2})
+    );
     assert_eq!(app.me(&session.access_token).await.status(), 401);
     assert_eq!(app.login("ada@example.com", PASSWORD).await.status(), 401);
     let response = admin(&app, &key, Method::PATCH, &user_path)
@@ -331,7 +399,11 @@ async fn create_get_patch_and_delete_a_user(db: Db) {
         (json!({"email": "x@example.com"}), "email"),
         (json!({"disabled": "yes"}), "disabled"),
     ] {
-        let response = admin(&app, &key, Method::PATCH, &user_path).json(&body).send().await.unwrap();
+        let response = admin(&app, &key, Method::PATCH, &user_path)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let (status, body) = json_of(response).await;
         assert_eq!(status, 422, "{body}");
         assert!(body["error"]["fields"][field].is_string(), "{body}");
@@ -362,16 +434,31 @@ async fn create_get_patch_and_delete_a_user(db: Db) {
     }
 
     // Delete: 204, then 404; a notice to the address; the audit events stay.
-    let response = admin(&app, &key, Method::DELETE, &user_path).send().await.unwrap();
+    let response = admin(&app, &key, Method::DELETE, &user_path)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 204);
     assert_eq!(response.text().await.unwrap(), "");
-    let (status, _) = json_of(admin(&app, &key, Method::GET, &user_path).send().await.unwrap()).await;
+    let (status, _) = json_of(
+        admin(&app, &key, Method::GET, &user_path)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 404);
-    let response = admin(&app, &key, Method::DELETE, &user_path).send().await.unwrap();
+    let response = admin(&app, &key, Method::DELETE, &user_path)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 404);
     let notice = sink.nth(1).await;
     assert_eq!(notice.to, ["Ada@Example.com"]);
-    assert_eq!(notice.header("Subject").unwrap(), "Your account has been deleted");
+    assert_eq!(
+        notice.header("Subject").unwrap(),
+        "Your account has been deleted"
+    );
     assert_eq!(
         app.count(&format!(
             "SELECT COUNT(*) FROM audit_events WHERE kind = 'user_deleted' \
@@ -413,7 +500,10 @@ async fn a_user_created_with_an_invite_sets_the_password_by_its_link(db: Db) {
         .await;
     assert_eq!(response.status(), 204);
     let session = Session::from_response(app.login("invited@example.com", PASSWORD).await).await;
-    assert_eq!(session.body["user"]["email_verified"], true, "the link proved the address");
+    assert_eq!(
+        session.body["user"]["email_verified"], true,
+        "the link proved the address"
+    );
 }
 
 async fn sessions_are_listed_and_revoked_and_reset_links_sent(db: Db) {
@@ -429,15 +519,30 @@ async fn sessions_are_listed_and_revoked_and_reset_links_sent(db: Db) {
     assert_eq!(status, 200);
     let sessions = list["sessions"].as_array().unwrap();
     assert_eq!(sessions.len(), 2);
-    let sid = TestApp::claims(&second.access_token)["sid"].as_str().unwrap().to_owned();
+    let sid = TestApp::claims(&second.access_token)["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(sessions[0]["id"], sid.as_str(), "newest first");
     let keys: Vec<&String> = sessions[0].as_object().unwrap().keys().collect();
     assert_eq!(
         keys,
-        ["created_at", "expires_at", "id", "ip", "last_used_at", "revoked_at", "revoked_reason", "user_agent"]
+        [
+            "created_at",
+            "expires_at",
+            "id",
+            "ip",
+            "last_used_at",
+            "revoked_at",
+            "revoked_reason",
+            "user_agent"
+        ]
     );
 
-    let response = admin(&app, &key, Method::DELETE, &path).send().await.unwrap();
+    let response = admin(&app, &key, Method::DELETE, &path)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 204);
     assert_eq!(app.me(&alice.access_token).await.status(), 401);
     assert_eq!(app.me(&second.access_token).await.status(), 401);
@@ -461,8 +566,17 @@ async fn sessions_are_listed_and_revoked_and_reset_links_sent(db: Db) {
     // A reset link at the operator's request: 202, the email, and it works.
     sink.nth(1).await; // the signup's verification email
     let reset = format!("/admin/v1/users/{id}/password-reset");
-    let (status, body) = json_of(admin(&app, &key, Method::POST, &reset).send().await.unwrap()).await;
-    assert_eq!((status, body), (202, json!({"message": "A reset link is on its way."})));
+    let (status, body) = json_of(
+        admin(&app, &key, Method::POST, &reset)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (202, json!({"message": "A reset link is on its way."}))
+    );
     let mail = sink.nth(2).await;
     assert_eq!(mail.header("Subject").unwrap(), "Reset your password");
     let token = mail.token("/password/reset");
@@ -488,13 +602,23 @@ async fn sessions_are_listed_and_revoked_and_reset_links_sent(db: Db) {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let (status, _) = json_of(admin(&app, &key, Method::POST, &reset).send().await.unwrap()).await;
+    let (status, _) = json_of(
+        admin(&app, &key, Method::POST, &reset)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 202);
     let nobody = "/admin/v1/users/0190c8a4-0000-7000-8000-000000000000/password-reset";
-    let response = admin(&app, &key, Method::POST, nobody).send().await.unwrap();
+    let response = admin(&app, &key, Method::POST, nobody)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(json_of(response).await, (404, not_found()));
     assert_eq!(
-        app.count("SELECT COUNT(*) FROM one_time_tokens WHERE purpose = 'password_reset'").await,
+        app.count("SELECT COUNT(*) FROM one_time_tokens WHERE purpose = 'password_reset'")
+            .await,
         1,
         "no link for the disabled account"
     );
@@ -508,7 +632,12 @@ async fn the_audit_trail_is_queried_by_user_type_and_page(db: Db) {
     for _ in 0..3 {
         assert_eq!(app.login("alice@example.com", PASSWORD).await.status(), 200);
     }
-    assert_eq!(app.login("alice@example.com", "wrong password").await.status(), 401);
+    assert_eq!(
+        app.login("alice@example.com", "wrong password")
+            .await
+            .status(),
+        401
+    );
     let get = |path: String| {
         let request = admin(&app, &key, Method::GET, &path);
         async move { json_of(request.send().await.unwrap()).await }
@@ -526,34 +655,71 @@ async fn the_audit_trail_is_queried_by_user_type_and_page(db: Db) {
     assert_eq!(status, 200);
     assert_eq!(
         kinds(&all),
-        ["login_failed", "login", "login", "login", "signup", "signup", "admin_key_created"],
+        [
+            "login_failed",
+            "login",
+            "login",
+            "login",
+            "signup",
+            "signup",
+            "admin_key_created"
+        ],
         "newest first"
     );
     assert_eq!(all["events"][6]["admin_key_id"], key_id.as_str());
 
     let alice_id = alice.user_id();
     let (_, mine) = get(format!("/admin/v1/audit?user_id={alice_id}")).await;
-    assert_eq!(kinds(&mine), ["login_failed", "login", "login", "login", "signup"]);
-    let (_, logins) = get(format!("/admin/v1/audit?user_id={alice_id}&type=login&limit=2")).await;
+    assert_eq!(
+        kinds(&mine),
+        ["login_failed", "login", "login", "login", "signup"]
+    );
+    let (_, logins) = get(format!(
+        "/admin/v1/audit?user_id={alice_id}&type=login&limit=2"
+    ))
+    .await;
     assert_eq!(kinds(&logins), ["login", "login"]);
     let cursor = logins["next_cursor"].as_str().unwrap().to_owned();
-    let (_, rest) =
-        get(format!("/admin/v1/audit?user_id={alice_id}&type=login&limit=2&cursor={cursor}")).await;
+    let (_, rest) = get(format!(
+        "/admin/v1/audit?user_id={alice_id}&type=login&limit=2&cursor={cursor}"
+    ))
+    .await;
     assert_eq!(kinds(&rest), ["login"]);
     assert_eq!(rest["next_cursor"], Value::Null);
     let (_, signups) = get("/admin/v1/audit?type=signup".into()).await;
-    let ids: Vec<&str> = signups["events"].as_array().unwrap().iter().map(|e| e["user_id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = signups["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["user_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, [bob.user_id(), alice.user_id()]);
     let event = &signups["events"][0];
     let keys: Vec<&String> = event.as_object().unwrap().keys().collect();
     assert_eq!(
         keys,
-        ["admin_key_id", "created_at", "id", "ip", "session_id", "type", "user_agent", "user_id"]
+        [
+            "admin_key_id",
+            "created_at",
+            "id",
+            "ip",
+            "session_id",
+            "type",
+            "user_agent",
+            "user_id"
+        ]
     );
 
-    for (query, field) in [("user_id=nope", "user_id"), ("limit=-1", "limit"), ("cursor=%21", "cursor")] {
+    for (query, field) in [
+        ("user_id=nope", "user_id"),
+        ("limit=-1", "limit"),
+        ("cursor=%21", "cursor"),
+    ] {
         let (status, body) = get(format!("/admin/v1/audit?{query}")).await;
         assert_eq!(status, 422, "{query}: {body}");
-        assert!(body["error"]["fields"][field].is_string(), "{query}: {body}");
+        assert!(
+            body["error"]["fields"][field].is_string(),
+            "{query}: {body}"
+        );
     }
 }

@@ -20,7 +20,10 @@ db_tests!(
 /// (scrypt, PBKDF2; PHC strings put together by hand) and `argon2-cffi` (the C reference), with
 /// parameters other than the service's.
 const HASHES: &[(&str, &str)] = &[
-    ("bcrypt", "$2b$04$vVvqniooFWD0shPonWKeUOyDOP5XSCL5Q3/VjXP/pZplguJx3FNwy"),
+    (
+        "bcrypt",
+        "$2b$04$vVvqniooFWD0shPonWKeUOyDOP5XSCL5Q3/VjXP/pZplguJx3FNwy",
+    ),
     (
         "scrypt",
         "$scrypt$ln=10,r=8,p=1$bGF0Y2hrZXktc2FsdC0xNg$uRfvi2X+Q87Ld6sDtk5EHVSNe+JeyFSNo7ZtMzr0ztc",
@@ -50,9 +53,11 @@ async fn import(app: &TestApp, key: &str, ndjson: String) -> (u16, Value) {
 }
 
 async fn hash_of(app: &TestApp, email: &str) -> String {
-    app.text(&format!("SELECT password_hash FROM users WHERE email = '{email}'"))
-        .await
-        .unwrap()
+    app.text(&format!(
+        "SELECT password_hash FROM users WHERE email = '{email}'"
+    ))
+    .await
+    .unwrap()
 }
 
 async fn every_hash_kind_logs_in_and_is_upgraded_to_argon2id(db: Db) {
@@ -68,19 +73,29 @@ async fn every_hash_kind_logs_in_and_is_upgraded_to_argon2id(db: Db) {
         })
         .collect();
     let (status, report) = import(&app, &key, ndjson).await;
-    assert_eq!((status, report), (200, json!({"imported": 5, "errors": []})));
+    assert_eq!(
+        (status, report),
+        (200, json!({"imported": 5, "errors": []}))
+    );
     for (kind, hash) in HASHES {
         let email = format!("{kind}@example.com");
         assert_eq!(&hash_of(&app, &email).await, hash, "stored as it is");
         // A wrong password is refused and changes nothing.
-        assert_eq!(app.login(&email, "wrong horse battery").await.status(), 401, "{kind}");
+        assert_eq!(
+            app.login(&email, "wrong horse battery").await.status(),
+            401,
+            "{kind}"
+        );
         assert_eq!(&hash_of(&app, &email).await, hash);
         let session = Session::from_response(app.login(&email, PASSWORD).await).await;
         assert_eq!(session.body["user"]["email_verified"], true, "{kind}");
         assert_eq!(session.body["user"]["app_metadata"], json!({"from": "old"}));
         assert_eq!(session.body["profile"]["display_name"], *kind);
         let upgraded = hash_of(&app, &email).await;
-        assert!(upgraded.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{kind}: {upgraded}");
+        assert!(
+            upgraded.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{kind}: {upgraded}"
+        );
         // And the upgraded hash logs in too.
         assert_eq!(app.login(&email, PASSWORD).await.status(), 200, "{kind}");
     }
@@ -119,12 +134,20 @@ async fn bad_lines_and_duplicates_are_reported_and_the_rest_imported(db: Db) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["line"].as_u64().unwrap(), e["error"].as_str().unwrap().to_owned()))
+        .map(|e| {
+            (
+                e["line"].as_u64().unwrap(),
+                e["error"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     let lines: Vec<u64> = errors.iter().map(|(l, _)| *l).collect();
     assert_eq!(lines, [2, 3, 6, 7, 8, 9, 10, 11], "{report}");
     assert_eq!(errors[1].1, "email_taken");
-    assert_eq!(errors[2].1, "email_taken", "a duplicate in the file is not merged");
+    assert_eq!(
+        errors[2].1, "email_taken",
+        "a duplicate in the file is not merged"
+    );
     assert!(errors[3].1.starts_with("password_hash:"), "{}", errors[3].1);
     assert!(errors[4].1.contains("cost"), "{}", errors[4].1);
     assert!(errors[5].1.starts_with("email:"), "{}", errors[5].1);
@@ -132,7 +155,10 @@ async fn bad_lines_and_duplicates_are_reported_and_the_rest_imported(db: Db) {
     // The taken account is unchanged; the one without a hash cannot log in until a reset.
     assert_eq!(app.login("taken@example.com", PASSWORD).await.status(), 200);
     assert_eq!(app.login("one@example.com", PASSWORD).await.status(), 200);
-    assert_eq!(app.login("no-hash@example.com", PASSWORD).await.status(), 401);
+    assert_eq!(
+        app.login("no-hash@example.com", PASSWORD).await.status(),
+        401
+    );
     assert_eq!(app.count("SELECT COUNT(*) FROM users").await, 3);
 
     // Not NDJSON, or no key: refused, nothing written.
@@ -158,16 +184,29 @@ async fn bad_lines_and_duplicates_are_reported_and_the_rest_imported(db: Db) {
         .map(|n| json!({"email": format!("bulk{n}@example.com")}).to_string())
         .collect();
     let (status, report) = import(&app, &key, many.join("\n")).await;
-    assert_eq!((status, report), (200, json!({"imported": 250, "errors": []})));
+    assert_eq!(
+        (status, report),
+        (200, json!({"imported": 250, "errors": []}))
+    );
     assert_eq!(app.count("SELECT COUNT(*) FROM users").await, 253);
 }
 
 /// Runs the binary against the test database with `--json` and parses its output.
 fn cli(app: &TestApp, args: &[&str]) -> Value {
     let mut all = args.to_vec();
-    all.extend(["--database-url", &app.db.url, "--key-encryption-key", &app.kek, "--json"]);
+    all.extend([
+        "--database-url",
+        &app.db.url,
+        "--key-encryption-key",
+        &app.kek,
+        "--json",
+    ]);
     let output = run(&all, &std::env::temp_dir());
-    assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"))
 }
 
@@ -180,8 +219,17 @@ async fn the_cli_imports_creates_users_and_manages_admin_keys(db: Db) {
     assert_eq!(created["name"], "support desk");
     let stored = app.text("SELECT key_hash FROM admin_keys").await.unwrap();
     assert_eq!(stored.len(), 64);
-    assert!(!stored.contains(&key) && !key.contains(&stored), "only a hash is stored");
-    let (status, _) = json_of(admin(&app, &key, Method::GET, "/admin/v1/users").send().await.unwrap()).await;
+    assert!(
+        !stored.contains(&key) && !key.contains(&stored),
+        "only a hash is stored"
+    );
+    let (status, _) = json_of(
+        admin(&app, &key, Method::GET, "/admin/v1/users")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 200);
 
     let listed = cli(&app, &["admin-keys", "list"]);
@@ -189,7 +237,10 @@ async fn the_cli_imports_creates_users_and_manages_admin_keys(db: Db) {
     assert_eq!(listed["keys"][0]["status"], "active");
     assert!(!listed.to_string().contains(&key));
 
-    let file = std::env::temp_dir().join(format!("latchkey-import-{}.ndjson", uuid::Uuid::new_v4().simple()));
+    let file = std::env::temp_dir().join(format!(
+        "latchkey-import-{}.ndjson",
+        uuid::Uuid::new_v4().simple()
+    ));
     let ndjson = format!(
         "{}\n{}\n",
         json!({"email": "cli@example.com", "password_hash": HASHES[2].1}),
@@ -198,18 +249,31 @@ async fn the_cli_imports_creates_users_and_manages_admin_keys(db: Db) {
     std::fs::write(&file, ndjson).unwrap();
     let report = cli(&app, &["users", "import", file.to_str().unwrap()]);
     let _ = std::fs::remove_file(&file);
-    assert_eq!(report, json!({"imported": 1, "errors": [{"line": 2, "error": "email_taken"}]}));
+    assert_eq!(
+        report,
+        json!({"imported": 1, "errors": [{"line": 2, "error": "email_taken"}]})
+    );
     assert_eq!(app.login("cli@example.com", PASSWORD).await.status(), 200);
 
     let user = cli(&app, &["users", "create", "made@example.com", "--verified"]);
     assert_eq!(user["email"], "made@example.com");
     assert_eq!(user["email_verified"], true);
     assert_eq!(user["disabled"], false);
-    assert_eq!(app.count("SELECT COUNT(*) FROM users WHERE email = 'made@example.com'").await, 1);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM users WHERE email = 'made@example.com'")
+            .await,
+        1
+    );
 
     let revoked = cli(&app, &["admin-keys", "revoke", &id]);
     assert_eq!(revoked["revoked"], true);
-    let (status, _) = json_of(admin(&app, &key, Method::GET, "/admin/v1/users").send().await.unwrap()).await;
+    let (status, _) = json_of(
+        admin(&app, &key, Method::GET, "/admin/v1/users")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 401);
     let listed = cli(&app, &["admin-keys", "list"]);
     assert_eq!(listed["keys"][0]["status"], "revoked");

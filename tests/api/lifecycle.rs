@@ -31,7 +31,12 @@ fn email_taken() -> Value {
     json!({"error": {"code": "email_taken", "message": "An account with this email already exists."}})
 }
 
-async fn change_email(app: &TestApp, access_token: &str, new_email: &str, password: &str) -> reqwest::Response {
+async fn change_email(
+    app: &TestApp,
+    access_token: &str,
+    new_email: &str,
+    password: &str,
+) -> reqwest::Response {
     app.client
         .post(app.url("/auth/email/change"))
         .bearer_auth(access_token)
@@ -60,10 +65,22 @@ async fn an_email_change_is_confirmed_from_the_new_mailbox_and_keeps_the_session
         json!({"message": "A confirmation link is on its way to the new address."})
     );
     let mails = sink.wait_for(3).await;
-    let link = mails.iter().find(|m| m.to == ["Alice@New.example"]).expect("the link");
-    let notice = mails.iter().find(|m| m.to == ["alice@example.com"] && m.header("Subject").unwrap().contains("about to change")).expect("the notice");
+    let link = mails
+        .iter()
+        .find(|m| m.to == ["Alice@New.example"])
+        .expect("the link");
+    let notice = mails
+        .iter()
+        .find(|m| {
+            m.to == ["alice@example.com"]
+                && m.header("Subject").unwrap().contains("about to change")
+        })
+        .expect("the notice");
     assert!(notice.body("text/plain").contains("Alice@New.example"));
-    assert_eq!(link.header("Subject").unwrap(), "Confirm your new email address");
+    assert_eq!(
+        link.header("Subject").unwrap(),
+        "Confirm your new email address"
+    );
     let token = link.token("/email/change");
     assert_eq!(
         link.link("/email/change"),
@@ -73,10 +90,15 @@ async fn an_email_change_is_confirmed_from_the_new_mailbox_and_keeps_the_session
     let me: Value = app.me(&alice.access_token).await.json().await.unwrap();
     assert_eq!(me["user"]["email"], "alice@example.com");
     // The link is worth nothing as a verification or reset token.
-    let response = app.post_json("/auth/email/verify", &json!({"token": token})).await;
+    let response = app
+        .post_json("/auth/email/verify", &json!({"token": token}))
+        .await;
     assert_eq!(response.status(), 400);
     let response = app
-        .post_json("/auth/password/reset", &json!({"token": token, "password": "a brand new battery staple"}))
+        .post_json(
+            "/auth/password/reset",
+            &json!({"token": token, "password": "a brand new battery staple"}),
+        )
         .await;
     assert_eq!(response.status(), 400);
 
@@ -88,7 +110,10 @@ async fn an_email_change_is_confirmed_from_the_new_mailbox_and_keeps_the_session
     assert_eq!(body["user"]["email_verified"], true);
     assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
     // Once only.
-    assert_eq!(json_of(confirm(&app, &token).await).await, (400, token_invalid()));
+    assert_eq!(
+        json_of(confirm(&app, &token).await).await,
+        (400, token_invalid())
+    );
 
     // Both sessions stay; the new address logs in, the old one no longer does.
     for s in [&alice, &other] {
@@ -98,7 +123,10 @@ async fn an_email_change_is_confirmed_from_the_new_mailbox_and_keeps_the_session
     assert_eq!(app.login("alice@new.example", PASSWORD).await.status(), 200);
     assert_eq!(app.login("alice@example.com", PASSWORD).await.status(), 401);
     // The old address is free.
-    assert_eq!(app.signup("alice@example.com", PASSWORD).await.status(), 201);
+    assert_eq!(
+        app.signup("alice@example.com", PASSWORD).await.status(),
+        201
+    );
     // Links sent to the old address are retired.
     assert_eq!(
         app.count(&format!(
@@ -125,16 +153,31 @@ async fn email_change_requests_check_password_address_and_token(db: Db) {
     app.signed_up("bob@example.com").await;
     let tokens = "SELECT COUNT(*) FROM one_time_tokens WHERE purpose = 'email_change'";
 
-    let response = change_email(&app, &alice.access_token, "new@example.com", "wrong password").await;
+    let response = change_email(
+        &app,
+        &alice.access_token,
+        "new@example.com",
+        "wrong password",
+    )
+    .await;
     assert_eq!(json_of(response).await, (401, invalid_credentials()));
     let response = change_email(&app, &alice.access_token, "BOB@example.com", PASSWORD).await;
     assert_eq!(json_of(response).await, (409, email_taken()));
     for (body, field) in [
-        (json!({"new_email": "Alice@Example.com", "password": PASSWORD}), "new_email"),
-        (json!({"new_email": "not an address", "password": PASSWORD}), "new_email"),
+        (
+            json!({"new_email": "Alice@Example.com", "password": PASSWORD}),
+            "new_email",
+        ),
+        (
+            json!({"new_email": "not an address", "password": PASSWORD}),
+            "new_email",
+        ),
         (json!({"new_email": "new@example.com"}), "password"),
         (json!({"password": PASSWORD}), "new_email"),
-        (json!({"new_email": "new@example.com", "password": PASSWORD, "email": "x"}), "email"),
+        (
+            json!({"new_email": "new@example.com", "password": PASSWORD, "email": "x"}),
+            "email",
+        ),
     ] {
         let response = app
             .client
@@ -146,7 +189,10 @@ async fn email_change_requests_check_password_address_and_token(db: Db) {
             .unwrap();
         let (status, body) = json_of(response).await;
         assert_eq!(status, 422, "{body}");
-        assert!(body["error"]["fields"][field].is_string(), "{field}: {body}");
+        assert!(
+            body["error"]["fields"][field].is_string(),
+            "{field}: {body}"
+        );
     }
     let response = app
         .client
@@ -159,12 +205,33 @@ async fn email_change_requests_check_password_address_and_token(db: Db) {
     assert_eq!(app.count(tokens).await, 0, "nothing was sent");
 
     // A second request retires the first link.
-    assert_eq!(change_email(&app, &alice.access_token, "one@example.com", PASSWORD).await.status(), 202);
-    assert_eq!(change_email(&app, &alice.access_token, "two@example.com", PASSWORD).await.status(), 202);
+    assert_eq!(
+        change_email(&app, &alice.access_token, "one@example.com", PASSWORD)
+            .await
+            .status(),
+        202
+    );
+    assert_eq!(
+        change_email(&app, &alice.access_token, "two@example.com", PASSWORD)
+            .await
+            .status(),
+        202
+    );
     let mails = sink.wait_for(6).await;
-    let first = mails.iter().find(|m| m.to == ["one@example.com"]).unwrap().token("/email/change");
-    let second = mails.iter().find(|m| m.to == ["two@example.com"]).unwrap().token("/email/change");
-    assert_eq!(json_of(confirm(&app, &first).await).await, (400, token_invalid()));
+    let first = mails
+        .iter()
+        .find(|m| m.to == ["one@example.com"])
+        .unwrap()
+        .token("/email/change");
+    let second = mails
+        .iter()
+        .find(|m| m.to == ["two@example.com"])
+        .unwrap()
+        .token("/email/change");
+    assert_eq!(
+        json_of(confirm(&app, &first).await).await,
+        (400, token_invalid())
+    );
     for token in ["", "x"] {
         let (status, _) = json_of(confirm(&app, token).await).await;
         assert!(status == 400 || status == 422, "{token:?}");
@@ -173,11 +240,26 @@ async fn email_change_requests_check_password_address_and_token(db: Db) {
 
     // The address was taken after the link was sent: 409, and nothing of the swap is kept.
     let bob = Session::from_response(app.login("bob@example.com", PASSWORD).await).await;
-    assert_eq!(change_email(&app, &bob.access_token, "three@example.com", PASSWORD).await.status(), 202);
+    assert_eq!(
+        change_email(&app, &bob.access_token, "three@example.com", PASSWORD)
+            .await
+            .status(),
+        202
+    );
     let mails = sink.wait_for(8).await;
-    let third = mails.iter().find(|m| m.to == ["three@example.com"]).unwrap().token("/email/change");
-    assert_eq!(app.signup("Three@example.com", PASSWORD).await.status(), 201);
-    assert_eq!(json_of(confirm(&app, &third).await).await, (409, email_taken()));
+    let third = mails
+        .iter()
+        .find(|m| m.to == ["three@example.com"])
+        .unwrap()
+        .token("/email/change");
+    assert_eq!(
+        app.signup("Three@example.com", PASSWORD).await.status(),
+        201
+    );
+    assert_eq!(
+        json_of(confirm(&app, &third).await).await,
+        (409, email_taken())
+    );
     let me: Value = app.me(&bob.access_token).await.json().await.unwrap();
     assert_eq!(me["user"]["email"], "bob@example.com");
     assert_eq!(
@@ -198,9 +280,17 @@ async fn an_email_change_racing_a_signup_for_the_address_has_one_winner(db: Db) 
     for round in 0..4 {
         let owner = app.signed_up(&format!("owner{round}@example.com")).await;
         let target = format!("target{round}@example.com");
-        assert_eq!(change_email(&app, &owner.access_token, &target, PASSWORD).await.status(), 202);
+        assert_eq!(
+            change_email(&app, &owner.access_token, &target, PASSWORD)
+                .await
+                .status(),
+            202
+        );
         let token = loop {
-            let found = sink.messages().into_iter().find(|m| m.to == [target.clone()]);
+            let found = sink
+                .messages()
+                .into_iter()
+                .find(|m| m.to == [target.clone()]);
             match found {
                 Some(mail) => break mail.token("/email/change"),
                 None => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
@@ -218,8 +308,16 @@ async fn an_email_change_racing_a_signup_for_the_address_has_one_winner(db: Db) 
         let sql = format!("SELECT COUNT(*) FROM users WHERE email_normalized = '{target}'");
         assert_eq!(app.count(&sql).await, 1, "round {round}");
         let me: Value = app.me(&owner.access_token).await.json().await.unwrap();
-        let expected = if statuses.0 == 200 { target.clone() } else { format!("owner{round}@example.com") };
-        assert_eq!(me["user"]["email"], expected.as_str(), "round {round}: no half state");
+        let expected = if statuses.0 == 200 {
+            target.clone()
+        } else {
+            format!("owner{round}@example.com")
+        };
+        assert_eq!(
+            me["user"]["email"],
+            expected.as_str(),
+            "round {round}: no half state"
+        );
     }
     assert_eq!(app.count(ORPHANS).await, 0);
 }
@@ -249,9 +347,16 @@ async fn columns(app: &TestApp, sql_type: &str) -> Vec<(String, String)> {
 pub async fn assert_nothing_names(app: &TestApp, user_id: &str, email: &str) {
     let text = columns(app, "text").await;
     assert!(text.len() > 20, "the schema was read: {text:?}");
-    let user_id_tables: Vec<&String> = text.iter().filter(|(_, c)| c == "user_id").map(|(t, _)| t).collect();
+    let user_id_tables: Vec<&String> = text
+        .iter()
+        .filter(|(_, c)| c == "user_id")
+        .map(|(t, _)| t)
+        .collect();
     for expected in ["audit_events", "one_time_tokens", "profiles", "sessions"] {
-        assert!(user_id_tables.iter().any(|t| *t == expected), "{expected} in {user_id_tables:?}");
+        assert!(
+            user_id_tables.iter().any(|t| *t == expected),
+            "{expected} in {user_id_tables:?}"
+        );
     }
     for table in user_id_tables {
         let sql = format!("SELECT COUNT(*) FROM {table} WHERE user_id = '{user_id}'");
@@ -263,7 +368,9 @@ pub async fn assert_nothing_names(app: &TestApp, user_id: &str, email: &str) {
         assert_eq!(count, 0, "{table} still names the user");
     }
     let sessions = app
-        .count(&format!("SELECT COUNT(*) FROM refresh_tokens WHERE session_id NOT IN (SELECT id FROM sessions)"))
+        .count(&format!(
+            "SELECT COUNT(*) FROM refresh_tokens WHERE session_id NOT IN (SELECT id FROM sessions)"
+        ))
         .await;
     assert_eq!(sessions, 0, "refresh tokens of deleted sessions");
     let lower = email.to_lowercase();
@@ -277,7 +384,11 @@ pub async fn assert_nothing_names(app: &TestApp, user_id: &str, email: &str) {
                 _ => "",
             }
         );
-        assert_eq!(app.count(&sql).await, 0, "{table}.{column} holds the address");
+        assert_eq!(
+            app.count(&sql).await,
+            0,
+            "{table}.{column} holds the address"
+        );
     }
     assert_eq!(app.count(ORPHANS).await, 0);
 }
@@ -292,8 +403,18 @@ async fn deleting_the_account_leaves_no_row_that_names_it(db: Db) {
     // Rows of every kind that names the account: a second session, rotated refresh tokens,
     // a pending email change (link, notice, throttle slot), a reset request and its link.
     assert_eq!(app.refresh(&other.refresh_token).await.status(), 200);
-    assert_eq!(change_email(&app, &alice.access_token, "alice@new.example", PASSWORD).await.status(), 202);
-    let forgot = app.post_json("/auth/password/forgot", &json!({"email": "alice@example.com"})).await;
+    assert_eq!(
+        change_email(&app, &alice.access_token, "alice@new.example", PASSWORD)
+            .await
+            .status(),
+        202
+    );
+    let forgot = app
+        .post_json(
+            "/auth/password/forgot",
+            &json!({"email": "alice@example.com"}),
+        )
+        .await;
     assert_eq!(forgot.status(), 202);
     app.wait_for_count(
         &format!("SELECT COUNT(*) FROM one_time_tokens WHERE user_id = '{id}' AND purpose = 'password_reset'"),
@@ -332,7 +453,10 @@ async fn deleting_the_account_leaves_no_row_that_names_it(db: Db) {
     assert_nothing_names(&app, &id, "alice@example.com").await;
     assert_nothing_names(&app, &id, "alice@new.example").await;
     assert_eq!(
-        app.count(&format!("SELECT COUNT(*) FROM audit_events WHERE kind = 'user_deleted' AND user_id = '{id}'")).await,
+        app.count(&format!(
+            "SELECT COUNT(*) FROM audit_events WHERE kind = 'user_deleted' AND user_id = '{id}'"
+        ))
+        .await,
         1
     );
     // The address can have a new account (no throttle slot holds its verification email back).
@@ -356,7 +480,12 @@ async fn a_wrong_password_deletes_nothing(db: Db) {
     let (status, body) = json_of(delete(json!({})).await.unwrap()).await;
     assert_eq!(status, 422);
     assert_eq!(body["error"]["fields"]["password"], "is required");
-    let (status, _) = json_of(delete(json!({"password": PASSWORD, "user_id": "x"})).await.unwrap()).await;
+    let (status, _) = json_of(
+        delete(json!({"password": PASSWORD, "user_id": "x"}))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 422);
     let response = app
         .client
@@ -367,7 +496,11 @@ async fn a_wrong_password_deletes_nothing(db: Db) {
         .unwrap();
     assert_eq!(json_of(response).await, (401, unauthenticated()));
     assert_eq!(app.count("SELECT COUNT(*) FROM users").await, 1);
-    assert_eq!(app.count("SELECT COUNT(*) FROM sessions WHERE revoked_at IS NULL").await, 1);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM sessions WHERE revoked_at IS NULL")
+            .await,
+        1
+    );
     assert_eq!(app.me(&alice.access_token).await.status(), 200);
 }
 
@@ -375,11 +508,23 @@ async fn the_export_holds_everything_stored_about_the_caller(db: Db) {
     let app = TestApp::spawn(db).await;
     let alice = app.signed_up("alice@example.com").await;
     let second = Session::from_response(app.login("alice@example.com", PASSWORD).await).await;
-    let logout = app.client.post(app.url("/auth/logout")).bearer_auth(&second.access_token).send().await.unwrap();
+    let logout = app
+        .client
+        .post(app.url("/auth/logout"))
+        .bearer_auth(&second.access_token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(logout.status(), 204);
     app.signed_up("bob@example.com").await;
 
-    let response = app.client.get(app.url("/auth/me/export")).bearer_auth(&alice.access_token).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url("/auth/me/export"))
+        .bearer_auth(&alice.access_token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["cache-control"], "no-store");
     let export: Value = response.json().await.unwrap();
@@ -392,12 +537,25 @@ async fn the_export_holds_everything_stored_about_the_caller(db: Db) {
     assert_eq!(sessions.len(), 2, "the ended one too");
     assert_eq!(sessions[0]["revoked_reason"], "logout");
     assert_eq!(sessions[1]["revoked_at"], Value::Null);
-    let kinds: Vec<&str> = export["audit_events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = export["audit_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, ["signup", "login", "logout"]);
     let text = export.to_string();
-    assert!(!text.contains("bob@example.com") && !text.contains("$argon2"), "{text}");
+    assert!(
+        !text.contains("bob@example.com") && !text.contains("$argon2"),
+        "{text}"
+    );
     assert!(!text.contains(&alice.refresh_token));
-    let response = app.client.get(app.url("/auth/me/export")).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url("/auth/me/export"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(json_of(response).await, (401, unauthenticated()));
 }
 
@@ -418,9 +576,15 @@ async fn disabled_accounts_get_no_reset_or_verification_email(db: Db) {
     assert_eq!(response.status(), 200);
 
     // The same 202 as for any address, and nothing is sent.
-    let forgot = app.post_json("/auth/password/forgot", &json!({"email": "alice@example.com"})).await;
+    let forgot = app
+        .post_json(
+            "/auth/password/forgot",
+            &json!({"email": "alice@example.com"}),
+        )
+        .await;
     assert_eq!(forgot.status(), 202);
-    app.wait_for_count("SELECT COUNT(*) FROM password_reset_requests", 0).await;
+    app.wait_for_count("SELECT COUNT(*) FROM password_reset_requests", 0)
+        .await;
     let resend = app
         .client
         .post(app.url("/auth/email/verify/resend"))
@@ -430,9 +594,15 @@ async fn disabled_accounts_get_no_reset_or_verification_email(db: Db) {
         .unwrap();
     assert_eq!(resend.status(), 401, "the disable revoked the session");
     app.deliver().await;
-    assert_eq!(sink.messages().len(), 1, "only the signup's email: {:?}", sink.messages());
     assert_eq!(
-        app.count("SELECT COUNT(*) FROM one_time_tokens WHERE purpose = 'password_reset'").await,
+        sink.messages().len(),
+        1,
+        "only the signup's email: {:?}",
+        sink.messages()
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM one_time_tokens WHERE purpose = 'password_reset'")
+            .await,
         0
     );
 }
@@ -448,13 +618,25 @@ async fn email_change_and_deletion_send_their_webhook_events(db: Db) {
     .await;
     let alice = app.signed_up("alice@example.com").await;
     receiver.wait_delivered(1).await;
-    assert_eq!(change_email(&app, &alice.access_token, "ada@example.com", PASSWORD).await.status(), 202);
+    assert_eq!(
+        change_email(&app, &alice.access_token, "ada@example.com", PASSWORD)
+            .await
+            .status(),
+        202
+    );
     let mails = sink.wait_for(3).await;
-    let token = mails.iter().find(|m| m.to == ["ada@example.com"]).unwrap().token("/email/change");
+    let token = mails
+        .iter()
+        .find(|m| m.to == ["ada@example.com"])
+        .unwrap()
+        .token("/email/change");
     assert_eq!(confirm(&app, &token).await.status(), 200);
     let delivered = receiver.wait_delivered(2).await;
     assert_eq!(delivered[1].event_type(), "user.email_changed");
-    assert_eq!(delivered[1].json()["data"]["user"]["email"], "ada@example.com");
+    assert_eq!(
+        delivered[1].json()["data"]["user"]["email"],
+        "ada@example.com"
+    );
     assert_eq!(delivered[1].json()["data"]["user"]["email_verified"], true);
     let response = app
         .client

@@ -70,9 +70,9 @@ pub(super) async fn query_audit(
     let limit = limit(q.limit.as_deref())?;
     let before = parse_cursor(q.cursor.as_deref())?;
     let user_id = match q.user_id.as_deref().filter(|u| !u.is_empty()) {
-        Some(raw) => Some(
-            Uuid::try_parse(raw).map_err(|_| ApiError::field("user_id", "is not a UUID"))?,
-        ),
+        Some(raw) => {
+            Some(Uuid::try_parse(raw).map_err(|_| ApiError::field("user_id", "is not a UUID"))?)
+        }
         None => None,
     };
     let kind = q.kind.as_deref().filter(|k| !k.is_empty());

@@ -19,7 +19,10 @@ use crate::store;
 use crate::store::sessions::Reason;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/admin/v1/users/{id}/sessions", get(list).delete(revoke_all))
+    Router::new().route(
+        "/admin/v1/users/{id}/sessions",
+        get(list).delete(revoke_all),
+    )
 }
 
 #[derive(Serialize, ToSchema)]

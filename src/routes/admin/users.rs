@@ -26,12 +26,17 @@ use crate::routes::openapi::responses::{AdminUnauthenticated, Overloaded};
 use crate::routes::password::stored_email;
 use crate::store;
 use crate::store::flows::accounts::{Deletion, NewAccountRows, NewDeletion};
-use crate::store::flows::admin_users::{AdminCreate, AdminReset, NewAdminReset, NewAdminUser, UserPatch};
+use crate::store::flows::admin_users::{
+    AdminCreate, AdminReset, NewAdminReset, NewAdminUser, UserPatch,
+};
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/admin/v1/users", get(list).post(create))
-        .route("/admin/v1/users/{id}", get(get_user).patch(patch).delete(delete))
+        .route(
+            "/admin/v1/users/{id}",
+            get(get_user).patch(patch).delete(delete),
+        )
         .route("/admin/v1/users/{id}/password-reset", post(password_reset))
 }
 
@@ -290,7 +295,11 @@ pub(super) async fn patch(
     let patch = UserPatch {
         email_verified: req.email_verified,
         disabled: req.disabled,
-        app_metadata: req.app_metadata.as_ref().map(app_metadata_text).transpose()?,
+        app_metadata: req
+            .app_metadata
+            .as_ref()
+            .map(app_metadata_text)
+            .transpose()?,
     };
     let now = state.clock.now();
     // One store call: every change given, with its audit and webhook events.

@@ -16,10 +16,10 @@ use crate::clock::Millis;
 use crate::domain::{DisplayName, Email, Metadata};
 use crate::failpoint::failpoint;
 use crate::store::audit::{self, Actor};
+use crate::store::rate_limits::{self, Refund};
 use crate::store::tx::{Conn, Done};
 use crate::store::users::{self, Account};
 use crate::store::webhooks::Routes;
-use crate::store::rate_limits::{self, Refund};
 use crate::store::{Store, admin, mail_throttle, outbox};
 use crate::webhooks::event::EventType;
 

@@ -94,7 +94,9 @@ async fn request(
         return Ok(Done::Rollback(EmailChangeRequest::Stale));
     }
     if let Err(last_sent_at) = claim(c, &new.throttle, new.now).await? {
-        return Ok(Done::Rollback(EmailChangeRequest::Throttled { last_sent_at }));
+        return Ok(Done::Rollback(EmailChangeRequest::Throttled {
+            last_sent_at,
+        }));
     }
     // Only the newest link changes the address: an older one was for a request the user has
     // moved on from.
@@ -140,7 +142,13 @@ async fn confirm(
     ] {
         one_time_tokens::revoke_all(&mut *c, user_id, purpose, now).await?;
     }
-    audit::record(&mut *c, audit::Kind::EmailChanged, &actor.about(user_id), now).await?;
+    audit::record(
+        &mut *c,
+        audit::Kind::EmailChanged,
+        &actor.about(user_id),
+        now,
+    )
+    .await?;
     let account = events::find(c, user_id).await?;
     let event = EventType::UserEmailChanged;
     events::about(c, hooks, event, &account, None, None, now).await?;

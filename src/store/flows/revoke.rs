@@ -100,10 +100,12 @@ impl Store {
         self.record_evented((), move |c, ((), hooks)| {
             Box::pin(async move {
                 let actor = Actor::user(user_id);
-                Ok(match set_disabled(c, hooks, user_id, disable, &actor, now).await? {
-                    Some(revoked) => Done::Commit(Some(revoked)),
-                    None => Done::Rollback(None),
-                })
+                Ok(
+                    match set_disabled(c, hooks, user_id, disable, &actor, now).await? {
+                        Some(revoked) => Done::Commit(Some(revoked)),
+                        None => Done::Rollback(None),
+                    },
+                )
             })
         })
         .await
