@@ -75,6 +75,7 @@ pub const LOGIN_PASSWORD: Spec = ("password", "password", "current-password", tr
 pub const DISPLAY_NAME: Spec = ("display_name", "text", "nickname", false);
 pub const CURRENT_PASSWORD: Spec = ("current_password", "password", "current-password", true);
 pub const CHANGED_PASSWORD: Spec = ("new_password", "password", "new-password", true);
+pub const NEW_EMAIL: Spec = ("new_email", "email", "email", true);
 
 /// One problem in the summary above a form.
 #[derive(Serialize)]
