@@ -219,19 +219,14 @@ fn verify_blocking(
     phc: &str,
 ) -> anyhow::Result<Verified> {
     // An imported bcrypt, scrypt or PBKDF2 hash: verified as it is, replaced at this login.
-    match imported::scheme(phc) {
-        Some(
-            scheme @ (imported::Scheme::Bcrypt
-            | imported::Scheme::Scrypt
-            | imported::Scheme::Pbkdf2),
-        ) => {
-            let matches = imported::verify(scheme, phc, password.expose_secret().as_bytes())?;
-            return Ok(Verified {
-                matches,
-                needs_rehash: true,
-            });
-        }
-        _ => {}
+    use imported::Scheme;
+    if let Some(scheme @ (Scheme::Bcrypt | Scheme::Scrypt | Scheme::Pbkdf2)) = imported::scheme(phc)
+    {
+        let matches = imported::verify(scheme, phc, password.expose_secret().as_bytes())?;
+        return Ok(Verified {
+            matches,
+            needs_rehash: true,
+        });
     }
     let parsed =
         PasswordHash::new(phc).map_err(|e| anyhow!("stored hash is not a PHC string: {e}"))?;

@@ -25,11 +25,10 @@ use crate::extract::{ApiJson, Authenticated, ClientInfo};
 use crate::mail::links;
 use crate::store;
 use crate::store::audit::{self, Actor};
-use crate::store::directory::{AuditRow, SessionRow};
+use crate::store::directory::{AdminRow, AuditRow, SessionRow};
 use crate::store::flows::SessionRef;
 use crate::store::flows::accounts::{Deletion, NewDeletion};
 use crate::store::rate_limits::Refund;
-use crate::store::users::Account;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/auth/me/export", axum::routing::get(export))
@@ -292,12 +291,11 @@ pub struct AdminUserBody {
     pub disabled: bool,
 }
 
-impl From<Account> for AdminUserBody {
-    fn from(a: Account) -> Self {
-        let disabled = a.disabled_at.is_some();
+impl From<AdminRow> for AdminUserBody {
+    fn from(row: AdminRow) -> Self {
         AdminUserBody {
-            user: AccountBody::from(a).user,
-            disabled,
+            user: AccountBody::from(row.account).user,
+            disabled: row.disabled_at.is_some(),
         }
     }
 }

@@ -15,6 +15,25 @@ const ACCOUNT_COLUMNS: &str = "SELECT u.id, u.email, u.email_verified_at, u.crea
      p.last_login_at, p.metadata, u.app_metadata, u.disabled_at \
      FROM users u JOIN profiles p ON p.user_id = u.id";
 
+/// An account as the admin API shows it: the API's account, and whether it is disabled.
+#[derive(Debug, Clone, FromRow)]
+pub struct AdminRow {
+    #[sqlx(flatten)]
+    pub account: Account,
+    pub disabled_at: Option<i64>,
+}
+
+/// One account, for the admin API.
+pub async fn admin_account<'e>(
+    db: impl Executor<'e, Database = Any>,
+    user_id: Uuid,
+) -> Result<Option<AdminRow>, sqlx::Error> {
+    sqlx::query_as(&format!("{ACCOUNT_COLUMNS} WHERE u.id = $1"))
+        .bind(user_id.to_string())
+        .fetch_optional(db)
+        .await
+}
+
 /// `LIKE` pattern for "contains `needle`", with `\` escaping `%`, `_` and itself.
 fn contains_pattern(needle: &str) -> String {
     let mut pattern = String::from("%");
@@ -35,7 +54,7 @@ pub async fn users_page<'e>(
     query: Option<&str>,
     after: Option<Uuid>,
     limit: i64,
-) -> Result<Vec<Account>, sqlx::Error> {
+) -> Result<Vec<AdminRow>, sqlx::Error> {
     let mut sql = format!("{ACCOUNT_COLUMNS} WHERE u.id > $1");
     if query.is_some() {
         sql.push_str(

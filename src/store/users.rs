@@ -21,9 +21,6 @@ pub struct Account {
     pub metadata: String,
     /// `user.app_metadata`, a JSON object as text.
     pub app_metadata: String,
-    /// Read by `find_account` (the admin API shows it); other reads leave it `None`.
-    #[sqlx(default)]
-    pub disabled_at: Option<i64>,
 }
 
 /// What login needs to check a password.
@@ -95,7 +92,7 @@ pub async fn find_account<'e>(
     sqlx::query_as(
         "SELECT u.id, u.email, u.email_verified_at, u.created_at, p.display_name, \
                 p.created_at AS profile_created_at, p.updated_at AS profile_updated_at, p.last_login_at, \
-                p.metadata, u.app_metadata, u.disabled_at \
+                p.metadata, u.app_metadata \
          FROM users u JOIN profiles p ON p.user_id = u.id WHERE u.id = $1",
     )
     .bind(user_id.to_string())

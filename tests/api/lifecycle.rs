@@ -368,9 +368,9 @@ pub async fn assert_nothing_names(app: &TestApp, user_id: &str, email: &str) {
         assert_eq!(count, 0, "{table} still names the user");
     }
     let sessions = app
-        .count(&format!(
-            "SELECT COUNT(*) FROM refresh_tokens WHERE session_id NOT IN (SELECT id FROM sessions)"
-        ))
+        .count(
+            "SELECT COUNT(*) FROM refresh_tokens WHERE session_id NOT IN (SELECT id FROM sessions)",
+        )
         .await;
     assert_eq!(sessions, 0, "refresh tokens of deleted sessions");
     let lower = email.to_lowercase();

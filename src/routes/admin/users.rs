@@ -93,7 +93,7 @@ pub(super) async fn list(
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let next_cursor = match more {
-        true => rows.last().map(|a| cursor_of(&a.id)),
+        true => rows.last().map(|a| cursor_of(&a.account.id)),
         false => None,
     };
     Ok(Json(UserPage {
@@ -241,15 +241,15 @@ pub(super) async fn get_user(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<AdminAccount>, ApiError> {
     let id = user_id(path)?;
-    let account = store::users::find_account(state.store.reader(), id)
+    let row = store::directory::admin_account(state.store.reader(), id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(Json(admin_account(account)))
+    Ok(Json(admin_account(row)))
 }
 
-fn admin_account(account: store::users::Account) -> AdminAccount {
-    let disabled = account.disabled_at.is_some();
-    let AccountBody { user, profile } = account.into();
+fn admin_account(row: store::directory::AdminRow) -> AdminAccount {
+    let disabled = row.disabled_at.is_some();
+    let AccountBody { user, profile } = row.account.into();
     AdminAccount {
         user: AdminUserBody { user, disabled },
         profile,

@@ -9,8 +9,9 @@ use super::revoke::{revoke_all_by_admin, set_disabled};
 use super::{NewLink, events, issue_link};
 use crate::clock::Millis;
 use crate::store::audit::{self, Actor};
+use crate::store::directory::{self, AdminRow};
 use crate::store::tx::{Conn, Done};
-use crate::store::users::{self, Account};
+use crate::store::users;
 use crate::store::webhooks::Routes;
 use crate::store::{Store, one_time_tokens};
 use crate::tokens::Purpose;
@@ -28,7 +29,7 @@ pub struct NewAdminUser {
 
 #[derive(Debug)]
 pub enum AdminCreate {
-    Created(Box<Account>),
+    Created(Box<AdminRow>),
     EmailTaken,
 }
 
@@ -78,7 +79,7 @@ impl Store {
         patch: UserPatch,
         actor: Actor,
         now: Millis,
-    ) -> Result<Option<Account>, sqlx::Error> {
+    ) -> Result<Option<AdminRow>, sqlx::Error> {
         let input = (patch, actor);
         self.write_evented(input, move |c, ((patch, actor), hooks)| {
             Box::pin(patch_flow(c, hooks, user_id, patch, actor, now))
@@ -149,7 +150,11 @@ async fn create(
     let created = events::find(c, user_id).await?;
     let event = EventType::UserCreated;
     events::about(c, hooks, event, &created, None, None, new.now).await?;
-    Ok(Done::Commit(AdminCreate::Created(Box::new(created))))
+    let row = AdminRow {
+        account: created,
+        disabled_at: None,
+    };
+    Ok(Done::Commit(AdminCreate::Created(Box::new(row))))
 }
 
 async fn patch_flow(
@@ -159,7 +164,7 @@ async fn patch_flow(
     patch: &UserPatch,
     actor: &Actor,
     now: Millis,
-) -> Result<Done<Option<Account>>, sqlx::Error> {
+) -> Result<Done<Option<AdminRow>>, sqlx::Error> {
     if !users::lock_user(&mut *c, user_id, None).await? {
         return Ok(Done::Rollback(None));
     }
@@ -183,6 +188,6 @@ async fn patch_flow(
     if let Some(disable) = patch.disabled {
         set_disabled(c, hooks, user_id, disable, actor, now).await?;
     }
-    let account = users::find_account(&mut *c, user_id).await?;
+    let account = directory::admin_account(&mut *c, user_id).await?;
     Ok(Done::Commit(account))
 }
