@@ -175,7 +175,10 @@ impl Fixture {
     async fn second_session(&self) -> Session {
         let login = self.login(PASSWORD).await;
         assert_eq!(login.status(), 200, "{}: a second session", self.context);
-        Session::from_response(login).await
+        let session = Session::from_response(login).await;
+        // Its `user.login` webhook is delivered before any snapshot is taken.
+        self.settle().await;
+        session
     }
 
     /// The id of the caller's session (`current`) or of its other one, from GET /auth/sessions.
