@@ -140,7 +140,7 @@ pub(crate) async fn check_password(
         .await?;
     let actor = client.actor(Some(auth.user_id), Some(auth.session_id));
     if too_long || !verified.matches {
-        let kind = audit::Kind::PasswordChangeFailed;
+        let kind = audit::Kind::PasswordCheckFailed;
         let now = state.clock.now();
         state.store.record_event(kind, actor, now).await?;
         return Err(ApiError::InvalidCredentials);

@@ -42,6 +42,8 @@ pub enum Kind {
     PasswordResetSent,
     AdminKeyCreated,
     AdminKeyRevoked,
+    /// A wrong password re-entered for an email change or a deletion.
+    PasswordCheckFailed,
 }
 
 impl Kind {
@@ -75,6 +77,7 @@ impl Kind {
             Kind::PasswordResetSent => "password_reset_sent",
             Kind::AdminKeyCreated => "admin_key_created",
             Kind::AdminKeyRevoked => "admin_key_revoked",
+            Kind::PasswordCheckFailed => "password_check_failed",
         }
     }
 }

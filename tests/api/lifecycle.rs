@@ -17,6 +17,7 @@ db_tests!(
     the_export_holds_everything_stored_about_the_caller,
     disabled_accounts_get_no_reset_or_verification_email,
     email_change_and_deletion_send_their_webhook_events,
+    a_password_change_or_reset_voids_a_pending_email_change,
 );
 
 pub fn invalid_credentials() -> Value {
@@ -650,4 +651,94 @@ async fn email_change_and_deletion_send_their_webhook_events(db: Db) {
     let delivered = receiver.wait_delivered(3).await;
     assert_eq!(delivered[2].event_type(), "user.deleted");
     assert_eq!(delivered[2].json()["data"]["user"]["id"], alice.user_id());
+}
+
+async fn a_password_change_or_reset_voids_a_pending_email_change(db: Db) {
+    let sink = SmtpSink::start().await;
+    let app = TestApp::spawn_with_sink(db, &sink, |_| {}).await;
+    let alice = app.signed_up("alice@example.com").await;
+    // Someone who knows the password asks for a change to their own address ...
+    let to = "attacker@example.net";
+    assert_eq!(
+        change_email(&app, &alice.access_token, to, PASSWORD)
+            .await
+            .status(),
+        202
+    );
+    let mails = sink.wait_for(3).await;
+    let first = mails
+        .iter()
+        .find(|m| m.to == [to])
+        .unwrap()
+        .token("/email/change");
+    // ... and the owner changes the password: the link is void.
+    let new_password = "a brand new battery staple";
+    let response = app
+        .client
+        .post(app.url("/auth/password/change"))
+        .bearer_auth(&alice.access_token)
+        .json(&json!({"current_password": PASSWORD, "new_password": new_password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(
+        json_of(confirm(&app, &first).await).await,
+        (400, token_invalid())
+    );
+
+    // The same with a reset.
+    assert_eq!(
+        change_email(&app, &alice.access_token, to, new_password)
+            .await
+            .status(),
+        202
+    );
+    let mails = sink.wait_for(6).await;
+    let second = mails
+        .iter()
+        .filter(|m| m.to == [to])
+        .nth(1)
+        .unwrap()
+        .token("/email/change");
+    let forgot = app
+        .post_json(
+            "/auth/password/forgot",
+            &json!({"email": "alice@example.com"}),
+        )
+        .await;
+    assert_eq!(forgot.status(), 202);
+    let mails = sink.wait_for(7).await;
+    let reset = mails
+        .iter()
+        .find(|m| m.header("Subject").as_deref() == Some("Reset your password"))
+        .unwrap();
+    let response = app
+        .post_json(
+            "/auth/password/reset",
+            &json!({"token": reset.token("/password/reset"), "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(response.status(), 204);
+    assert_eq!(
+        json_of(confirm(&app, &second).await).await,
+        (400, token_invalid())
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM users WHERE email = 'alice@example.com'")
+            .await,
+        1
+    );
+    let failed = "SELECT COUNT(*) FROM audit_events WHERE kind = 'password_check_failed'";
+    assert_eq!(
+        change_email(&app, &alice.access_token, to, "wrong")
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        app.count(failed).await,
+        0,
+        "the reset ended the session: 401 before any check"
+    );
 }
