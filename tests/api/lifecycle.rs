@@ -502,6 +502,12 @@ async fn a_wrong_password_deletes_nothing(db: Db) {
             .await,
         1
     );
+    let failed = "SELECT COUNT(*) FROM audit_events WHERE kind = 'password_check_failed'";
+    assert_eq!(
+        app.count(failed).await,
+        1,
+        "the wrong password is on record"
+    );
     assert_eq!(app.me(&alice.access_token).await.status(), 200);
 }
 
@@ -728,17 +734,5 @@ async fn a_password_change_or_reset_voids_a_pending_email_change(db: Db) {
         app.count("SELECT COUNT(*) FROM users WHERE email = 'alice@example.com'")
             .await,
         1
-    );
-    let failed = "SELECT COUNT(*) FROM audit_events WHERE kind = 'password_check_failed'";
-    assert_eq!(
-        change_email(&app, &alice.access_token, to, "wrong")
-            .await
-            .status(),
-        401
-    );
-    assert_eq!(
-        app.count(failed).await,
-        0,
-        "the reset ended the session: 401 before any check"
     );
 }
