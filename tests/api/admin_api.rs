@@ -19,6 +19,7 @@ db_tests!(
     a_user_created_with_an_invite_sets_the_password_by_its_link,
     sessions_are_listed_and_revoked_and_reset_links_sent,
     the_audit_trail_is_queried_by_user_type_and_page,
+    an_account_whose_address_the_rules_refuse_is_deleted_without_a_notice,
 );
 
 /// A live admin key, stored as the CLI stores one; its id and the key.
@@ -722,4 +723,27 @@ async fn the_audit_trail_is_queried_by_user_type_and_page(db: Db) {
             "{query}: {body}"
         );
     }
+}
+
+async fn an_account_whose_address_the_rules_refuse_is_deleted_without_a_notice(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let (_, key) = admin_key(&app).await;
+    let old = app.signed_up("old@example.com").await;
+    // Stored under older rules: a display-name form the current rules refuse.
+    sqlx::query("UPDATE users SET email = 'Old <old@example.com>'")
+        .execute(app.pool())
+        .await
+        .unwrap();
+    let path = format!("/admin/v1/users/{}", old.user_id());
+    let response = admin(&app, &key, Method::DELETE, &path)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(app.count("SELECT COUNT(*) FROM users").await, 0);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM outbox WHERE kind = 'account_deleted'")
+            .await,
+        0
+    );
 }
