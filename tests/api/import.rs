@@ -278,3 +278,81 @@ async fn the_cli_imports_creates_users_and_manages_admin_keys(db: Db) {
     let listed = cli(&app, &["admin-keys", "list"]);
     assert_eq!(listed["keys"][0]["status"], "revoked");
 }
+
+/// A batch that fails in the middle of an import (the real binary, `--features failpoints`).
+#[cfg(feature = "failpoints")]
+mod failing {
+    use serde_json::{Value, json};
+
+    use crate::db_tests;
+    use crate::helpers::*;
+
+    db_tests!(a_failed_batch_is_reported_line_by_line_and_the_batches_before_it_stay);
+
+    async fn a_failed_batch_is_reported_line_by_line_and_the_batches_before_it_stay(db: Db) {
+        let test_db = TestDb::new(db).await;
+        let kek = latchkey::keys::Kek::generate_encoded();
+        let args = [
+            "admin-keys",
+            "create",
+            "--name",
+            "t",
+            "--json",
+            "--database-url",
+            &test_db.url,
+            "--key-encryption-key",
+            &kek,
+        ];
+        let output = run(&args, &std::env::temp_dir());
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let created: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let key = created["key"].as_str().unwrap();
+        // The first batch commits, the second fails before its commit.
+        let env = [("FAILPOINTS", "import.before_commit=1*off->1*return")];
+        let server = ServerProcess::serve(&test_db, &kek, &env).await;
+        let ndjson: Vec<String> = (1..=250)
+            .map(|n| json!({"email": format!("bulk{n}@example.com")}).to_string())
+            .collect();
+        let response = server
+            .client
+            .post(server.url("/admin/v1/users/import"))
+            .bearer_auth(key)
+            .header("content-type", "application/x-ndjson")
+            .body(ndjson.join("\n"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let report: Value = response.json().await.unwrap();
+        assert_eq!(report["imported"], 100);
+        let errors = report["errors"].as_array().unwrap();
+        let lines: Vec<u64> = errors.iter().map(|e| e["line"].as_u64().unwrap()).collect();
+        assert_eq!(
+            lines,
+            (101..=250).collect::<Vec<u64>>(),
+            "every line not written"
+        );
+        assert_eq!(
+            errors[0]["error"],
+            "not imported: the database refused the batch"
+        );
+        assert_eq!(
+            errors[100]["error"],
+            "not imported: an earlier batch failed (the database refused the batch)"
+        );
+        let pool = test_db.pool().await;
+        assert_eq!(count(&pool, "SELECT COUNT(*) FROM users").await, 100);
+        let last = "SELECT COUNT(*) FROM users WHERE email = 'bulk100@example.com'";
+        assert_eq!(
+            count(&pool, last).await,
+            1,
+            "the first batch is lines 1 to 100"
+        );
+        assert_eq!(count(&pool, ORPHANS).await, 0);
+        pool.close().await;
+    }
+}

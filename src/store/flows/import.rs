@@ -7,6 +7,7 @@
 use super::accounts::{Created, NewAccountRows, create_account};
 use super::events;
 use crate::clock::Millis;
+use crate::failpoint::failpoint;
 use crate::store::Store;
 use crate::store::audit::{self, Actor};
 use crate::store::tx::Done;
@@ -42,6 +43,7 @@ impl Store {
                     }
                     outcomes.push((line.line, created));
                 }
+                failpoint!("import.before_commit");
                 Ok(Done::Commit(outcomes))
             })
         })
