@@ -14,8 +14,11 @@ use crate::extract::ClientInfo;
 use crate::import::{self, Report};
 use crate::routes::openapi::responses::AdminUnauthenticated;
 
-/// An import body may be this large (the API's other bodies: 16 KiB).
-pub const MAX_IMPORT_BYTES: usize = 8 * 1024 * 1024;
+/// An import body may be this large (the API's other bodies: 16 KiB): some ten thousand lines,
+/// which import well within the request timeout. Larger files go through `latchkey users import`
+/// (no timeout) or several requests. Should a request time out all the same, the batches that
+/// committed stay, and sending the same lines again is safe: those come back as `email_taken`.
+pub const MAX_IMPORT_BYTES: usize = 1024 * 1024;
 
 pub fn router() -> Router<AppState> {
     // The layer covers this router's one route only: the API's other bodies keep 16 KiB.
@@ -36,7 +39,7 @@ pub fn router() -> Router<AppState> {
         content_type = "application/x-ndjson",
         description = "One JSON object a line: `{email, password_hash?, email_verified?, \
             display_name?, app_metadata?}`; hashes in PHC or MCF form (argon2, bcrypt, scrypt, \
-            pbkdf2-sha256). At most 8 MiB.",
+            pbkdf2-sha256). At most 1 MiB (use `latchkey users import` for larger files).",
     ),
     responses(
         (status = 200, description = "What was imported, and why each other line was not. \
@@ -44,7 +47,7 @@ pub fn router() -> Router<AppState> {
             with every line after it, and the batches before it stay.", body = Report),
         (status = 401, response = AdminUnauthenticated),
         (status = 400, description = "`invalid_json`: the body is not UTF-8.", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`: more than 8 MiB.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: more than 1 MiB.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: not `application/x-ndjson`.",
             body = ErrorBody),
     ),
