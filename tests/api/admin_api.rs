@@ -156,6 +156,9 @@ async fn users_are_listed_searched_and_paged(db: Db) {
 
     let (status, all) = get("/admin/v1/users".into()).await;
     assert_eq!(status, 200);
+    // Empty parameters are absent ones, as in the contract's `?query=&limit=&cursor=`.
+    let (status, same) = get("/admin/v1/users?query=&limit=&cursor=".into()).await;
+    assert_eq!((status, &same), (200, &all));
     assert_eq!(
         emails(&all),
         [

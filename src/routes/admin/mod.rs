@@ -56,9 +56,9 @@ fn query<T: DeserializeOwned + Default>(raw: RawQuery) -> Result<T, ApiError> {
     })
 }
 
-/// `limit`: 1 to `MAX_LIMIT`.
+/// `limit`: 1 to `MAX_LIMIT`; absent or empty (`?limit=`): the default.
 fn limit(raw: Option<&str>) -> Result<i64, ApiError> {
-    match raw {
+    match raw.filter(|r| !r.is_empty()) {
         None => Ok(DEFAULT_LIMIT),
         Some(raw) => raw
             .parse::<i64>()
