@@ -63,8 +63,8 @@ pub struct EmailChangeBody {
             changes until it is opened.", body = MessageBody),
         (status = 401, description = "`invalid_credentials`: wrong password; or \
             `unauthenticated`.", body = ErrorBody),
-        (status = 409, description = "`email_taken`: an account has this address.",
-            body = ErrorBody),
+        (status = 409, description = "`email_taken`: an account has this address (with \
+            `conceal_existing_accounts`: 202, and nothing is sent).", body = ErrorBody),
         (status = 429, response = RateLimited),
         (status = 503, response = Overloaded),
     ),
@@ -109,6 +109,11 @@ pub(crate) async fn change_flow(
         return Err(ApiError::field("new_email", "is the current address"));
     }
     if store::users::email_taken(state.store.reader(), &new_email).await? {
+        // With `conceal_existing_accounts` the answer is the one of a free address (nothing is
+        // sent): a session must not be a way to probe addresses that signup hides.
+        if state.settings.conceal_existing_accounts {
+            return Ok(());
+        }
         return Err(ApiError::EmailTaken);
     }
     let now = state.clock.now();

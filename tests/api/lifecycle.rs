@@ -18,6 +18,7 @@ db_tests!(
     disabled_accounts_get_no_reset_or_verification_email,
     email_change_and_deletion_send_their_webhook_events,
     a_password_change_or_reset_voids_a_pending_email_change,
+    with_concealment_a_taken_address_answers_like_a_free_one,
 );
 
 pub fn invalid_credentials() -> Value {
@@ -734,5 +735,25 @@ async fn a_password_change_or_reset_voids_a_pending_email_change(db: Db) {
         app.count("SELECT COUNT(*) FROM users WHERE email = 'alice@example.com'")
             .await,
         1
+    );
+}
+
+async fn with_concealment_a_taken_address_answers_like_a_free_one(db: Db) {
+    let app = TestApp::spawn_with(db, |o| o.conceal_existing_accounts = Some(true)).await;
+    assert_eq!(
+        app.signup("alice@example.com", PASSWORD).await.status(),
+        202
+    );
+    assert_eq!(app.signup("bob@example.com", PASSWORD).await.status(), 202);
+    let alice = Session::from_response(app.login("alice@example.com", PASSWORD).await).await;
+    let response = change_email(&app, &alice.access_token, "BOB@example.com", PASSWORD).await;
+    assert_eq!(response.status(), 202);
+    let response = change_email(&app, &alice.access_token, "carol@example.com", PASSWORD).await;
+    assert_eq!(response.status(), 202);
+    let links = "SELECT COUNT(*) FROM one_time_tokens WHERE purpose = 'email_change'";
+    assert_eq!(
+        app.count(links).await,
+        1,
+        "a link for the free address only"
     );
 }
