@@ -16,7 +16,6 @@ use uuid::Uuid;
 use crate::clock::{Clock, rfc3339};
 use crate::store::admin::{KeyRow, UserRow};
 use crate::store::email_keys::StoredAddress;
-use crate::store::flows::revoke::Deleted;
 use crate::store::{self, Store};
 
 /// How a command's result is printed.
@@ -282,10 +281,8 @@ pub async fn delete_user(
     let now = clock.now();
     // One store call: the deletion (cascading to profile, sessions and tokens) and its audit
     // event, which outlives the account.
-    match store.delete_user(id, now).await? {
-        Deleted::Deleted => {}
-        Deleted::NoSuchUser => bail!("no user {user}"),
-        Deleted::Refused(refused) => bail!("the application refused: {refused:?}"),
+    if !store.delete_user(id, now).await? {
+        bail!("no user {user}");
     }
     out.print(
         &format!("deleted {} ({})", row.email, row.id),

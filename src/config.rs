@@ -69,6 +69,24 @@ pub enum Command {
         #[command(subcommand)]
         action: WebhooksCommand,
     },
+    /// Manage the keys of the admin API (`/admin/v1`).
+    AdminKeys {
+        #[command(subcommand)]
+        action: AdminKeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminKeysCommand {
+    /// Create a key and print it, once (only its hash is stored).
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+    /// List the keys (names, ids, state; never a key).
+    List,
+    /// Revoke a key by id: the next request with it gets 401.
+    Revoke { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +161,19 @@ pub enum UsersCommand {
         #[arg(value_name = "JSON")]
         app_metadata: String,
     },
+    /// Create an account (a password read from stdin with `--password-stdin`, else none: the
+    /// owner sets it with the link of `--send-invite` or a reset).
+    Create {
+        email: String,
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(long)]
+        verified: bool,
+        #[arg(long)]
+        send_invite: bool,
+    },
+    /// Import accounts from an NDJSON file (`-` for stdin), hashes and all (see the README).
+    Import { file: String },
     /// List the accounts an email re-key left on their old key: addresses that are one address
     /// under the current rules, and stored addresses those rules refuse.
     EmailCollisions,

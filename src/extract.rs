@@ -113,6 +113,7 @@ impl ClientInfo {
             session_id,
             ip: self.ip.clone(),
             user_agent: self.user_agent.clone(),
+            admin_key_id: None,
         }
     }
 }

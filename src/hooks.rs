@@ -60,6 +60,10 @@ pub(crate) const IN_TRANSACTION_LIMIT: Duration = Duration::from_secs(2);
 pub enum Source {
     /// `POST /auth/signup` or the hosted signup page.
     Signup,
+    /// The admin API's `POST /admin/v1/users`, or `latchkey users create`.
+    Admin,
+    /// An import (the admin API's, or `latchkey users import`).
+    Import,
 }
 
 /// A signup about to happen: the request, parsed and checked, before its password is hashed.
@@ -150,6 +154,29 @@ impl HookError {
         match self.0 {
             Refusal::Database(err) => Err(err),
             other => Ok(HookError(other)),
+        }
+    }
+}
+
+impl HookError {
+    /// What an import's report says of a refused line: the code, and the fields of a 422 (the
+    /// detail of anything else goes to the log).
+    pub(crate) fn summary(&self) -> String {
+        match &self.0 {
+            Refusal::Fields(fields) => {
+                let problems: Vec<String> =
+                    fields.iter().map(|(f, p)| format!("{f}: {p}")).collect();
+                format!("validation_failed ({})", problems.join("; "))
+            }
+            Refusal::Conflict => "conflict".to_owned(),
+            Refusal::Database(err) => {
+                tracing::error!(error = %err, "an application hook failed");
+                "internal".to_owned()
+            }
+            Refusal::Other(err) => {
+                tracing::error!(error = ?err, "an application hook failed");
+                "internal".to_owned()
+            }
         }
     }
 }

@@ -117,9 +117,15 @@ pub use hooks::{DeletedAccount, HookError, Hooks, NewAccount, SignupAttempt, Sou
 /// The sqlx of the hooks' connections (0.8, with the `any`, `sqlite` and `postgres` drivers).
 pub use sqlx;
 
+/// The operator's commands of the account lifecycle: admin keys, `users create`, `users import`.
+#[doc(hidden)]
+pub mod accounts_cli;
 /// The operator's commands (users, sessions, keys, configuration).
 #[doc(hidden)]
 pub mod admin;
+/// Admin API keys (`lk_admin_…`): generation, stored hash, the request extractor.
+#[doc(hidden)]
+pub mod admin_keys;
 /// Application state, router assembly and `serve(listener, state, shutdown)`.
 #[doc(hidden)]
 pub mod app;
@@ -130,6 +136,7 @@ pub mod clock;
 #[doc(hidden)]
 pub mod config;
 /// `latchkey config check`: every problem of a configuration, one line each.
+#[doc(hidden)]
 pub mod config_check;
 /// The session cookies: one builder, one matching removal.
 #[doc(hidden)]
@@ -149,6 +156,9 @@ pub mod extract;
 /// Deliberate failures for tests of the all-or-nothing promise (cargo feature `failpoints`).
 #[doc(hidden)]
 pub mod failpoint;
+/// Importing users with their password hashes (NDJSON), in batches.
+#[doc(hidden)]
+pub mod import;
 /// Background jobs: key reloads and rotation, pruning of ended sessions.
 #[doc(hidden)]
 pub mod jobs;

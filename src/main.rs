@@ -2,12 +2,13 @@
 
 use anyhow::Context;
 use clap::Parser;
+use latchkey::accounts_cli;
 use latchkey::admin::{self, Output};
 use latchkey::app::AppState;
 use latchkey::clock::Clock;
 use latchkey::config::{
-    Cli, Command, ConfigCommand, KeysCommand, MailCommand, SessionsCommand, Settings, UsersCommand,
-    WebhooksCommand,
+    AdminKeysCommand, Cli, Command, ConfigCommand, KeysCommand, MailCommand, SessionsCommand,
+    Settings, UsersCommand, WebhooksCommand,
 };
 use latchkey::standalone::{self, Stop};
 use latchkey::{keys, mail, store, telemetry, webhooks};
@@ -56,6 +57,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys {
             action: KeysCommand::List,
         } => admin::list_keys(&connect(&settings).await?, out).await,
+        Command::AdminKeys { action } => {
+            let store = connect(&settings).await?;
+            match action {
+                AdminKeysCommand::Create { name } => {
+                    accounts_cli::create_admin_key(&store, &clock, &name, out).await
+                }
+                AdminKeysCommand::List => accounts_cli::list_admin_keys(&store, out).await,
+                AdminKeysCommand::Revoke { id } => {
+                    accounts_cli::revoke_admin_key(&store, &clock, &id, out).await
+                }
+            }
+        }
+        // These need the whole application: templates for the invitation, the hasher.
+        Command::Users {
+            action:
+                UsersCommand::Create {
+                    email,
+                    password_stdin,
+                    verified,
+                    send_invite,
+                },
+        } => {
+            let state = AppState::build(settings, clock).await?;
+            let create = accounts_cli::Create {
+                email,
+                password_stdin,
+                verified,
+                send_invite,
+            };
+            accounts_cli::create_user(&state, create, out).await
+        }
+        Command::Users {
+            action: UsersCommand::Import { file },
+        } => {
+            let store = connect(&settings).await?;
+            accounts_cli::import_users(&store, &clock, &file, out).await
+        }
         Command::Users { action } => {
             let store = connect(&settings).await?;
             match action {
@@ -83,6 +121,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 UsersCommand::EmailCollisions => admin::email_collisions(&store, out).await,
                 UsersCommand::SetAppMetadata { user, app_metadata } => {
                     admin::set_app_metadata(&store, &clock, &user, &app_metadata, out).await
+                }
+                UsersCommand::Create { .. } | UsersCommand::Import { .. } => {
+                    unreachable!("handled above")
                 }
             }
         }

@@ -26,6 +26,9 @@ use crate::telemetry;
 
 const REQUEST_ID: &str = "x-request-id";
 
+/// The prefix of the admin API's routes.
+pub const ADMIN_API: &str = "/admin/v1/";
+
 pub async fn request_context(
     State(state): State<AppState>,
     mut req: Request,
@@ -128,7 +131,11 @@ pub async fn csrf(State(state): State<AppState>, req: Request, next: Next) -> Re
         *req.method(),
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
     );
-    if unsafe_method {
+    // The admin API is authorized by its bearer key alone, never by a cookie (`admin_keys`):
+    // a foreign page has no ambient credential to ride on, and an admin console on another
+    // origin must be able to call it.
+    let admin_api = req.uri().path().starts_with(ADMIN_API);
+    if unsafe_method && !admin_api {
         let headers = req.headers();
         let fetch_site = headers.get("sec-fetch-site").map(|v| v.as_bytes());
         let rejected = match headers

@@ -18,6 +18,7 @@
 //! measurement (see the README's "Performance" section).
 
 pub mod argon2id;
+pub mod imported;
 
 use std::sync::Arc;
 
@@ -148,6 +149,9 @@ impl HashSlot {
         stored: Option<String>,
     ) -> Result<Verified, HashError> {
         let (argon2, cost) = (self.hasher.argon2, self.hasher.cost);
+        // An account without a password (invited, imported without a hash) is treated like no
+        // account: the dummy hash's work, and no match.
+        let stored = stored.filter(|s| imported::scheme(s) != Some(imported::Scheme::Unusable));
         let known = stored.is_some();
         let phc = stored.unwrap_or_else(|| self.hasher.dummy_hash.to_string());
         let verified = self
@@ -214,6 +218,16 @@ fn verify_blocking(
     password: &SecretString,
     phc: &str,
 ) -> anyhow::Result<Verified> {
+    // An imported bcrypt, scrypt or PBKDF2 hash: verified as it is, replaced at this login.
+    use imported::Scheme;
+    if let Some(scheme @ (Scheme::Bcrypt | Scheme::Scrypt | Scheme::Pbkdf2)) = imported::scheme(phc)
+    {
+        let matches = imported::verify(scheme, phc, password.expose_secret().as_bytes())?;
+        return Ok(Verified {
+            matches,
+            needs_rehash: true,
+        });
+    }
     let parsed =
         PasswordHash::new(phc).map_err(|e| anyhow!("stored hash is not a PHC string: {e}"))?;
     let matches = argon2.verify(cost, phc, password.expose_secret().as_bytes())?;

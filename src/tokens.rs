@@ -193,6 +193,9 @@ pub enum Purpose {
     MfaChallenge,
     /// A TOTP recovery code.
     RecoveryCode,
+    /// The link of an email change, sent to the new address: it proves that address and swaps it
+    /// in, and is worth nothing as a verification or reset token (nor they as it).
+    EmailChange,
 }
 
 impl Purpose {
@@ -203,6 +206,7 @@ impl Purpose {
             Purpose::EmailVerification => "latchkey email verification token v1",
             Purpose::MfaChallenge => "latchkey mfa challenge token v1",
             Purpose::RecoveryCode => "latchkey mfa recovery code v1",
+            Purpose::EmailChange => "latchkey email change token v1",
         }
     }
 
@@ -214,6 +218,7 @@ impl Purpose {
             Purpose::EmailVerification => "email_verification",
             Purpose::MfaChallenge => "mfa_challenge",
             Purpose::RecoveryCode => "recovery_code",
+            Purpose::EmailChange => "email_change",
         }
     }
 }

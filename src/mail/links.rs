@@ -19,13 +19,21 @@ use crate::tokens::{self, Purpose};
 pub enum LinkKind {
     PasswordReset,
     EmailVerification,
+    /// The confirmation of an email change, sent to the new address.
+    EmailChange,
+    /// An operator's invitation: a password-reset token (the reset page and `POST
+    /// /auth/password/reset` set the password and mark the address verified, which is all an
+    /// invitation needs), in its own email and with the verification link's lifetime, since
+    /// an invitation is not answered within the half hour of a reset.
+    Invite,
 }
 
 impl LinkKind {
     fn purpose(self) -> Purpose {
         match self {
-            LinkKind::PasswordReset => Purpose::PasswordReset,
+            LinkKind::PasswordReset | LinkKind::Invite => Purpose::PasswordReset,
             LinkKind::EmailVerification => Purpose::EmailVerification,
+            LinkKind::EmailChange => Purpose::EmailChange,
         }
     }
 }
@@ -50,6 +58,18 @@ pub fn prepare(
             Kind::EmailVerification,
             "email/verify",
             &settings.verify_link_url,
+            settings.email_verification_ttl,
+        ),
+        LinkKind::EmailChange => (
+            Kind::EmailChange,
+            "email/change",
+            &None,
+            settings.email_verification_ttl,
+        ),
+        LinkKind::Invite => (
+            Kind::Invite,
+            "password/reset",
+            &settings.reset_link_url,
             settings.email_verification_ttl,
         ),
     };
@@ -95,6 +115,27 @@ pub fn password_changed(state: &AppState, to: &Email) -> Result<NewMail, ApiErro
 pub fn account_exists(state: &AppState, to: &Email) -> Result<NewMail, ApiError> {
     let values = [("email", to.as_str()), ("public_url", &*state.issuer)];
     render(state, Kind::AccountExists, to, &values)
+}
+
+/// The notice to `old` that a change of its address to `new` was asked for. Not throttled: the
+/// request that causes it is (the new address's confirmation slot).
+pub fn email_change_notice(
+    state: &AppState,
+    old: &Email,
+    new: &Email,
+) -> Result<NewMail, ApiError> {
+    let values = [
+        ("email", old.as_str()),
+        ("new_email", new.as_str()),
+        ("public_url", &*state.issuer),
+    ];
+    render(state, Kind::EmailChangeNotice, old, &values)
+}
+
+/// The notice that the account of `to` was deleted.
+pub fn account_deleted(state: &AppState, to: &Email) -> Result<NewMail, ApiError> {
+    let values = [("email", to.as_str()), ("public_url", &*state.issuer)];
+    render(state, Kind::AccountDeleted, to, &values)
 }
 
 fn render(

@@ -40,6 +40,15 @@ pub enum Kind {
     /// With `conceal_existing_accounts`: someone tried to sign up with an address that has an
     /// account. The owner hears of it instead of the requester.
     AccountExists,
+    /// The confirmation link of an email change, to the new address.
+    EmailChange,
+    /// The notice to the old address that a change to another one was asked for.
+    EmailChangeNotice,
+    /// The notice that the account was deleted, to its address.
+    AccountDeleted,
+    /// An account created by an operator (admin API `send_invite`): a link that sets the
+    /// password (a password-reset token, see `links::prepare`).
+    Invite,
 }
 
 impl Kind {
@@ -49,16 +58,23 @@ impl Kind {
             Kind::EmailVerification => "email_verification",
             Kind::PasswordChanged => "password_changed",
             Kind::AccountExists => "account_exists",
+            Kind::EmailChange => "email_change",
+            Kind::EmailChangeNotice => "email_change_notice",
+            Kind::AccountDeleted => "account_deleted",
+            Kind::Invite => "invite",
         }
     }
 
     /// The `{{name}}`s its templates may use.
     pub fn placeholders(self) -> &'static [&'static str] {
         match self {
-            Kind::PasswordReset | Kind::EmailVerification => {
+            Kind::PasswordReset | Kind::EmailVerification | Kind::EmailChange | Kind::Invite => {
                 &["link", "email", "expires_in", "public_url"]
             }
-            Kind::PasswordChanged | Kind::AccountExists => &["email", "public_url"],
+            Kind::EmailChangeNotice => &["email", "new_email", "public_url"],
+            Kind::PasswordChanged | Kind::AccountExists | Kind::AccountDeleted => {
+                &["email", "public_url"]
+            }
         }
     }
 }

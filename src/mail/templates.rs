@@ -27,11 +27,15 @@ pub struct Templates {
     compiled: templates::Templates,
 }
 
-const KINDS: [Kind; 4] = [
+const KINDS: [Kind; 8] = [
     Kind::PasswordReset,
     Kind::EmailVerification,
     Kind::PasswordChanged,
     Kind::AccountExists,
+    Kind::EmailChange,
+    Kind::EmailChangeNotice,
+    Kind::AccountDeleted,
+    Kind::Invite,
 ];
 
 /// The built-in text and HTML templates of `kind`.
@@ -52,6 +56,22 @@ fn builtin(kind: Kind) -> (&'static str, &'static str) {
         Kind::AccountExists => (
             include_str!("templates/account_exists.txt"),
             include_str!("templates/account_exists.html"),
+        ),
+        Kind::EmailChange => (
+            include_str!("templates/email_change.txt"),
+            include_str!("templates/email_change.html"),
+        ),
+        Kind::EmailChangeNotice => (
+            include_str!("templates/email_change_notice.txt"),
+            include_str!("templates/email_change_notice.html"),
+        ),
+        Kind::AccountDeleted => (
+            include_str!("templates/account_deleted.txt"),
+            include_str!("templates/account_deleted.html"),
+        ),
+        Kind::Invite => (
+            include_str!("templates/invite.txt"),
+            include_str!("templates/invite.html"),
         ),
     }
 }

@@ -168,7 +168,8 @@ async fn expand(state: &AppState, request: store::reset_requests::Pending) -> an
         Ok(typed) => store::users::find_contact_by_email(state.store.reader(), &typed).await?,
         Err(_) => None,
     };
-    let Some(contact) = contact else {
+    // No account, or a disabled one: no link, and the requester saw the same 202 either way.
+    let Some(contact) = contact.filter(|c| c.disabled_at.is_none()) else {
         state.store.discard_reset_request(request.id).await?;
         return Ok(());
     };
@@ -195,6 +196,7 @@ async fn expand(state: &AppState, request: store::reset_requests::Pending) -> an
         session_id: None,
         ip: request.ip,
         user_agent: request.user_agent,
+        admin_key_id: None,
     };
     state
         .store

@@ -13,13 +13,17 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use super::auth::NoFields;
-use super::form::{CHANGED_PASSWORD, CURRENT_PASSWORD, DISPLAY_NAME, Form, PageForm, PageQuery};
+use super::form::{
+    CHANGED_PASSWORD, CURRENT_PASSWORD, DISPLAY_NAME, Form, LOGIN_PASSWORD, NEW_EMAIL, PageForm,
+    PageQuery,
+};
 use super::render::{Pages, see_other};
 use super::{notice, resume};
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::{self, Authenticated, ClientInfo};
 use crate::routes::email::{Resent, resend_flow};
+use crate::routes::email_change::{EmailChangeBody, change_flow as email_change_flow};
 use crate::routes::me::{ProfileUpdate, update_profile_flow};
 use crate::routes::password::{ChangeRequest, change_flow};
 use crate::routes::sessions::{SessionView, list_flow, logout_all_flow, revoke_flow};
@@ -34,6 +38,7 @@ pub(super) struct Forms {
     pub profile: Form,
     pub sessions: Form,
     pub password: Form,
+    pub email: Form,
     pub everywhere: Form,
 }
 
@@ -44,6 +49,7 @@ impl Forms {
             profile: Form::new(pages, &[DISPLAY_NAME]).keep("display_name", display_name),
             sessions: Form::new(pages, &[]),
             password: Form::new(pages, &[CURRENT_PASSWORD, CHANGED_PASSWORD]),
+            email: email_form(pages),
             everywhere: Form::new(pages, &[]),
         }
     }
@@ -331,6 +337,57 @@ pub async fn change_password(
                         "current_password",
                         "wrong_password",
                     )],
+                );
+                forms
+            })
+            .await
+        }
+    }
+}
+
+/// The email change form: the new address and the account's password.
+fn email_form(pages: &Pages) -> Form {
+    Form::new(pages, &[NEW_EMAIL, LOGIN_PASSWORD])
+}
+
+#[derive(Deserialize)]
+pub struct EmailFields {
+    new_email: Option<String>,
+    password: Option<SecretString>,
+}
+
+/// POST /account/email/change: the link goes to the new address; the page says so.
+pub async fn change_email(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    client: ClientInfo,
+    PageForm(fields): PageForm<EmailFields>,
+) -> Response {
+    let auth = match session(&state, &headers).await {
+        Ok(auth) => auth,
+        Err(response) => return response,
+    };
+    let typed = fields.new_email.clone();
+    let req = EmailChangeBody {
+        new_email: fields.new_email,
+        password: fields.password,
+    };
+    match email_change_flow(&state, auth, &client, req).await {
+        Ok(()) => back("email_change_sent"),
+        Err(err) => {
+            failed(&state, auth, &err, |pages, name| {
+                let mut forms = Forms::new(pages, name);
+                forms.email = email_form(pages).keep("new_email", typed.as_deref()).fail(
+                    pages,
+                    &err,
+                    &[
+                        (
+                            ErrorCode::InvalidCredentials,
+                            "password",
+                            "wrong_account_password",
+                        ),
+                        (ErrorCode::EmailTaken, "new_email", "email_taken"),
+                    ],
                 );
                 forms
             })

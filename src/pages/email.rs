@@ -1,8 +1,8 @@
-//! The email verification page.
+//! The email verification page and the email change's confirmation page.
 //!
-//! GET /email/verify?token=T shows a confirm button and spends nothing: mail scanners and link
-//! previews follow links, and must not verify an address for its owner. The button's POST spends
-//! the token through the JSON API's verification.
+//! GET /email/verify?token=T (and GET /email/change?token=T) shows a confirm button and spends
+//! nothing: mail scanners and link previews follow links, and must not verify (or change) an
+//! address for its owner. The button's POST spends the token through the JSON API's use case.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -17,6 +17,7 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::extract::ClientInfo;
 use crate::routes::email::{VerifyRequest, verify_flow};
+use crate::routes::email_change::{ConfirmBody, confirm_flow};
 use crate::tokens::Purpose;
 
 /// The context of the verification page: the confirm button for a live token, "verified" after
@@ -90,6 +91,71 @@ pub async fn verify(
                 done: false,
             };
             fail_page(pages, "verify.html", &err, &page)
+        }
+    }
+}
+
+/// GET /email/change?token=T (400 when the link no longer works), and after the POST
+/// `?notice=email_changed`.
+pub async fn change_page(State(state): State<AppState>, query: PageQuery) -> Response {
+    let form = Form::new(&state.pages, &[]);
+    if query.token.is_none() && query.notice.as_deref() == Some("email_changed") {
+        let page = VerifyPage {
+            form,
+            token: None,
+            done: true,
+        };
+        return state
+            .pages
+            .render("email_change.html", StatusCode::OK, None, &page);
+    }
+    let token = query.token.unwrap_or_default();
+    let live = match live_token_owner(&state, Purpose::EmailChange, &token).await {
+        Ok(owner) => owner.is_some(),
+        Err(err) => return state.pages.error(&err),
+    };
+    let page = VerifyPage {
+        form,
+        token: live.then_some(token),
+        done: false,
+    };
+    let status = match live {
+        true => StatusCode::OK,
+        false => StatusCode::BAD_REQUEST,
+    };
+    state.pages.render("email_change.html", status, None, &page)
+}
+
+/// POST /email/change: the JSON API's confirmation, then 303 to the "changed" view.
+pub async fn change_confirm(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    PageForm(fields): PageForm<VerifyFields>,
+) -> Response {
+    let token = fields.token.as_ref().map(|t| t.expose_secret().to_owned());
+    let req = ConfirmBody {
+        token: fields.token,
+    };
+    match confirm_flow(&state, &client, req).await {
+        Ok(_) => see_other("/email/change?notice=email_changed"),
+        Err(err) => {
+            let pages = &state.pages;
+            // A used or expired link, or an address taken meanwhile (the swap rolled back, and
+            // confirming again would fail the same way), shows no button; a 429 or 503 keeps it
+            // for another try.
+            let token = token.filter(|_| {
+                !matches!(
+                    err,
+                    ApiError::TokenInvalid | ApiError::Validation(_) | ApiError::EmailTaken
+                )
+            });
+            let form = Form::new(pages, &[]).fail(pages, &err, &[]);
+            let page = VerifyPage {
+                form,
+                token,
+                done: false,
+            };
+            fail_page(pages, "email_change.html", &err, &page)
         }
     }
 }

@@ -77,6 +77,7 @@ pub const CURRENT_PASSWORD: Spec = ("current_password", "password", "current-pas
 pub const CHANGED_PASSWORD: Spec = ("new_password", "password", "new-password", true);
 pub const TOTP_CODE: Spec = ("code", "text", "one-time-code", true);
 pub const RECOVERY_CODE: Spec = ("recovery_code", "text", "off", true);
+pub const NEW_EMAIL: Spec = ("new_email", "email", "email", true);
 
 /// One problem in the summary above a form.
 #[derive(Serialize)]

@@ -51,9 +51,14 @@ pub fn router(state: &AppState) -> Router<AppState> {
             get(password::reset_page).post(password::reset),
         )
         .route("/email/verify", get(email::verify_page).post(email::verify))
+        .route(
+            "/email/change",
+            get(email::change_page).post(email::change_confirm),
+        )
         .route("/account", get(account::page))
         .route("/account/profile", post(account::update_profile))
         .route("/account/email/resend", post(account::resend))
+        .route("/account/email/change", post(account::change_email))
         .route("/account/sessions/revoke", post(account::revoke_session))
         .route("/account/password", post(account::change_password))
         .route("/account/logout-all", post(account::logout_all))
@@ -96,6 +101,7 @@ fn samples(pages: &Pages) -> Vec<(&'static str, serde_json::Value)> {
         )],
     );
     forms.profile = forms.profile.fail(pages, &invalid("display_name"), &[]);
+    forms.email = forms.email.fail(pages, &invalid("new_email"), &[]);
     let account = account::AccountPage {
         account: account::AccountView {
             email: "ada@example.com".to_owned(),
@@ -157,6 +163,18 @@ fn samples(pages: &Pages) -> Vec<(&'static str, serde_json::Value)> {
             "verify.html",
             json(serde_json::to_value(email::VerifyPage {
                 form: form::Form::new(pages, &[]),
+                token: Some("T".to_owned()),
+                done: false,
+            })),
+        ),
+        (
+            "email_change.html",
+            json(serde_json::to_value(email::VerifyPage {
+                form: form::Form::new(pages, &[]).fail(
+                    pages,
+                    &crate::error::ApiError::EmailTaken,
+                    &[],
+                ),
                 token: Some("T".to_owned()),
                 done: false,
             })),

@@ -25,6 +25,10 @@ const TEMPLATES: &[Builtin] = &[
     ("forgot.html", include_str!("templates/forgot.html")),
     ("reset.html", include_str!("templates/reset.html")),
     ("verify.html", include_str!("templates/verify.html")),
+    (
+        "email_change.html",
+        include_str!("templates/email_change.html"),
+    ),
     ("account.html", include_str!("templates/account.html")),
     ("error.html", include_str!("templates/error.html")),
 ];

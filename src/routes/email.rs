@@ -155,6 +155,11 @@ pub(crate) async fn resend_flow(
     if contact.email_verified_at.is_some() {
         return Ok(Resent::AlreadyVerified);
     }
+    // A disabled account gets no email; its sessions were revoked with the disable, so this is
+    // only reached by a request racing it. The same answer as a sent one.
+    if contact.disabled_at.is_some() {
+        return Ok(Resent::Sent);
+    }
     let to = stored_email(&contact.email)?;
     let now = state.clock.now();
     let new = NewResend {

@@ -19,7 +19,7 @@ use crate::store::flows::profile::ProfileChange;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/auth/me", get(me))
+        .route("/auth/me", get(me).delete(super::account::delete_me))
         .route("/auth/me/profile", patch(update_profile))
 }
 

@@ -11,8 +11,11 @@
 //! Flows that send email write it to the outbox in that same transaction (`links`) and wake the
 //! mail worker after the commit.
 
+pub(crate) mod account;
+pub(crate) mod admin;
 pub(crate) mod body;
 pub(crate) mod email;
+pub(crate) mod email_change;
 mod health;
 mod jwks;
 pub(crate) mod login;
@@ -20,7 +23,7 @@ pub(crate) mod logout;
 pub(crate) mod me;
 mod metrics;
 pub(crate) mod mfa;
-mod openapi;
+pub(crate) mod openapi;
 pub(crate) mod password;
 pub(crate) mod refresh;
 pub(crate) mod session;
@@ -46,6 +49,9 @@ pub fn router(with_metrics: bool) -> Router<AppState> {
         .merge(logout::router())
         .merge(password::router())
         .merge(email::router())
+        .merge(email_change::router())
+        .merge(account::router())
+        .merge(admin::router())
         .merge(sessions::router())
         .merge(me::router())
         .merge(mfa::router())

@@ -27,11 +27,12 @@ use utoipa::openapi::{HeaderBuilder, ObjectBuilder, Ref, RefOr, Response, Type};
 use utoipa::{Modify, OpenApi, ToResponse};
 
 use self::responses::{
-    CsrfRejected, Internal, InvalidJson, Overloaded, PayloadTooLarge, RateLimited, Unauthenticated,
-    Unavailable, UnsupportedMediaType, ValidationFailed,
+    AdminUnauthenticated, CsrfRejected, Internal, InvalidJson, Overloaded, PayloadTooLarge,
+    RateLimited, Unauthenticated, Unavailable, UnsupportedMediaType, ValidationFailed,
 };
 use super::{
-    email, health, jwks, login, logout, me, metrics, mfa, password, refresh, sessions, signup,
+    account, admin, email, email_change, health, jwks, login, logout, me, metrics, mfa, password,
+    refresh, sessions, signup,
 };
 use crate::app::AppState;
 use crate::error::ErrorBody;
@@ -85,6 +86,20 @@ pub(super) async fn openapi() -> Json<&'static utoipa::openapi::OpenApi> {
         password::change,
         email::verify,
         email::resend,
+        email_change::change,
+        email_change::confirm,
+        account::delete_me,
+        account::export,
+        admin::users::list,
+        admin::users::create,
+        admin::users::get_user,
+        admin::users::patch,
+        admin::users::delete,
+        admin::users::password_reset,
+        admin::sessions::list,
+        admin::sessions::revoke_all,
+        admin::audit::query_audit,
+        admin::import::import_users,
         jwks::jwks,
         health::healthz,
         health::readyz,
@@ -97,6 +112,7 @@ pub(super) async fn openapi() -> Json<&'static utoipa::openapi::OpenApi> {
             InvalidJson,
             CsrfRejected,
             Unauthenticated,
+            AdminUnauthenticated,
             PayloadTooLarge,
             UnsupportedMediaType,
             ValidationFailed,
@@ -115,6 +131,8 @@ pub(super) async fn openapi() -> Json<&'static utoipa::openapi::OpenApi> {
         (name = "mfa", description = "The second factor (TOTP and recovery codes) and the login \
             challenge it adds."),
         (name = "operations", description = "Keys, health, metrics and this document."),
+        (name = "admin", description = "The admin API: accounts, their sessions, the audit \
+            trail and imports, with an admin key (`latchkey admin-keys create`)."),
     ),
 )]
 pub struct ApiDoc;
@@ -135,6 +153,11 @@ pub mod responses {
     /// `unauthenticated`: no access token, or a bad, forged or expired one, or its session ended.
     #[derive(ToResponse)]
     pub struct Unauthenticated(ErrorBody);
+
+    /// `unauthenticated`: no admin key (`Authorization: Bearer lk_admin_…`), or a wrong or
+    /// revoked one. Session cookies and access tokens never authorize the admin API.
+    #[derive(ToResponse)]
+    pub struct AdminUnauthenticated(ErrorBody);
 
     /// `csrf_rejected`: an unsafe method sent by a browser from a foreign origin (`Origin`, or
     /// `Sec-Fetch-Site: cross-site`).
@@ -195,6 +218,20 @@ impl Modify for SecuritySchemes {
             ),
         );
         components.add_security_scheme(
+            "admin_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("lk_admin_…")
+                    .description(Some(
+                        "`Authorization: Bearer lk_admin_…`: an admin key from `latchkey \
+                         admin-keys create`. Only the admin API (`/admin/v1`) accepts it, and \
+                         nothing else authorizes that API.",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
             "access_cookie",
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
                 "__Host-lk_access",
@@ -219,7 +256,9 @@ struct Layers;
 
 impl Modify for Layers {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            // No CSRF check on the admin API (see `middleware::csrf`).
+            let csrf_checked = !path.starts_with(crate::middleware::ADMIN_API);
             let operations = [
                 (HttpMethod::Get, &mut item.get),
                 (HttpMethod::Post, &mut item.post),
@@ -235,7 +274,7 @@ impl Modify for Layers {
                     add::<UnsupportedMediaType>(operation, "415");
                     add::<ValidationFailed>(operation, "422");
                 }
-                if method != HttpMethod::Get {
+                if method != HttpMethod::Get && csrf_checked {
                     add::<CsrfRejected>(operation, "403");
                 }
                 add::<Internal>(operation, "500");

@@ -34,6 +34,21 @@ pub enum Kind {
     /// A right password for an account with a second factor: a challenge, no session yet.
     MfaChallenged,
     MfaFailed,
+    EmailChangeRequested,
+    EmailChanged,
+    /// An account created by the admin API or the CLI (`users create`).
+    UserCreated,
+    /// An account brought in by an import (admin API or `users import`).
+    UserImported,
+    /// `email_verified` set or cleared by the admin API.
+    EmailVerificationSet,
+    AppMetadataSet,
+    /// A reset link sent at an operator's request (admin API).
+    PasswordResetSent,
+    AdminKeyCreated,
+    AdminKeyRevoked,
+    /// A wrong password re-entered for an email change or a deletion.
+    PasswordCheckFailed,
 }
 
 impl Kind {
@@ -62,6 +77,16 @@ impl Kind {
             Kind::MfaDisabled => "mfa_disabled",
             Kind::MfaChallenged => "mfa_challenged",
             Kind::MfaFailed => "mfa_failed",
+            Kind::EmailChangeRequested => "email_change_requested",
+            Kind::EmailChanged => "email_changed",
+            Kind::UserCreated => "user_created",
+            Kind::UserImported => "user_imported",
+            Kind::EmailVerificationSet => "email_verification_set",
+            Kind::AppMetadataSet => "app_metadata_set",
+            Kind::PasswordResetSent => "password_reset_sent",
+            Kind::AdminKeyCreated => "admin_key_created",
+            Kind::AdminKeyRevoked => "admin_key_revoked",
+            Kind::PasswordCheckFailed => "password_check_failed",
         }
     }
 }
@@ -73,6 +98,8 @@ pub struct Actor {
     pub session_id: Option<Uuid>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+    /// The admin key behind an admin API call (`admin_keys.id`).
+    pub admin_key_id: Option<Uuid>,
 }
 
 impl Actor {
@@ -81,6 +108,14 @@ impl Actor {
         Actor {
             user_id: Some(user_id),
             ..Actor::default()
+        }
+    }
+
+    /// The same actor, now about `user_id` (an admin call names its target once it is known).
+    pub fn about(&self, user_id: Uuid) -> Actor {
+        Actor {
+            user_id: Some(user_id),
+            ..self.clone()
         }
     }
 }
@@ -92,8 +127,9 @@ pub(in crate::store) async fn record<'e>(
     now: Millis,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO audit_events (id, kind, user_id, session_id, ip, user_agent, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO audit_events \
+         (id, kind, user_id, session_id, ip, user_agent, created_at, admin_key_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(Uuid::now_v7().to_string())
     .bind(kind.as_str())
@@ -102,6 +138,7 @@ pub(in crate::store) async fn record<'e>(
     .bind(actor.ip.as_deref())
     .bind(actor.user_agent.as_deref())
     .bind(now)
+    .bind(actor.admin_key_id.map(|id| id.to_string()))
     .execute(db)
     .await?;
     Ok(())

@@ -50,3 +50,24 @@ pub(in crate::store) async fn prune<'e>(
         .await?;
     Ok(done.rows_affected())
 }
+
+/// Deletes the throttle slots (`purpose:address`) of the user's addresses: part of the account's
+/// deletion, so that no table keeps the address in the clear. The address is matched at the end
+/// of the slot, after its `:`. Runs before the user row goes.
+pub(in crate::store) async fn purge_for_user<'e>(
+    db: impl Executor<'e, Database = Any>,
+    user_id: uuid::Uuid,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM mail_throttle WHERE EXISTS ( \
+             SELECT 1 FROM (SELECT email_normalized AS address FROM users WHERE id = $1 \
+                 UNION SELECT email FROM one_time_tokens WHERE user_id = $1) a \
+             WHERE length(mail_throttle.email) > length(a.address) \
+             AND substr(mail_throttle.email, length(mail_throttle.email) - length(a.address)) \
+                 = ':' || a.address)",
+    )
+    .bind(user_id.to_string())
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}

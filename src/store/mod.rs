@@ -20,7 +20,9 @@
 //! a read lock. PostgreSQL: one pool for both.
 
 pub mod admin;
+pub mod admin_keys;
 pub mod audit;
+pub mod directory;
 pub mod email_keys;
 pub mod keys;
 pub mod mail_throttle;

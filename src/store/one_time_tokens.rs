@@ -129,3 +129,44 @@ pub(in crate::store) async fn prune<'e>(
         .await?;
     Ok(done.rows_affected())
 }
+
+/// An email change's link: the token of `issue_link` plus the new address as typed.
+pub(in crate::store) async fn set_new_email<'e>(
+    db: impl Executor<'e, Database = Any>,
+    token_hash: &str,
+    new_email: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE one_time_tokens SET new_email = $1 WHERE token_hash = $2")
+        .bind(new_email)
+        .bind(token_hash)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// An email change's token just used: whose, and the new address (normalized and as typed).
+#[derive(Debug, FromRow)]
+pub struct UsedEmailChange {
+    pub user_id: String,
+    pub email: String,
+    pub new_email: Option<String>,
+}
+
+/// `use_token` for an email change's link, with the address it changes to.
+pub(in crate::store) async fn use_email_change<'e>(
+    db: impl Executor<'e, Database = Any>,
+    token_hash: &str,
+    now: Millis,
+) -> Result<Option<UsedEmailChange>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE one_time_tokens SET used_at = $1 \
+         WHERE token_hash = $2 AND purpose = $3 AND used_at IS NULL AND revoked_at IS NULL \
+         AND expires_at > $1 \
+         RETURNING user_id, email, new_email",
+    )
+    .bind(now)
+    .bind(token_hash)
+    .bind(Purpose::EmailChange.as_str())
+    .fetch_optional(db)
+    .await
+}

@@ -219,3 +219,22 @@ impl Store {
         .await
     }
 }
+
+/// Deletes every message to the user's addresses (the account's, and the new one of a pending
+/// email change), sent or not: part of the account's deletion. A pending one would carry a dead
+/// link, a sent one keeps the address in `recipient`. Runs before the user row goes.
+pub(in crate::store) async fn purge_for_user<'e>(
+    db: impl Executor<'e, Database = Any>,
+    user_id: Uuid,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM outbox WHERE recipient IN ( \
+             SELECT email FROM users WHERE id = $1 \
+             UNION SELECT new_email FROM one_time_tokens \
+                 WHERE user_id = $1 AND new_email IS NOT NULL)",
+    )
+    .bind(user_id.to_string())
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}

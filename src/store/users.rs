@@ -85,18 +85,6 @@ pub async fn find_credentials<'e>(
     .await
 }
 
-/// Whether there is a user with this id.
-pub(in crate::store) async fn exists<'e>(
-    db: impl Executor<'e, Database = Any>,
-    user_id: Uuid,
-) -> Result<bool, sqlx::Error> {
-    let found: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM users WHERE id = $1")
-        .bind(user_id.to_string())
-        .fetch_optional(db)
-        .await?;
-    Ok(found.is_some())
-}
-
 pub async fn find_account<'e>(
     db: impl Executor<'e, Database = Any>,
     user_id: Uuid,
@@ -252,23 +240,27 @@ pub struct Contact {
     /// As given at signup.
     pub email: String,
     pub email_verified_at: Option<i64>,
+    /// A disabled account gets no reset or verification email (silently: the answer is the same).
+    pub disabled_at: Option<i64>,
 }
 
 pub async fn find_contact_by_email<'e>(
     db: impl Executor<'e, Database = Any>,
     email: &Email,
 ) -> Result<Option<Contact>, sqlx::Error> {
-    sqlx::query_as("SELECT id, email, email_verified_at FROM users WHERE email_normalized = $1")
-        .bind(email.normalized())
-        .fetch_optional(db)
-        .await
+    sqlx::query_as(
+        "SELECT id, email, email_verified_at, disabled_at FROM users WHERE email_normalized = $1",
+    )
+    .bind(email.normalized())
+    .fetch_optional(db)
+    .await
 }
 
 pub async fn find_contact<'e>(
     db: impl Executor<'e, Database = Any>,
     user_id: Uuid,
 ) -> Result<Option<Contact>, sqlx::Error> {
-    sqlx::query_as("SELECT id, email, email_verified_at FROM users WHERE id = $1")
+    sqlx::query_as("SELECT id, email, email_verified_at, disabled_at FROM users WHERE id = $1")
         .bind(user_id.to_string())
         .fetch_optional(db)
         .await
@@ -341,4 +333,116 @@ pub async fn count_without_profile<'e>(
     )
     .fetch_one(db)
     .await
+}
+
+/// Inserts a user unless its address is taken; whether it was inserted. `ON CONFLICT DO
+/// NOTHING` (both databases) instead of the constraint's error, so that a flow that creates many
+/// accounts (an import) can report a taken address and go on in the same transaction: on
+/// PostgreSQL an error would abort the whole transaction. A concurrent insert of the same address
+/// is waited for and then counts as taken.
+pub(in crate::store) async fn insert_user_if_new<'e>(
+    db: impl Executor<'e, Database = Any>,
+    id: Uuid,
+    email: &Email,
+    password_hash: &str,
+    now: Millis,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO users (id, email, email_normalized, password_hash, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (email_normalized) DO NOTHING",
+    )
+    .bind(id.to_string())
+    .bind(email.as_str())
+    .bind(email.normalized())
+    .bind(password_hash)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Sets (the time of the first verification is kept) or clears `email_verified_at`; whether the
+/// user exists.
+pub(in crate::store) async fn set_email_verified<'e>(
+    db: impl Executor<'e, Database = Any>,
+    user_id: Uuid,
+    verified: bool,
+    now: Millis,
+) -> Result<bool, sqlx::Error> {
+    let sql = match verified {
+        true => {
+            "UPDATE users SET email_verified_at = COALESCE(email_verified_at, $1), updated_at = $1 \
+             WHERE id = $2"
+        }
+        false => "UPDATE users SET email_verified_at = NULL, updated_at = $1 WHERE id = $2",
+    };
+    let done = sqlx::query(sql)
+        .bind(now)
+        .bind(user_id.to_string())
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Locks the user's row until the commit (the first lock of every flow that changes an account),
+/// only while its password hash is still `verified_hash` when one is given; whether it did.
+pub(in crate::store) async fn lock_user<'e>(
+    db: impl Executor<'e, Database = Any>,
+    user_id: Uuid,
+    verified_hash: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let done = match verified_hash {
+        Some(hash) => {
+            sqlx::query(
+                "UPDATE users SET updated_at = updated_at WHERE id = $1 AND password_hash = $2",
+            )
+            .bind(user_id.to_string())
+            .bind(hash)
+            .execute(db)
+            .await?
+        }
+        None => {
+            sqlx::query("UPDATE users SET updated_at = updated_at WHERE id = $1")
+                .bind(user_id.to_string())
+                .execute(db)
+                .await?
+        }
+    };
+    Ok(done.rows_affected() == 1)
+}
+
+/// Swaps in a new address, verified (its link was opened from that mailbox). The database
+/// decides uniqueness: a taken address is the `users_email_normalized_key` violation.
+pub(in crate::store) async fn change_email<'e>(
+    db: impl Executor<'e, Database = Any>,
+    user_id: Uuid,
+    email: &str,
+    email_normalized: &str,
+    now: Millis,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE users SET email = $1, email_normalized = $2, email_verified_at = $3, \
+         updated_at = $3 WHERE id = $4 AND disabled_at IS NULL",
+    )
+    .bind(email)
+    .bind(email_normalized)
+    .bind(now)
+    .bind(user_id.to_string())
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Whether an account has this (normalized) address: the early 409 of an email change request.
+/// Only a hint: the swap itself lets the database decide.
+pub async fn email_taken<'e>(
+    db: impl Executor<'e, Database = Any>,
+    email: &Email,
+) -> Result<bool, sqlx::Error> {
+    let found: Option<String> =
+        sqlx::query_scalar("SELECT id FROM users WHERE email_normalized = $1")
+            .bind(email.normalized())
+            .fetch_optional(db)
+            .await?;
+    Ok(found.is_some())
 }

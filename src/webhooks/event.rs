@@ -16,7 +16,7 @@ pub enum EventType {
     UserPasswordChanged,
     UserPasswordReset,
     UserEmailVerified,
-    /// Part of the contract; emitted by the email change of a later issue (nothing emits it yet).
+    /// An email change's link was used: the user with the new address.
     UserEmailChanged,
     UserProfileUpdated,
     UserDisabled,

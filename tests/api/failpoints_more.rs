@@ -27,6 +27,8 @@ db_tests!(
     profile_update_failing_before_commit_keeps_the_display_name,
     session_revoke_failing_before_commit_keeps_the_session,
     mfa_verify_failing_before_commit_opens_no_session_and_spends_nothing,
+    email_change_confirm_failing_keeps_the_address_and_the_token,
+    account_deletion_failing_keeps_the_account,
 );
 
 /// What a failpoint does when it fires: fail the step with an error, or panic there.
@@ -41,7 +43,7 @@ const NEW_PASSWORD: &str = "another horse battery staple";
 const ALICE: &str = "alice@example.com";
 
 /// Every table of the schema: the failed request must leave each one exactly as it was.
-const TABLES: [&str; 16] = [
+const TABLES: [&str; 17] = [
     "users",
     "profiles",
     "sessions",
@@ -58,6 +60,7 @@ const TABLES: [&str; 16] = [
     "mfa_totp",
     "mfa_recovery_codes",
     "mfa_challenges",
+    "admin_keys",
 ];
 
 /// Undelivered webhooks: the webhook worker changes these rows on its own, like the outbox's.
@@ -176,7 +179,10 @@ impl Fixture {
     async fn second_session(&self) -> Session {
         let login = self.login(PASSWORD).await;
         assert_eq!(login.status(), 200, "{}: a second session", self.context);
-        Session::from_response(login).await
+        let session = Session::from_response(login).await;
+        // Its `user.login` webhook is delivered before any snapshot is taken.
+        self.settle().await;
+        session
     }
 
     /// The id of the caller's session (`current`) or of its other one, from GET /auth/sessions.
@@ -908,6 +914,84 @@ async fn session_revoke_failing_before_commit_keeps_the_session(db: Db) {
                 200,
                 "{context}: the surviving session's access token works"
             );
+            f.finish().await;
+        }
+    }
+}
+
+async fn email_change_confirm_failing_keeps_the_address_and_the_token(db: Db) {
+    for action in ACTIONS {
+        let f = Fixture::start(db, "email_change_confirm.before_commit", action).await;
+        let context = f.context.clone();
+        let change = f
+            .server
+            .client
+            .post(f.server.url("/auth/email/change"))
+            .bearer_auth(&f.alice.access_token)
+            .json(&json!({"new_email": "ada@example.com", "password": PASSWORD}));
+        assert_eq!(send(&change).await.status(), 202, "{context}: the request");
+        let token = f.server.link_token("email/change", 0).await;
+        f.settle().await;
+        let confirm = f
+            .server
+            .client
+            .post(f.server.url("/auth/email/change/confirm"))
+            .json(&json!({ "token": token }));
+
+        f.fails_changing_nothing(&confirm).await;
+        assert_eq!(
+            f.count("SELECT COUNT(*) FROM users WHERE email = 'alice@example.com'")
+                .await,
+            1,
+            "{context}: the old address stays"
+        );
+        assert_eq!(f.events("email_changed").await, 0, "{context}: no event");
+
+        let retried = send(&confirm).await;
+        assert_eq!(retried.status(), 200, "{context}: the same link again");
+        let body: Value = retried.json().await.unwrap();
+        assert_eq!(body["user"]["email"], "ada@example.com", "{context}");
+        assert_eq!(f.events("email_changed").await, 1, "{context}: one event");
+        assert_eq!(
+            f.me_status(&f.alice.access_token).await,
+            200,
+            "{context}: sessions stay"
+        );
+        f.finish().await;
+    }
+}
+
+async fn account_deletion_failing_keeps_the_account(db: Db) {
+    for point in [
+        "account_delete.before_delete",
+        "account_delete.before_commit",
+    ] {
+        for action in ACTIONS {
+            let f = Fixture::start(db, point, action).await;
+            let context = f.context.clone();
+            let delete = f
+                .server
+                .client
+                .delete(f.server.url("/auth/me"))
+                .bearer_auth(&f.alice.access_token)
+                .json(&json!({ "password": PASSWORD }));
+
+            f.fails_changing_nothing(&delete).await;
+            assert_eq!(f.count("SELECT COUNT(*) FROM users").await, 1, "{context}");
+            assert_eq!(f.me_status(&f.alice.access_token).await, 200, "{context}");
+            assert_eq!(f.events("user_deleted").await, 0, "{context}: no event");
+
+            let retried = send(&delete).await;
+            assert_eq!(retried.status(), 204, "{context}: the same deletion again");
+            assert_session_cookies_cleared(retried.headers());
+            assert_eq!(f.count("SELECT COUNT(*) FROM users").await, 0, "{context}");
+            assert_eq!(
+                f.count("SELECT COUNT(*) FROM sessions").await,
+                0,
+                "{context}"
+            );
+            assert_eq!(f.events("user_deleted").await, 1, "{context}: one event");
+            assert_eq!(f.me_status(&f.alice.access_token).await, 401, "{context}");
             f.finish().await;
         }
     }

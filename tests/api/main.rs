@@ -5,6 +5,7 @@ mod helpers;
 
 mod addresses;
 mod admin;
+mod admin_api;
 mod cli;
 mod deploy;
 mod email;
@@ -13,10 +14,12 @@ mod errors;
 mod failpoints;
 #[cfg(feature = "failpoints")]
 mod failpoints_more;
+mod import;
 mod integrity;
 #[cfg(feature = "failpoints")]
 mod interleavings;
 mod keys;
+mod lifecycle;
 mod limits;
 mod login;
 mod logout;

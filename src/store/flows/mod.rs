@@ -10,9 +10,13 @@
 //! re-checked inside it by a statement that locks the row it checks (`UPDATE … WHERE …` with a
 //! row count), so a flow racing it either waits for it or sees its result.
 
+pub mod accounts;
+pub mod admin_users;
 mod app_hooks;
 pub mod email;
+pub mod email_change;
 mod events;
+pub mod import;
 pub mod login;
 pub mod mfa;
 pub mod password;

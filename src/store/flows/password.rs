@@ -160,6 +160,10 @@ async fn reset(c: &mut Conn, new: &NewReset, hooks: &Routes) -> Result<Done<Rese
     let revoked =
         sessions::revoke_all_sessions(&mut *c, new.user_id, Reason::PasswordReset, new.now).await?;
     one_time_tokens::revoke_all(&mut *c, new.user_id, purpose, new.now).await?;
+    // A pending email change was asked for with the old password: whoever knew it must not
+    // get the address of the account once the owner has taken it back.
+    let change = Purpose::EmailChange;
+    one_time_tokens::revoke_all(&mut *c, new.user_id, change, new.now).await?;
     // The link was opened from the mailbox it was sent to: that proves the address.
     users::mark_email_verified(&mut *c, new.user_id, &used.email, new.now).await?;
     enqueue(c, &new.notice, new.now).await?;
@@ -205,6 +209,8 @@ async fn change(
         sessions::revoke_other_sessions(&mut *c, user_id, keep, Reason::PasswordChange, new.now)
             .await?;
     one_time_tokens::revoke_all(&mut *c, user_id, Purpose::PasswordReset, new.now).await?;
+    // As after a reset: an email change asked for with the old password is void.
+    one_time_tokens::revoke_all(&mut *c, user_id, Purpose::EmailChange, new.now).await?;
     enqueue(c, &new.notice, new.now).await?;
     if let Some(refund) = &new.refund {
         rate_limits::apply_refund(&mut *c, refund).await?;

@@ -1,5 +1,5 @@
 //! Ending sessions: logout, logout-all, revoking one's own session, and the operator's disable,
-//! enable, delete and revoke-all. Each is the revocation (or deletion), its audit event and its
+//! enable and revoke-all (deletion is `accounts`). Each is the revocation (or deletion), its audit event and its
 //! webhook events in one transaction; each returns what it changed, so the caller counts only
 //! real revocations.
 //!
@@ -11,24 +11,15 @@
 
 use uuid::Uuid;
 
-use super::{app_hooks, events};
+use super::events;
 use crate::clock::Millis;
 use crate::failpoint::failpoint;
-use crate::hooks::{DeletedAccount, HookError};
 use crate::store::audit::{self, Actor};
 use crate::store::sessions::{self, Reason};
-use crate::store::tx::Done;
+use crate::store::tx::{Conn, Done};
+use crate::store::webhooks::Routes;
 use crate::store::{Store, admin};
 use crate::webhooks::event::EventType;
-
-/// How a deletion ended.
-#[derive(Debug)]
-pub enum Deleted {
-    Deleted,
-    NoSuchUser,
-    /// The application's `account_deleting` hook said no: the account is kept.
-    Refused(HookError),
-}
 
 impl Store {
     /// Revokes one session (logout); whether it was live.
@@ -108,59 +99,13 @@ impl Store {
     ) -> Result<Option<u64>, sqlx::Error> {
         self.record_evented((), move |c, ((), hooks)| {
             Box::pin(async move {
-                if !admin::set_disabled(&mut *c, user_id, disable.then_some(now), now).await? {
-                    return Ok(Done::Rollback(None));
-                }
-                if !disable {
-                    let kind = audit::Kind::UserEnabled;
-                    audit::record(&mut *c, kind, &Actor::user(user_id), now).await?;
-                    return Ok(Done::Commit(Some(0)));
-                }
-                let reason = Reason::UserDisabled;
-                let revoked = sessions::revoke_all_sessions(&mut *c, user_id, reason, now).await?;
-                let kind = audit::Kind::UserDisabled;
-                audit::record(&mut *c, kind, &Actor::user(user_id), now).await?;
-                events::user(c, hooks, EventType::UserDisabled, user_id, None, now).await?;
-                events::sessions_revoked(c, hooks, user_id, &revoked, reason, now).await?;
-                Ok(Done::Commit(Some(revoked.len() as u64)))
-            })
-        })
-        .await
-    }
-
-    /// Deletes an account (cascading to its profile, sessions and tokens) with its audit event,
-    /// which outlives it, and `user.deleted` with the account as it was; the application's
-    /// `account_deleting` hook runs first, in the same transaction.
-    pub async fn delete_user(&self, user_id: Uuid, now: Millis) -> Result<Deleted, sqlx::Error> {
-        self.record_evented(self.hooks().clone(), move |c, (app, hooks)| {
-            Box::pin(async move {
-                let event = EventType::UserDeleted;
-                let before = match hooks.wants(event) {
-                    true => crate::store::users::find_account(&mut *c, user_id).await?,
-                    false => None,
-                };
-                if !crate::store::users::exists(&mut *c, user_id).await? {
-                    return Ok(Done::Rollback(Deleted::NoSuchUser));
-                }
-                let account = DeletedAccount { user_id };
-                if let Err(refused) = app_hooks::account_deleting(c, app.as_ref(), &account).await?
-                {
-                    return Ok(Done::Rollback(Deleted::Refused(refused)));
-                }
-                if !admin::delete_user(&mut *c, user_id).await? {
-                    return Ok(Done::Rollback(Deleted::NoSuchUser));
-                }
-                audit::record(
-                    &mut *c,
-                    audit::Kind::UserDeleted,
-                    &Actor::user(user_id),
-                    now,
+                let actor = Actor::user(user_id);
+                Ok(
+                    match set_disabled(c, hooks, user_id, disable, &actor, now).await? {
+                        Some(revoked) => Done::Commit(Some(revoked)),
+                        None => Done::Rollback(None),
+                    },
                 )
-                .await?;
-                if let Some(account) = &before {
-                    events::about(c, hooks, event, account, None, None, now).await?;
-                }
-                Ok(Done::Commit(Deleted::Deleted))
             })
         })
         .await
@@ -174,12 +119,9 @@ impl Store {
     ) -> Result<u64, sqlx::Error> {
         self.record_evented((), move |c, ((), hooks)| {
             Box::pin(async move {
-                let reason = Reason::RevokedByAdmin;
-                let revoked = sessions::revoke_all_sessions(&mut *c, user_id, reason, now).await?;
-                let kind = audit::Kind::SessionsRevokedByAdmin;
-                audit::record(&mut *c, kind, &Actor::user(user_id), now).await?;
-                events::sessions_revoked(c, hooks, user_id, &revoked, reason, now).await?;
-                Ok(Done::Commit(revoked.len() as u64))
+                let actor = Actor::user(user_id);
+                let revoked = revoke_all_by_admin(c, hooks, user_id, &actor, now).await?;
+                Ok(Done::Commit(revoked))
             })
         })
         .await
@@ -207,4 +149,46 @@ impl Store {
         })
         .await
     }
+}
+
+/// Disables or enables an account inside the caller's transaction: disabling revokes every
+/// session with it. How many sessions were revoked, or `None` when there is no such user. Shared
+/// by the CLI's disable and enable and the admin API's `PATCH`.
+pub(super) async fn set_disabled(
+    c: &mut Conn,
+    hooks: &Routes,
+    user_id: Uuid,
+    disable: bool,
+    actor: &Actor,
+    now: Millis,
+) -> Result<Option<u64>, sqlx::Error> {
+    if !admin::set_disabled(&mut *c, user_id, disable.then_some(now), now).await? {
+        return Ok(None);
+    }
+    if !disable {
+        audit::record(&mut *c, audit::Kind::UserEnabled, actor, now).await?;
+        return Ok(Some(0));
+    }
+    let reason = Reason::UserDisabled;
+    let revoked = sessions::revoke_all_sessions(&mut *c, user_id, reason, now).await?;
+    audit::record(&mut *c, audit::Kind::UserDisabled, actor, now).await?;
+    events::user(c, hooks, EventType::UserDisabled, user_id, None, now).await?;
+    events::sessions_revoked(c, hooks, user_id, &revoked, reason, now).await?;
+    Ok(Some(revoked.len() as u64))
+}
+
+/// Revokes every session of a user inside the caller's transaction (the operator); the ids.
+pub(super) async fn revoke_all_by_admin(
+    c: &mut Conn,
+    hooks: &Routes,
+    user_id: Uuid,
+    actor: &Actor,
+    now: Millis,
+) -> Result<u64, sqlx::Error> {
+    let reason = Reason::RevokedByAdmin;
+    let revoked = sessions::revoke_all_sessions(&mut *c, user_id, reason, now).await?;
+    let kind = audit::Kind::SessionsRevokedByAdmin;
+    audit::record(&mut *c, kind, actor, now).await?;
+    events::sessions_revoked(c, hooks, user_id, &revoked, reason, now).await?;
+    Ok(revoked.len() as u64)
 }

@@ -3,6 +3,7 @@
 
 mod account;
 mod browser;
+mod email_change;
 mod entry;
 #[cfg(feature = "failpoints")]
 mod failpoints;

@@ -10,6 +10,7 @@ db_tests!(
     only_the_owner_reads_a_note,
     a_revoked_session_is_refused_at_once,
     the_apps_routes_refuse_cross_site_writes,
+    deleting_the_account_deletes_its_workspace_and_notes_in_the_same_transaction,
 );
 
 async fn post_note(app: &App, token: &str, body: &str) -> reqwest::Response {
@@ -106,4 +107,38 @@ async fn the_apps_routes_refuse_cross_site_writes(db: Db) {
         .unwrap();
     assert_eq!(own.status(), 201);
     assert_eq!(app.db.count("notes").await, 1);
+}
+
+async fn deleting_the_account_deletes_its_workspace_and_notes_in_the_same_transaction(db: Db) {
+    let app = App::start(db, Workspaces::default()).await;
+    let ada = app.signed_up("ada@example.com", None).await;
+    let eve = app.signed_up("eve@example.com", None).await;
+    assert_eq!(post_note(&app, &ada, "first").await.status(), 201);
+    assert_eq!(post_note(&app, &eve, "eve's").await.status(), 201);
+    let delete = |password: &'static str| {
+        app.client
+            .delete(app.url("/auth/me"))
+            .bearer_auth(&ada)
+            .json(&json!({"password": password}))
+            .send()
+    };
+    let (status, _) = error_code(delete("not the password").await.unwrap()).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        app.db.count("workspaces").await,
+        2,
+        "a refused deletion keeps everything"
+    );
+    assert_eq!(
+        delete(crate::harness::PASSWORD).await.unwrap().status(),
+        204
+    );
+    assert_eq!(app.db.count("users").await, 1);
+    assert_eq!(
+        app.db.count("workspaces").await,
+        1,
+        "only eve's workspace is left"
+    );
+    assert_eq!(app.db.count("notes").await, 1, "and only eve's note");
+    assert_eq!(app.get("/notes", &eve).await.status(), 200);
 }
