@@ -11,18 +11,18 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::account::{CheckedPassword, check_password};
 use super::body::SessionBody;
 use super::openapi::responses::{Overloaded, RateLimited};
 use super::password::stored_email;
 use super::session;
 use crate::app::AppState;
-use crate::domain::password::{MAX_CHARS, normalize_secret};
 use crate::error::{ApiError, ErrorBody, FieldErrors};
 use crate::extract::{ApiJson, Authenticated, ClientInfo};
 use crate::failpoint::failpoint;
 use crate::metrics::Metrics;
 use crate::mfa::{challenge, recovery, totp};
-use crate::store::audit::{self, Actor};
+use crate::store::audit::Actor;
 use crate::store::flows::mfa::{NewVerification, Proof, Verification};
 use crate::store::{self, mfa as stored};
 use crate::tokens::{self, Purpose, SignIn};
@@ -78,7 +78,8 @@ pub(super) async fn enroll(
     client: ClientInfo,
     ApiJson(req): ApiJson<PasswordRequest>,
 ) -> Result<Json<EnrollmentBody>, ApiError> {
-    let owner = reenter_password(&state, auth, &client, req.password).await?;
+    let checked = reenter_password(&state, auth, &client, req.password).await?;
+    let owner = checked.email.as_str().to_owned();
     let secret = totp::new_secret();
     let sealed = totp::seal(state.keys.kek(), auth.user_id, &secret)?;
     let now = state.clock.now();
@@ -182,8 +183,8 @@ pub(super) async fn disable(
     client: ClientInfo,
     ApiJson(req): ApiJson<PasswordRequest>,
 ) -> Result<StatusCode, ApiError> {
-    reenter_password(&state, auth, &client, req.password).await?;
-    let actor = client.actor(Some(auth.user_id), Some(auth.session_id));
+    let checked = reenter_password(&state, auth, &client, req.password).await?;
+    let actor = checked.actor;
     let now = state.clock.now();
     match state.store.remove_totp(auth.user_id, actor, now).await? {
         true => Ok(StatusCode::NO_CONTENT),
@@ -390,35 +391,17 @@ fn required_code(code: Option<String>) -> Result<String, ApiError> {
     }
 }
 
-/// Checks the re-entered password of a signed-in user (enrolling or removing a factor): a login
-/// by another door, with its queue place and failure limits; returns the account's address.
+/// The re-entered password of a signed-in user (enrolling or removing a factor), checked like
+/// at login (`routes::account::check_password`); right, its rate-limit counts are taken back.
 async fn reenter_password(
     state: &AppState,
     auth: Authenticated,
     client: &ClientInfo,
     password: Option<SecretString>,
-) -> Result<String, ApiError> {
-    let password = match password {
-        Some(p) if !p.expose_secret().is_empty() => normalize_secret(&p),
-        _ => return Err(ApiError::field("password", "is required")),
-    };
-    let own = store::users::find_own_credentials(state.store.reader(), auth.user_id)
-        .await?
-        .ok_or(ApiError::Unauthenticated)?;
-    let owner = stored_email(&own.email)?;
-    let slot = state.hasher.reserve()?;
-    let attempt = state.limits.login_attempt(client, &owner, None).await?;
-    let too_long = password.expose_secret().chars().count() > MAX_CHARS;
-    let verified = slot.verify(password, Some(own.password_hash)).await?;
-    let actor = client.actor(Some(auth.user_id), Some(auth.session_id));
-    let now = state.clock.now();
-    if too_long || !verified.matches {
-        let kind = audit::Kind::PasswordChangeFailed;
-        state.store.record_event(kind, actor, now).await?;
-        return Err(ApiError::InvalidCredentials);
-    }
-    if let Some(refund) = attempt.refund() {
+) -> Result<CheckedPassword, ApiError> {
+    let mut checked = check_password(state, auth, client, password).await?;
+    if let Some(refund) = checked.refund.take() {
         state.store.refund_attempt(refund).await?;
     }
-    Ok(own.email)
+    Ok(checked)
 }

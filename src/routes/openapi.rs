@@ -98,6 +98,7 @@ pub(super) async fn openapi() -> Json<&'static utoipa::openapi::OpenApi> {
         admin::users::password_reset,
         admin::sessions::list,
         admin::sessions::revoke_all,
+        admin::mfa::remove,
         admin::audit::query_audit,
         admin::import::import_users,
         jwks::jwks,

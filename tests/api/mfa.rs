@@ -18,6 +18,7 @@ db_tests!(
     a_password_change_before_the_verification_ends_the_challenge_and_keeps_the_factor,
     removing_the_factor_needs_the_password,
     bad_input_changes_nothing,
+    support_removes_a_users_factor_with_an_admin_key,
 );
 
 /// RFC 4648 base32, no padding.
@@ -614,4 +615,52 @@ async fn bad_input_changes_nothing(db: Db) {
             .status(),
         200
     );
+}
+
+async fn support_removes_a_users_factor_with_an_admin_key(db: Db) {
+    use crate::admin_api::{admin, admin_key};
+    use reqwest::Method;
+    let app = TestApp::spawn(db).await;
+    freeze(&app);
+    let e = enroll(&app, "ada@example.com").await;
+    let user_id = e.session.user_id();
+    let path = format!("/admin/v1/users/{user_id}/mfa");
+    // Not with the user's own token, nor without a key.
+    let own = app
+        .client
+        .delete(app.url(&path))
+        .bearer_auth(&e.session.access_token)
+        .send();
+    assert_eq!(error(own.await.unwrap()).await.0, 401);
+    let (key_id, key) = admin_key(&app).await;
+    let removed = admin(&app, &key, Method::DELETE, &path)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 204);
+    assert_eq!(app.count("SELECT COUNT(*) FROM mfa_totp").await, 0);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM mfa_recovery_codes").await,
+        0
+    );
+    let audited = format!(
+        "SELECT COUNT(*) FROM audit_events WHERE kind = 'mfa_disabled' AND admin_key_id = '{key_id}' \
+         AND user_id = '{user_id}'"
+    );
+    assert_eq!(app.count(&audited).await, 1, "audited with the key");
+    // The sessions stay; the next login needs the password alone.
+    assert_eq!(app.me(&e.session.access_token).await.status(), 200);
+    let login = app.login("ada@example.com", PASSWORD).await;
+    assert!(login.headers().get("set-cookie").is_some());
+    let again = admin(&app, &key, Method::DELETE, &path)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error(again).await.1["code"], "not_found");
+    let nobody = format!("/admin/v1/users/{}/mfa", uuid::Uuid::now_v7());
+    let missing = admin(&app, &key, Method::DELETE, &nobody)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error(missing).await.1["code"], "not_found");
 }

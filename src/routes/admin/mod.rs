@@ -1,6 +1,6 @@
 //! The admin API under `/admin/v1`, one module per resource: `users` (list, create, get, patch,
-//! delete, password reset), `sessions` (a user's sessions), `audit` (the audit query) and
-//! `import` (NDJSON import).
+//! delete, password reset), `sessions` (a user's sessions), `mfa` (removing a second factor),
+//! `audit` (the audit query) and `import` (NDJSON import).
 //!
 //! Every route takes `AdminKey`, the bearer key extractor: no key, a wrong or a revoked key is
 //! 401 `unauthenticated`, and a session cookie is never looked at. Every write names the key in
@@ -13,6 +13,7 @@
 // `pub(super)`: the OpenAPI document (`routes::openapi`) names their operations.
 pub(super) mod audit;
 pub(super) mod import;
+pub(super) mod mfa;
 pub(super) mod sessions;
 pub(crate) mod users;
 
@@ -33,6 +34,7 @@ pub fn router() -> Router<AppState> {
         .merge(sessions::router())
         .merge(audit::router())
         .merge(import::router())
+        .merge(mfa::router())
 }
 
 /// Page sizes: 50 unless asked, at most 200.
