@@ -80,7 +80,7 @@ pub(super) async fn login(
 ) -> Result<Response, ApiError> {
     Ok(match login_flow(&state, &client, jar, req).await? {
         LoggedIn::Session(jar, body) => {
-            (StatusCode::OK, jar, Json(LoginBody::Session(*body))).into_response()
+            (StatusCode::OK, jar, Json(LoginBody::Session(body))).into_response()
         }
         LoggedIn::MfaRequired(body) => {
             (StatusCode::OK, Json(LoginBody::MfaRequired(body))).into_response()
@@ -92,7 +92,7 @@ pub(super) async fn login(
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum LoginBody {
-    Session(SessionBody),
+    Session(Box<SessionBody>),
     MfaRequired(MfaChallengeBody),
 }
 

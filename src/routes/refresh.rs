@@ -139,7 +139,7 @@ async fn rotate(
             idle_expires_at,
             sign_in,
         };
-        return Ok((account, opened, now));
+        return Ok((*account, opened, now));
     }
 
     let Some(known) = store::sessions::find_refresh_token(state.store.reader(), &hash).await?

@@ -100,7 +100,7 @@ pub(in crate::store) async fn accept_step<'e>(
 
 /// Removes the user's second factor (secret, recovery codes, open challenges); whether there was
 /// a secret.
-pub(in crate::store) async fn remove<'e>(
+pub(in crate::store) async fn remove(
     c: &mut sqlx::AnyConnection,
     user_id: Uuid,
 ) -> Result<bool, sqlx::Error> {

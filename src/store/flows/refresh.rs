@@ -33,7 +33,7 @@ pub struct NewRotation {
 #[derive(Debug)]
 pub enum Rotation {
     Rotated {
-        account: Account,
+        account: Box<Account>,
         session_id: Uuid,
         idle_expires_at: Millis,
         sign_in: SignIn,
@@ -97,7 +97,7 @@ async fn rotate(c: &mut Conn, new: &NewRotation) -> Result<Done<Rotation>, sqlx:
     };
     failpoint!("refresh.before_commit");
     Ok(Done::Commit(Rotation::Rotated {
-        account,
+        account: Box::new(account),
         session_id,
         idle_expires_at: extended.idle_expires_at,
         sign_in: SignIn::parse(&extended.amr),
