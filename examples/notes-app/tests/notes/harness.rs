@@ -181,6 +181,8 @@ pub struct App {
     pub address: String,
     pub client: reqwest::Client,
     pub db: TestDb,
+    /// In this process only.
+    pub latchkey: Option<latchkey::Latchkey>,
     _stop: Stop,
 }
 
@@ -205,6 +207,7 @@ impl App {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let handle = latchkey.clone();
         tokio::spawn(async move {
             let background = latchkey.background();
             let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -215,7 +218,23 @@ impl App {
                 .await;
             background.stop().await;
         });
-        App::new(address, db, Stop::InProcess { _server: stop })
+        let mut app = App::new(address, db, Stop::InProcess { _server: stop });
+        app.latchkey = Some(handle);
+        app
+    }
+
+    /// An admin API key, stored as latchkey's CLI (`latchkey admin-keys create`) stores one.
+    pub async fn admin_key(&self) -> String {
+        let latchkey = self.latchkey.as_ref().expect("an app in this process");
+        let new = latchkey::admin_keys::generate();
+        let state = latchkey.state();
+        let now = state.clock.now();
+        let store = &state.store;
+        store
+            .create_admin_key(new.id, "notes tests".to_owned(), new.hash, now)
+            .await
+            .expect("admin key");
+        secrecy::ExposeSecret::expose_secret(&new.key).to_owned()
     }
 
     /// The app's binary with `FAILPOINTS` set.
@@ -258,6 +277,7 @@ impl App {
             address,
             client,
             db,
+            latchkey: None,
             _stop: stop,
         }
     }

@@ -16,6 +16,7 @@ db_tests!(
     fifty_concurrent_signups_with_one_email_make_one_user_and_one_workspace,
     a_slow_hook_does_not_stall_reads,
     a_hook_over_its_time_limit_is_stopped_and_rolled_back,
+    the_admin_apis_create_and_import_run_the_same_hook,
 );
 
 async fn signup_writes_the_workspace_with_the_account(db: Db) {
@@ -178,4 +179,48 @@ async fn a_hook_over_its_time_limit_is_stopped_and_rolled_back(db: Db) {
     assert_eq!(error["code"], "internal");
     assert_eq!(error["message"], "Something went wrong on our side.");
     assert_eq!(app.db.counts().await, [0, 0, 0, 0]);
+}
+
+async fn the_admin_apis_create_and_import_run_the_same_hook(db: Db) {
+    let app = App::start(db, Workspaces::default()).await;
+    let key = app.admin_key().await;
+    let created = app
+        .client
+        .post(app.url("/admin/v1/users"))
+        .bearer_auth(&key)
+        .json(&json!({"email": "made@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    assert_eq!(
+        app.db.counts().await,
+        [1, 1, 0, 1],
+        "the workspace with the account"
+    );
+
+    // An import: each line through the hook.
+    let lines = [
+        json!({"email": "one@example.com"}),
+        json!({"email": "two@example.com", "display_name": "Two"}),
+    ];
+    let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let imported = app
+        .client
+        .post(app.url("/admin/v1/users/import"))
+        .bearer_auth(&key)
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(imported.status(), 200);
+    let report: serde_json::Value = imported.json().await.unwrap();
+    assert_eq!(report["imported"], 2, "{report}");
+    assert_eq!(app.db.count("users").await, 3);
+    assert_eq!(
+        app.db.count("workspaces").await,
+        3,
+        "one workspace per account, however made"
+    );
 }
