@@ -30,28 +30,6 @@ pub struct Credentials {
     pub password_hash: String,
 }
 
-/// Inserts a user. A taken email is a unique violation (see `store::is_unique_violation`).
-pub(in crate::store) async fn insert_user<'e>(
-    db: impl Executor<'e, Database = Any>,
-    id: Uuid,
-    email: &Email,
-    password_hash: &str,
-    now: Millis,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO users (id, email, email_normalized, password_hash, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $5)",
-    )
-    .bind(id.to_string())
-    .bind(email.as_str())
-    .bind(email.normalized())
-    .bind(password_hash)
-    .bind(now)
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
 pub(in crate::store) async fn insert_profile<'e>(
     db: impl Executor<'e, Database = Any>,
     user_id: Uuid,

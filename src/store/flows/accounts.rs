@@ -62,8 +62,11 @@ pub(in crate::store) async fn create_account(
     if !users::insert_user_if_new(&mut *c, id, &new.email, &new.password_hash, now).await? {
         return Ok(Created::EmailTaken);
     }
+    // The contract's failpoints of signup, in the one place every account is written.
+    failpoint!("signup.after_user");
     let name = new.display_name.as_ref();
     users::insert_profile(&mut *c, id, name, &new.metadata, now).await?;
+    failpoint!("signup.after_profile");
     if let Some(app_metadata) = &new.app_metadata {
         users::set_app_metadata(&mut *c, id, app_metadata, now).await?;
     }

@@ -1,22 +1,22 @@
-//! Signup: the user, the profile, the first session (unless concealed), the audit event and the
-//! verification email, in one transaction. The database decides uniqueness: a taken address is
-//! the `users_email_normalized_key` violation, mapped here to `Signup::EmailTaken`.
+//! Signup: the user, the profile and the application's rows (`create_account`), the first
+//! session (unless concealed), the audit event and the verification email, in one transaction.
+//! The database decides uniqueness: a taken address writes nothing (`Signup::EmailTaken`).
 
 use uuid::Uuid;
 
+use super::accounts::{Created, NewAccountRows, create_account};
 use super::{
-    NewLink, NewMail, NewSession, Throttle, app_hooks, claim, enqueue, events, issue_link,
-    open_session,
+    NewLink, NewMail, NewSession, Throttle, claim, enqueue, events, issue_link, open_session,
 };
 use crate::clock::Millis;
 use crate::domain::{DisplayName, Email, Metadata};
 use crate::failpoint::failpoint;
-use crate::hooks::{DynHooks, HookError, NewAccount, Source};
+use crate::hooks::{DynHooks, HookError, Source};
+use crate::store::Store;
 use crate::store::audit::{self, Actor};
 use crate::store::tx::{Conn, Done};
 use crate::store::users::Account;
 use crate::store::webhooks::Routes;
-use crate::store::{Constraint, Store, users};
 use crate::webhooks::event::EventType;
 
 /// Everything a signup writes, prepared before the transaction.
@@ -48,9 +48,18 @@ impl Store {
     /// Creates the account, its profile, its first session and its verification link, or
     /// nothing at all.
     pub async fn signup(&self, new: NewSignup) -> Result<Signup, sqlx::Error> {
+        let rows = NewAccountRows {
+            user_id: new.user_id,
+            email: new.email.clone(),
+            password_hash: new.password_hash.clone(),
+            display_name: new.display_name.clone(),
+            metadata: new.metadata.clone(),
+            app_metadata: None,
+            email_verified: false,
+        };
         let app = self.hooks().clone();
-        self.write_evented((new, app), |c, ((new, app), hooks)| {
-            Box::pin(signup(c, new, app.as_ref(), hooks))
+        self.write_evented((new, rows, app), |c, ((new, rows, app), hooks)| {
+            Box::pin(signup(c, new, rows, app.as_ref(), hooks))
         })
         .await
     }
@@ -78,37 +87,15 @@ impl Store {
 async fn signup(
     c: &mut Conn,
     new: &NewSignup,
+    rows: &NewAccountRows,
     app: &dyn DynHooks,
     hooks: &Routes,
 ) -> Result<Done<Signup>, sqlx::Error> {
-    let inserted = users::insert_user(
-        &mut *c,
-        new.user_id,
-        &new.email,
-        &new.password_hash,
-        new.now,
-    )
-    .await;
-    match inserted {
-        Err(err) if Constraint::UserEmail.violated_by(&err) => {
-            return Ok(Done::Rollback(Signup::EmailTaken));
-        }
-        other => other?,
-    }
-    failpoint!("signup.after_user");
-    let name = new.display_name.as_ref();
-    users::insert_profile(&mut *c, new.user_id, name, &new.metadata, new.now).await?;
-    failpoint!("signup.after_profile");
-    let metadata = new.metadata.value();
-    let account = NewAccount {
-        user_id: new.user_id,
-        email: new.email.as_str(),
-        display_name: name.map(DisplayName::as_str),
-        metadata: &metadata,
-        source: Source::Signup,
-    };
-    if let Err(refused) = app_hooks::account_created(c, app, &account).await? {
-        return Ok(Done::Rollback(Signup::Refused(refused)));
+    // The user, the profile and the application's rows: the one way an account comes to be.
+    match create_account(c, rows, (app, Source::Signup), new.now).await? {
+        Created::Created => {}
+        Created::EmailTaken => return Ok(Done::Rollback(Signup::EmailTaken)),
+        Created::Refused(refused) => return Ok(Done::Rollback(Signup::Refused(refused))),
     }
     if let Some(session) = &new.session {
         open_session(c, new.user_id, session, new.now).await?;
