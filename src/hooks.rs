@@ -7,11 +7,13 @@
 //!   it may refuse the signup (a field error, a conflict) or let it go on.
 //! - [`Hooks::account_created`] runs INSIDE the transaction that creates an account, after the
 //!   user and profile rows and before the commit, for every path that creates one (the JSON
-//!   signup and the signup page today). The app writes its rows there with its own SQL on the
-//!   transaction's connection. An error rolls everything back, the account included, and no
-//!   cookie is set.
+//!   signup, the signup page, the admin API's create and its import, where each line has a
+//!   savepoint of its own and a refused line is reported). The app writes its rows there with
+//!   its own SQL on the transaction's connection. An error rolls everything back, the account
+//!   included, and no cookie is set.
 //! - [`Hooks::account_deleting`] runs inside the account-deletion transaction, before the user row
-//!   is deleted: the app removes (or anonymises) its rows in the same commit.
+//!   is deleted (`DELETE /auth/me`, the admin API's `DELETE`): the app removes (or anonymises)
+//!   its rows in the same commit. The CLI runs in a process of its own, without the hooks.
 //!
 //! # What a hook must not do
 //!
