@@ -207,7 +207,8 @@ pub async fn serve(
     served
 }
 
-fn connection_limits(settings: &Settings) -> ConnectionLimits {
+/// What one connection may take, from the settings.
+pub(crate) fn connection_limits(settings: &Settings) -> ConnectionLimits {
     ConnectionLimits {
         max_connections: settings.max_connections,
         header_read_timeout: settings.header_read_timeout,

@@ -29,7 +29,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::embed::{Config, Latchkey};
 use crate::error::ApiError;
-use crate::server::{self, ConnectionLimits};
+use crate::server;
 
 /// How the process was asked to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,11 +52,7 @@ pub async fn run(
     clock: Clock,
     stop: impl Future<Output = Stop> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let limits = ConnectionLimits {
-        max_connections: settings.max_connections,
-        header_read_timeout: settings.header_read_timeout,
-        max_header_bytes: settings.max_header_bytes,
-    };
+    let limits = crate::app::connection_limits(&settings);
     let drain = settings.drain_period;
     let ready: Arc<OnceLock<Latchkey>> = Arc::default();
     let routers: Arc<OnceLock<Router>> = Arc::default();
