@@ -29,11 +29,43 @@ pub(super) struct VerifyPage {
     pub done: bool,
 }
 
+/// What sets the two link pages apart: the template, the token's purpose, and the notice of
+/// the view after the POST.
+struct LinkPage {
+    template: &'static str,
+    purpose: Purpose,
+    done: &'static str,
+}
+
+const VERIFY: LinkPage = LinkPage {
+    template: "verify.html",
+    purpose: Purpose::EmailVerification,
+    done: "email_verified",
+};
+
+const CHANGE: LinkPage = LinkPage {
+    template: "email_change.html",
+    purpose: Purpose::EmailChange,
+    done: "email_changed",
+};
+
 /// GET /email/verify?token=T (400 when the link no longer works), and after the POST
 /// `?notice=email_verified`.
 pub async fn verify_page(State(state): State<AppState>, query: PageQuery) -> Response {
+    link_page(&state, query, &VERIFY).await
+}
+
+/// GET /email/change?token=T (400 when the link no longer works), and after the POST
+/// `?notice=email_changed`.
+pub async fn change_page(State(state): State<AppState>, query: PageQuery) -> Response {
+    link_page(&state, query, &CHANGE).await
+}
+
+/// A link page's GET: the "done" view after its POST, the confirm button for a live token (the
+/// token only looked up, not spent), or 400 with the "link no longer works" view.
+async fn link_page(state: &AppState, query: PageQuery, link: &LinkPage) -> Response {
     let form = Form::new(&state.pages, &[]);
-    if query.token.is_none() && query.notice.as_deref() == Some("email_verified") {
+    if query.token.is_none() && query.notice.as_deref() == Some(link.done) {
         let page = VerifyPage {
             form,
             token: None,
@@ -41,10 +73,10 @@ pub async fn verify_page(State(state): State<AppState>, query: PageQuery) -> Res
         };
         return state
             .pages
-            .render("verify.html", StatusCode::OK, None, &page);
+            .render(link.template, StatusCode::OK, None, &page);
     }
     let token = query.token.unwrap_or_default();
-    let live = match live_token_owner(&state, Purpose::EmailVerification, &token).await {
+    let live = match live_token_owner(state, link.purpose, &token).await {
         Ok(owner) => owner.is_some(),
         Err(err) => return state.pages.error(&err),
     };
@@ -53,12 +85,30 @@ pub async fn verify_page(State(state): State<AppState>, query: PageQuery) -> Res
         token: live.then_some(token),
         done: false,
     };
-    let status = if live {
-        StatusCode::OK
-    } else {
-        StatusCode::BAD_REQUEST
+    let status = match live {
+        true => StatusCode::OK,
+        false => StatusCode::BAD_REQUEST,
     };
-    state.pages.render("verify.html", status, None, &page)
+    state.pages.render(link.template, status, None, &page)
+}
+
+/// A link page's failed POST: the button again for a failure worth another try (429, 503),
+/// the "link no longer works" view when `dead` says the link cannot succeed any more.
+fn link_failed(
+    state: &AppState,
+    link: &LinkPage,
+    token: Option<String>,
+    err: &ApiError,
+    dead: bool,
+) -> Response {
+    let pages = &state.pages;
+    let form = Form::new(pages, &[]).fail(pages, err, &[]);
+    let page = VerifyPage {
+        form,
+        token: token.filter(|_| !dead),
+        done: false,
+    };
+    fail_page(pages, link.template, err, &page)
 }
 
 #[derive(Deserialize)]
@@ -78,52 +128,12 @@ pub async fn verify(
     };
     match verify_flow(&state, &client, req).await {
         Ok(()) => see_other("/email/verify?notice=email_verified"),
+        // A used or expired token shows the "link no longer works" view.
         Err(err) => {
-            let pages = &state.pages;
-            // A used or expired token shows the "link no longer works" view; any other failure
-            // (429, 503) keeps the button for another try.
-            let token =
-                token.filter(|_| !matches!(err, ApiError::TokenInvalid | ApiError::Validation(_)));
-            let form = Form::new(pages, &[]).fail(pages, &err, &[]);
-            let page = VerifyPage {
-                form,
-                token,
-                done: false,
-            };
-            fail_page(pages, "verify.html", &err, &page)
+            let dead = matches!(err, ApiError::TokenInvalid | ApiError::Validation(_));
+            link_failed(&state, &VERIFY, token, &err, dead)
         }
     }
-}
-
-/// GET /email/change?token=T (400 when the link no longer works), and after the POST
-/// `?notice=email_changed`.
-pub async fn change_page(State(state): State<AppState>, query: PageQuery) -> Response {
-    let form = Form::new(&state.pages, &[]);
-    if query.token.is_none() && query.notice.as_deref() == Some("email_changed") {
-        let page = VerifyPage {
-            form,
-            token: None,
-            done: true,
-        };
-        return state
-            .pages
-            .render("email_change.html", StatusCode::OK, None, &page);
-    }
-    let token = query.token.unwrap_or_default();
-    let live = match live_token_owner(&state, Purpose::EmailChange, &token).await {
-        Ok(owner) => owner.is_some(),
-        Err(err) => return state.pages.error(&err),
-    };
-    let page = VerifyPage {
-        form,
-        token: live.then_some(token),
-        done: false,
-    };
-    let status = match live {
-        true => StatusCode::OK,
-        false => StatusCode::BAD_REQUEST,
-    };
-    state.pages.render("email_change.html", status, None, &page)
 }
 
 /// POST /email/change: the JSON API's confirmation, then 303 to the "changed" view.
@@ -138,24 +148,14 @@ pub async fn change_confirm(
     };
     match confirm_flow(&state, &client, req).await {
         Ok(_) => see_other("/email/change?notice=email_changed"),
+        // A used or expired link, or an address taken meanwhile (the swap rolled back, and
+        // confirming again would fail the same way), shows no button.
         Err(err) => {
-            let pages = &state.pages;
-            // A used or expired link, or an address taken meanwhile (the swap rolled back, and
-            // confirming again would fail the same way), shows no button; a 429 or 503 keeps it
-            // for another try.
-            let token = token.filter(|_| {
-                !matches!(
-                    err,
-                    ApiError::TokenInvalid | ApiError::Validation(_) | ApiError::EmailTaken
-                )
-            });
-            let form = Form::new(pages, &[]).fail(pages, &err, &[]);
-            let page = VerifyPage {
-                form,
-                token,
-                done: false,
-            };
-            fail_page(pages, "email_change.html", &err, &page)
+            let dead = matches!(
+                err,
+                ApiError::TokenInvalid | ApiError::Validation(_) | ApiError::EmailTaken
+            );
+            link_failed(&state, &CHANGE, token, &err, dead)
         }
     }
 }
