@@ -16,22 +16,29 @@ use crate::error::FieldErrors;
 /// The cap on metadata without a schema, in bytes of its compact JSON.
 pub const MAX_BYTES: usize = 4096;
 
-/// Valid metadata, as compact JSON text of an object.
+/// Valid metadata: the object, and its compact JSON text as stored (both made once, at the
+/// edge, so that neither the hooks nor the store parse or print it again).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Metadata(String);
+pub struct Metadata {
+    text: String,
+    value: Value,
+}
 
 impl Metadata {
     pub fn empty() -> Metadata {
-        Metadata("{}".to_owned())
+        Metadata {
+            text: "{}".to_owned(),
+            value: Value::Object(Default::default()),
+        }
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
 
     /// The object itself, for the application's hooks.
-    pub fn value(&self) -> Value {
-        serde_json::from_str(&self.0).unwrap_or_else(|_| Value::Object(Default::default()))
+    pub fn value(&self) -> &Value {
+        &self.value
     }
 }
 
@@ -93,7 +100,10 @@ impl MetadataRules {
             }
         }
         if errors.is_empty() {
-            Ok(Metadata(text))
+            Ok(Metadata {
+                text,
+                value: value.clone(),
+            })
         } else {
             Err(errors)
         }

@@ -142,7 +142,7 @@ pub(crate) async fn signup_flow(
     let attempt = SignupAttempt {
         email: account.email.as_str(),
         display_name: account.display_name.as_ref().map(|n| n.as_str()),
-        metadata: &metadata.value(),
+        metadata: metadata.value(),
         source: Source::Signup,
     };
     state.hooks.before_signup(&attempt).await?;

@@ -162,19 +162,6 @@ pub(in crate::store) async fn spend_recovery_code<'e>(
     Ok(done.rows_affected() == 1)
 }
 
-/// Unused recovery codes of a user.
-pub async fn recovery_codes_left<'e>(
-    db: impl Executor<'e, Database = Any>,
-    user_id: Uuid,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT COUNT(*) FROM mfa_recovery_codes WHERE user_id = $1 AND used_at IS NULL",
-    )
-    .bind(user_id.to_string())
-    .fetch_one(db)
-    .await
-}
-
 /// A login challenge as stored.
 #[derive(Debug, FromRow)]
 pub struct Challenge {

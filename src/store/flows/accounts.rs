@@ -74,12 +74,11 @@ pub(in crate::store) async fn create_account(
         users::set_email_verified(&mut *c, id, true, now).await?;
     }
     // The application's rows, in this same transaction (library mode).
-    let metadata = new.metadata.value();
     let account = NewAccount {
         user_id: id,
         email: new.email.as_str(),
         display_name: name.map(DisplayName::as_str),
-        metadata: &metadata,
+        metadata: new.metadata.value(),
         source,
     };
     Ok(match app_hooks::account_created(c, app, &account).await? {
