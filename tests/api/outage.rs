@@ -4,7 +4,6 @@
 //! cookie, within `database_timeout` rather than the request timeout; /metrics keeps answering;
 //! once the route is back the same process serves again.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -27,26 +26,15 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 /// The server, on a fresh PostgreSQL database reached through `proxy`.
 async fn app_behind(proxy: &TcpProxy, db: TestDb) -> TestApp {
-    let mut url = url::Url::parse(&db.url).unwrap();
-    url.set_port(Some(proxy.address.port())).unwrap();
-    url.set_host(Some(&proxy.address.ip().to_string())).unwrap();
+    let url = proxy.url_through(&db.url);
     let db = std::sync::Arc::new(db);
     TestApp::start(db, latchkey::keys::Kek::generate_encoded(), move |o| {
-        o.database_url = Some(url.to_string());
+        o.database_url = Some(url);
         o.database_timeout = Some(DATABASE_TIMEOUT.parse().unwrap());
         o.metrics_refresh = Some("100ms".parse().unwrap());
         o.request_timeout = Some(REQUEST_TIMEOUT);
     })
     .await
-}
-
-fn postgres_address() -> SocketAddr {
-    let url = url::Url::parse(&admin_url()).unwrap();
-    let host = url.host_str().unwrap_or("127.0.0.1");
-    let port = url.port().unwrap_or(5432);
-    format!("{host}:{port}")
-        .parse()
-        .expect("PostgreSQL at an IP address")
 }
 
 /// Every request that needs the database, as a client would send it.
@@ -92,7 +80,7 @@ async fn a_postgres_outage_answers_503_in_time_keeps_metrics_and_recovers_withou
     if !postgres_available().await {
         return;
     }
-    let proxy = TcpProxy::start(postgres_address()).await;
+    let proxy = TcpProxy::to_postgres().await;
     let app = app_behind(&proxy, TestDb::new(Db::Postgres).await).await;
     let session = app.signed_up("alice@example.com").await;
     // Several idle connections in the pool, all of them about to go dead.
@@ -188,7 +176,7 @@ async fn a_transaction_caught_by_the_outage_ends_within_the_database_timeout() {
     if !postgres_available().await {
         return;
     }
-    let proxy = TcpProxy::start(postgres_address()).await;
+    let proxy = TcpProxy::to_postgres().await;
     let db = TestDb::new(Db::Postgres).await;
     let mut url = url::Url::parse(&db.url).unwrap();
     url.set_port(Some(proxy.address.port())).unwrap();

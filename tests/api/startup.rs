@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use latchkey::keys::Kek;
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream};
 
 use crate::helpers::*;
 
@@ -17,21 +16,17 @@ async fn a_start_while_the_database_is_unreachable_answers_healthz_and_becomes_r
         return;
     }
     let db = TestDb::new(Db::Postgres).await;
-    // The database's address, with nothing behind it yet.
-    let spare = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = spare.local_addr().unwrap().port();
-    drop(spare);
-    let mut url = url::Url::parse(&db.url).unwrap();
-    let upstream = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
-    url.set_host(Some("127.0.0.1")).unwrap();
-    url.set_port(Some(port)).unwrap();
+    // The database, down: every connection to it is closed at once.
+    let proxy = TcpProxy::to_postgres().await;
+    proxy.set(ProxyMode::Reset);
+    let url = proxy.url_through(&db.url);
     let kek = Kek::generate_encoded();
     let args = [
         "serve",
         "--listen",
         "127.0.0.1:0",
         "--database-url",
-        url.as_str(),
+        &url,
         "--key-encryption-key",
         &kek,
         "--public-url",
@@ -60,18 +55,8 @@ async fn a_start_while_the_database_is_unreachable_answers_healthz_and_becomes_r
     assert!(signup.headers().get("set-cookie").is_none());
     assert_unavailable(signup, "POST /auth/signup").await;
 
-    // The database comes up: a forwarder on its address to the real one.
-    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
-            let upstream = upstream.clone();
-            tokio::spawn(async move {
-                if let Ok(mut server) = TcpStream::connect(upstream).await {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                }
-            });
-        }
-    });
+    // The database comes up.
+    proxy.set(ProxyMode::Forward);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let ready = server

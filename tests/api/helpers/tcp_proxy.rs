@@ -55,6 +55,25 @@ impl TcpProxy {
         }
     }
 
+    /// A proxy to the tests' PostgreSQL server, forwarding.
+    pub async fn to_postgres() -> TcpProxy {
+        let url = url::Url::parse(&super::admin_url()).unwrap();
+        let host = url.host_str().unwrap_or("127.0.0.1");
+        let port = url.port().unwrap_or(5432);
+        let upstream = format!("{host}:{port}")
+            .parse()
+            .expect("PostgreSQL at an IP address");
+        TcpProxy::start(upstream).await
+    }
+
+    /// `url` (a test database's) with the proxy's address in place of the server's.
+    pub fn url_through(&self, url: &str) -> String {
+        let mut url = url::Url::parse(url).unwrap();
+        url.set_host(Some(&self.address.ip().to_string())).unwrap();
+        url.set_port(Some(self.address.port())).unwrap();
+        url.to_string()
+    }
+
     pub fn set(&self, mode: Mode) {
         self.mode.send_replace(mode);
     }
