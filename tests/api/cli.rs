@@ -133,7 +133,7 @@ async fn flags_win_over_the_environment_and_the_environment_over_the_file() {
     );
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["expires_in"], 300, "the environment beats the file");
-    let claims = claims_of(body["access_token"].as_str().unwrap());
+    let claims = TestApp::claims(body["access_token"].as_str().unwrap());
     assert_eq!(claims["iss"], "https://env.example");
     drop(server);
 
@@ -153,7 +153,7 @@ async fn flags_win_over_the_environment_and_the_environment_over_the_file() {
         .unwrap();
     assert_eq!(body["expires_in"], 120, "the flag beats the environment");
     assert_eq!(
-        claims_of(body["access_token"].as_str().unwrap())["iss"],
+        TestApp::claims(body["access_token"].as_str().unwrap())["iss"],
         "https://flag.example"
     );
 }
@@ -199,17 +199,6 @@ async fn bad_configuration_stops_the_process_with_a_reason() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
-}
-
-fn claims_of(token: &str) -> Value {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap()
 }
 
 async fn two_processes_on_one_database_share_sessions_and_detect_reuse(db: Db) {

@@ -150,22 +150,13 @@ async fn verify(app: &TestApp, body: &Value) -> reqwest::Response {
     app.post_json("/auth/mfa/verify", body).await
 }
 
-fn claims(token: &str) -> Value {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
-}
-
 async fn enrollment_then_a_login_needs_the_second_factor(db: Db) {
     let app = TestApp::spawn(db).await;
     freeze(&app);
     let session = app.signed_up("ada@example.com").await;
     let token = &session.access_token;
-    assert_eq!(claims(token)["amr"], json!(["pwd"]));
-    assert_eq!(claims(token)["aal"], 1);
+    assert_eq!(TestApp::claims(token)["amr"], json!(["pwd"]));
+    assert_eq!(TestApp::claims(token)["aal"], 1);
 
     let wrong = post(
         &app,
@@ -288,8 +279,11 @@ async fn enrollment_then_a_login_needs_the_second_factor(db: Db) {
     let session = Session::from_response(verified).await;
     assert!(session.cookies.contains_key("__Host-lk_access"));
     assert!(session.cookies.contains_key("__Secure-lk_refresh"));
-    assert_eq!(claims(&session.access_token)["amr"], json!(["pwd", "otp"]));
-    assert_eq!(claims(&session.access_token)["aal"], 2);
+    assert_eq!(
+        TestApp::claims(&session.access_token)["amr"],
+        json!(["pwd", "otp"])
+    );
+    assert_eq!(TestApp::claims(&session.access_token)["aal"], 2);
     assert_eq!(app.me(&session.access_token).await.status(), 200);
     assert_eq!(
         app.count("SELECT COUNT(*) FROM sessions").await,
@@ -325,7 +319,7 @@ async fn enrollment_then_a_login_needs_the_second_factor(db: Db) {
     assert_eq!(current["amr"], json!(["pwd", "otp"]));
     // The refreshed session keeps how it signed in.
     let refreshed = Session::from_response(app.refresh(&session.refresh_token).await).await;
-    assert_eq!(claims(&refreshed.access_token)["aal"], 2);
+    assert_eq!(TestApp::claims(&refreshed.access_token)["aal"], 2);
 }
 
 async fn a_code_is_accepted_once_and_within_one_step(db: Db) {
@@ -398,7 +392,10 @@ async fn recovery_codes_work_once_each(db: Db) {
         let response = verify(&app, &json!({"mfa_token": token, "recovery_code": typed})).await;
         assert_eq!(response.status(), 200, "code {i}");
         let session = Session::from_response(response).await;
-        assert_eq!(claims(&session.access_token)["amr"], json!(["pwd", "otp"]));
+        assert_eq!(
+            TestApp::claims(&session.access_token)["amr"],
+            json!(["pwd", "otp"])
+        );
         let token = challenged(&app, "ada@example.com").await;
         let again = verify(&app, &json!({"mfa_token": token, "recovery_code": code})).await;
         assert_eq!(
