@@ -328,6 +328,9 @@ pub(crate) async fn verify_flow(
         actor: client.actor(Some(user_id), Some(prepared.rows.id)),
         now,
     };
+    // Between the checks and the transaction: where a password change, a reset, a disable or the
+    // factor's removal can commit (the transaction re-checks them all).
+    failpoint!("mfa.verify.after_check");
     // One store call: the challenge spent, the code used up, the session, the last login and the
     // audit event, or nothing.
     let account = match state.store.verify_mfa(new).await? {

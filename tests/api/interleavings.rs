@@ -19,6 +19,7 @@ db_tests!(
     a_reset_committing_while_a_password_change_verifies_wins,
     a_disable_committing_while_a_login_verifies_leaves_no_live_session,
     a_logout_all_committing_while_a_refresh_spends_leaves_no_live_token,
+    an_mfa_verification_abandoned_or_raced_by_a_password_change_opens_no_session,
 );
 
 const NEW_PASSWORD: &str = "another horse battery staple";
@@ -499,4 +500,101 @@ async fn a_reset_committing_while_a_password_change_verifies_wins(db: Db) {
     let changed = "SELECT COUNT(*) FROM audit_events WHERE kind = 'password_changed'";
     assert_eq!(count(&pool, changed).await, 0, "no change recorded");
     pool.close().await;
+}
+
+/// The second factor's verification, held before its commit while its client hangs up: it rolls
+/// back, the challenge stays unspent and works afterwards. Held between its checks and its
+/// transaction while a password change commits: the transaction sees the password it checked is
+/// gone, answers `token_invalid` and opens no session.
+async fn an_mfa_verification_abandoned_or_raced_by_a_password_change_opens_no_session(db: Db) {
+    use crate::mfa::{base32, code_at_step};
+    let step_now = || {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        now.unwrap().as_secs() / 30
+    };
+    for point in ["mfa.verify.before_commit", "mfa.verify.after_check"] {
+        let test_db = TestDb::new(db).await;
+        let server = server_with(&test_db, &[point]).await;
+        let pool = test_db.pool().await;
+        let client = &server.client;
+        let owner = session_of(server.signup("alice@example.com").await, point).await;
+        let post = |path: &str, body: Value| {
+            client
+                .post(server.url(path))
+                .bearer_auth(&owner.access_token)
+                .json(&body)
+        };
+        let started = post("/auth/mfa/totp/enroll", json!({"password": PASSWORD}));
+        let started: Value = started.send().await.unwrap().json().await.unwrap();
+        let secret = base32(started["secret"].as_str().unwrap());
+        // The previous step's code confirms (clock skew): the current one stays unused.
+        let confirm = post(
+            "/auth/mfa/totp/confirm",
+            json!({"code": code_at_step(&secret, step_now() - 1)}),
+        );
+        assert_eq!(
+            confirm.send().await.unwrap().status(),
+            200,
+            "{point}: confirmed"
+        );
+        let login = client
+            .post(server.url("/auth/login"))
+            .json(&json!({"email": "alice@example.com", "password": PASSWORD}));
+        let challenge: Value = login.send().await.unwrap().json().await.unwrap();
+        let body =
+            json!({"mfa_token": challenge["mfa_token"], "code": code_at_step(&secret, step_now())});
+        let verify = client.post(server.url("/auth/mfa/verify")).json(&body);
+        let sessions = "SELECT COUNT(*) FROM sessions";
+        let unspent = "SELECT COUNT(*) FROM mfa_challenges WHERE used_at IS NULL";
+        assert_eq!(
+            count(&pool, sessions).await,
+            1,
+            "{point}: the signup's session"
+        );
+
+        if point == "mfa.verify.before_commit" {
+            abandon_and_roll_back(&server, verify.try_clone().unwrap(), point).await;
+            assert_eq!(count(&pool, sessions).await, 1, "{point}: no session");
+            assert_eq!(
+                count(&pool, unspent).await,
+                1,
+                "{point}: the challenge is unspent"
+            );
+            let retried = verify.send().await.unwrap();
+            assert_eq!(
+                retried.status(),
+                200,
+                "{point}: the same verification again"
+            );
+            assert_eq!(count(&pool, sessions).await, 2);
+        } else {
+            let before = times_held(&server, point);
+            let held = tokio::spawn(verify.send());
+            while times_held(&server, point) == before {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            let change = post(
+                "/auth/password/change",
+                json!({"current_password": PASSWORD, "new_password": NEW_PASSWORD}),
+            );
+            assert_eq!(
+                change.send().await.unwrap().status(),
+                204,
+                "{point}: changed"
+            );
+            let answer = held.await.unwrap().unwrap();
+            assert_eq!(answer.status(), 400, "{point}");
+            assert!(answer.headers().get("set-cookie").is_none());
+            let error: Value = answer.json().await.unwrap();
+            assert_eq!(error["error"]["code"], "token_invalid", "{point}");
+            let second_factor = "SELECT COUNT(*) FROM sessions WHERE amr = 'pwd otp'";
+            assert_eq!(
+                count(&pool, second_factor).await,
+                0,
+                "{point}: no session opened"
+            );
+            assert_eq!(count(&pool, unspent).await, 1, "{point}: nothing spent");
+        }
+        pool.close().await;
+    }
 }
