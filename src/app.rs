@@ -54,6 +54,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The hosted pages' templates and strings (see `pages`).
     pub pages: Arc<Pages>,
+    /// The passkeys' relying party, from the public URL; `None` when its host is an IP address
+    /// (WebAuthn needs a domain name), and the passkey endpoints answer 404.
+    pub passkeys: Option<Arc<webauthn_rs::Webauthn>>,
     /// The embedding application's hooks (library mode; none in the standalone server).
     pub(crate) hooks: Arc<dyn DynHooks>,
     /// Set on SIGTERM: `/readyz` answers 503 for the drain period while requests are served.
@@ -110,6 +113,7 @@ impl AppState {
         let pages = Arc::new(Pages::load(&settings)?);
         let metadata = Arc::new(MetadataRules::load(settings.profile_schema.as_deref())?);
         let webhooks = Webhooks::new(&settings)?;
+        let passkeys = passkeys_of(&settings.public_url);
         let kek = Kek::from_setting(settings.key_encryption_key.as_ref())?;
         let store = match pool {
             None => {
@@ -153,9 +157,25 @@ impl AppState {
             webhooks,
             metrics,
             pages,
+            passkeys,
             hooks,
             draining: Arc::new(AtomicBool::new(false)),
         })
+    }
+}
+
+/// The passkeys' relying party of a public URL whose host is a domain name.
+fn passkeys_of(public_url: &url::Url) -> Option<Arc<webauthn_rs::Webauthn>> {
+    if public_url.domain().is_none() {
+        tracing::warn!(%public_url, "passkeys are off: the public URL's host is not a domain name");
+        return None;
+    }
+    match crate::mfa::passkey::relying_party(public_url) {
+        Ok(rp) => Some(Arc::new(rp)),
+        Err(err) => {
+            tracing::warn!(%public_url, error = %err, "passkeys are off");
+            None
+        }
     }
 }
 

@@ -361,6 +361,9 @@ pub struct Overrides {
     /// Verification email resends per account.
     #[arg(long, env = "LATCHKEY_VERIFY_RESEND_ACCOUNT_LIMIT", global = true)]
     pub verify_resend_account_limit: Option<Rate>,
+    /// Passkey ceremonies started (registrations and logins) per client IP.
+    #[arg(long, env = "LATCHKEY_PASSKEY_IP_LIMIT", global = true)]
+    pub passkey_ip_limit: Option<Rate>,
     /// Proxies (IPs or CIDR ranges, comma-separated) whose X-Forwarded-For is believed.
     #[arg(
         long,
@@ -508,6 +511,7 @@ impl Overrides {
             forgot_ip_limit: self.forgot_ip_limit.or(lower.forgot_ip_limit),
             reset_ip_limit: self.reset_ip_limit.or(lower.reset_ip_limit),
             verify_ip_limit: self.verify_ip_limit.or(lower.verify_ip_limit),
+            passkey_ip_limit: self.passkey_ip_limit.or(lower.passkey_ip_limit),
             verify_resend_account_limit: self
                 .verify_resend_account_limit
                 .or(lower.verify_resend_account_limit),
@@ -606,6 +610,7 @@ pub struct Settings {
     pub reset_ip_limit: Rate,
     pub verify_ip_limit: Rate,
     pub verify_resend_account_limit: Rate,
+    pub passkey_ip_limit: Rate,
     /// Peers whose `X-Forwarded-For` is believed; empty: the socket peer is the client.
     #[serde(serialize_with = "show::displays")]
     pub trusted_proxies: Vec<IpNet>,
@@ -739,6 +744,7 @@ impl Settings {
             forgot_ip_limit: o.forgot_ip_limit.unwrap_or(Rate::per_minute(20)),
             reset_ip_limit: o.reset_ip_limit.unwrap_or(Rate::per_minute(10)),
             verify_ip_limit: o.verify_ip_limit.unwrap_or(Rate::per_minute(10)),
+            passkey_ip_limit: o.passkey_ip_limit.unwrap_or(Rate::per_minute(30)),
             verify_resend_account_limit: o
                 .verify_resend_account_limit
                 .unwrap_or(Rate::new(3, secs(15 * 60))),

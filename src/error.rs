@@ -51,6 +51,7 @@ pub enum ErrorCode {
     MethodNotAllowed,
     EmailTaken,
     Conflict,
+    MfaRequired,
     PayloadTooLarge,
     UnsupportedMediaType,
     ValidationFailed,
@@ -83,6 +84,10 @@ pub enum ApiError {
     /// The embedding application's hook found a conflict with its own data (library mode).
     #[error("conflict")]
     Conflict,
+    /// A change that an account with a second factor allows only to a session that signed in
+    /// with it (`aal` 2).
+    #[error("second factor required")]
+    MfaRequired,
     #[error("payload too large")]
     PayloadTooLarge,
     #[error("unsupported media type")]
@@ -149,6 +154,11 @@ impl ApiError {
                 "Cross-site requests are not allowed.",
             ),
             NotFound => (StatusCode::NOT_FOUND, ErrorCode::NotFound, "Not found."),
+            MfaRequired => (
+                StatusCode::FORBIDDEN,
+                ErrorCode::MfaRequired,
+                "Sign in again with your second factor to do this.",
+            ),
             MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 ErrorCode::MethodNotAllowed,

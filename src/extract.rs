@@ -69,6 +69,33 @@ where
     }
 }
 
+/// `ApiJson`, or `T::default()` for a request without a body (no `Content-Type` and nothing
+/// sent): for the endpoints whose every field is optional, so `POST` alone is a valid call.
+pub struct ApiJsonOrEmpty<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJsonOrEmpty<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Default + 'static,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if req.headers().contains_key(header::CONTENT_TYPE) {
+            return ApiJson::from_request(req, state)
+                .await
+                .map(|ApiJson(t)| ApiJsonOrEmpty(t));
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+            .await
+            .map_err(|_| ApiError::UnsupportedMediaType)?;
+        match bytes.is_empty() {
+            true => Ok(ApiJsonOrEmpty(T::default())),
+            false => Err(ApiError::UnsupportedMediaType),
+        }
+    }
+}
+
 fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
     let Some(value) = content_type.and_then(|v| v.to_str().ok()) else {
         return false;

@@ -56,6 +56,10 @@ fn spawn_maintenance(state: &AppState) -> tokio::task::JoinHandle<()> {
                     if let Err(err) = state.limits.prune().await {
                         tracing::warn!(error = ?err, "pruning rate-limit counters failed");
                     }
+                    let now = state.clock.now();
+                    if let Err(err) = state.store.prune_passkey_ceremonies(now).await {
+                        tracing::warn!(error = ?err, "pruning passkey ceremonies failed");
+                    }
                 }
             }
         }

@@ -86,6 +86,9 @@ pub enum Limit {
     Verify,
     /// POST /auth/email/verify/resend, per account (the user id). Default 3 per 15 minutes.
     VerifyResend,
+    /// The passkey ceremonies' starts (registration, login), per client IP. Default 30 per
+    /// minute.
+    Passkey,
 }
 
 impl Limit {
@@ -99,6 +102,7 @@ impl Limit {
             Limit::Reset => "reset_ip",
             Limit::Verify => "verify_ip",
             Limit::VerifyResend => "verify_resend_account",
+            Limit::Passkey => "passkey_ip",
         }
     }
 
@@ -111,6 +115,7 @@ impl Limit {
             Limit::Reset => s.reset_ip_limit,
             Limit::Verify => s.verify_ip_limit,
             Limit::VerifyResend => s.verify_resend_account_limit,
+            Limit::Passkey => s.passkey_ip_limit,
         }
     }
 }

@@ -90,6 +90,11 @@ pub enum SignIn {
     Password,
     /// The password and a one-time code (TOTP or a recovery code).
     PasswordAndOtp,
+    /// A passkey alone (WebAuthn with user verification: something held and something known or
+    /// are, RFC 8176 `hwk`).
+    Passkey,
+    /// The password and a passkey as the second factor.
+    PasswordAndPasskey,
 }
 
 impl SignIn {
@@ -98,6 +103,8 @@ impl SignIn {
         match self {
             SignIn::Password => "pwd",
             SignIn::PasswordAndOtp => "pwd otp",
+            SignIn::Passkey => "hwk",
+            SignIn::PasswordAndPasskey => "pwd hwk",
         }
     }
 
@@ -105,6 +112,8 @@ impl SignIn {
     pub fn parse(stored: &str) -> SignIn {
         match stored {
             "pwd otp" => SignIn::PasswordAndOtp,
+            "hwk" => SignIn::Passkey,
+            "pwd hwk" => SignIn::PasswordAndPasskey,
             _ => SignIn::Password,
         }
     }
@@ -118,7 +127,8 @@ impl SignIn {
     pub fn aal(self) -> u8 {
         match self {
             SignIn::Password => 1,
-            SignIn::PasswordAndOtp => 2,
+            // A passkey is verified with user verification required: multi-factor by itself.
+            SignIn::PasswordAndOtp | SignIn::Passkey | SignIn::PasswordAndPasskey => 2,
         }
     }
 }
@@ -196,6 +206,9 @@ pub enum Purpose {
     /// The link of an email change, sent to the new address: it proves that address and swaps it
     /// in, and is worth nothing as a verification or reset token (nor they as it).
     EmailChange,
+    /// The handle of a passkey ceremony (registration or authentication) between its start and
+    /// its finish.
+    PasskeyCeremony,
 }
 
 impl Purpose {
@@ -207,6 +220,7 @@ impl Purpose {
             Purpose::MfaChallenge => "latchkey mfa challenge token v1",
             Purpose::RecoveryCode => "latchkey mfa recovery code v1",
             Purpose::EmailChange => "latchkey email change token v1",
+            Purpose::PasskeyCeremony => "latchkey passkey ceremony v1",
         }
     }
 
@@ -219,6 +233,7 @@ impl Purpose {
             Purpose::MfaChallenge => "mfa_challenge",
             Purpose::RecoveryCode => "recovery_code",
             Purpose::EmailChange => "email_change",
+            Purpose::PasskeyCeremony => "passkey_ceremony",
         }
     }
 }
@@ -283,15 +298,18 @@ mod tests {
     #[test]
     fn one_token_hashes_differently_for_each_purpose() {
         let token = new_opaque();
-        let hashes = [
+        let purposes = [
             Purpose::Refresh,
             Purpose::PasswordReset,
             Purpose::EmailVerification,
-        ]
-        .map(|p| hash_opaque(p, &token));
-        assert_ne!(hashes[0], hashes[1]);
-        assert_ne!(hashes[0], hashes[2]);
-        assert_ne!(hashes[1], hashes[2]);
+            Purpose::MfaChallenge,
+            Purpose::RecoveryCode,
+            Purpose::EmailChange,
+            Purpose::PasskeyCeremony,
+        ];
+        let hashes: std::collections::HashSet<String> =
+            purposes.iter().map(|p| hash_opaque(*p, &token)).collect();
+        assert_eq!(hashes.len(), purposes.len());
     }
 
     #[test]

@@ -18,5 +18,6 @@
 //!   toward the challenge's own limit (`MAX_FAILURES`), after which its `mfa_token` is dead.
 
 pub mod challenge;
+pub mod passkey;
 pub mod recovery;
 pub mod totp;

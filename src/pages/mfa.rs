@@ -82,6 +82,8 @@ pub async fn verify(
         mfa_token: fields.mfa_token,
         code: fields.code.filter(|c| !c.trim().is_empty() && !by_recovery),
         recovery_code: recovery,
+        ceremony: None,
+        credential: None,
     };
     let err = match verify_flow(&state, &client, jar, req).await {
         Ok((jar, _)) => {

@@ -13,7 +13,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::body::{AccountBody, ProfileBody, UserBody};
-use super::openapi::responses::{Overloaded, Unauthenticated};
+use super::openapi::responses::{MfaRequired, Overloaded, Unauthenticated};
 use super::password::stored_email;
 use crate::app::AppState;
 use crate::clock::rfc3339;
@@ -29,6 +29,7 @@ use crate::store::directory::{AdminRow, AuditRow, SessionRow};
 use crate::store::flows::SessionRef;
 use crate::store::flows::accounts::{Deletion, NewDeletion};
 use crate::store::rate_limits::Refund;
+use crate::tokens::SignIn;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/auth/me/export", axum::routing::get(export))
@@ -57,6 +58,7 @@ pub struct DeleteRequest {
                 (`Max-Age=0`)."))),
         (status = 401, description = "`invalid_credentials`: wrong password; or \
             `unauthenticated`.", body = ErrorBody),
+        (status = 403, response = MfaRequired),
         (status = 503, response = Overloaded),
     ),
 )]
@@ -81,6 +83,7 @@ pub(crate) async fn delete_flow(
     req: DeleteRequest,
 ) -> Result<CookieJar, ApiError> {
     tracing::Span::current().record("user_id", tracing::field::display(auth.user_id));
+    require_second_factor(state, auth).await?;
     let checked = check_password(state, auth, client, req.password).await?;
     let now = state.clock.now();
     let new = NewDeletion {
@@ -156,6 +159,25 @@ pub(crate) async fn check_password(
         actor,
         refund: attempt.refund(),
     })
+}
+
+/// The step-up of the changes that could take an account over (its address, its deletion, its
+/// factors): an account with a second factor or a passkey allows them only to a session that
+/// signed in with one (`aal` 2). A session opened with the password alone (before the factor
+/// was added, say) gets 403 `mfa_required` and must sign in again.
+pub(crate) async fn require_second_factor(
+    state: &AppState,
+    auth: Authenticated,
+) -> Result<(), ApiError> {
+    let reader = state.store.reader();
+    if !store::mfa::has_strong_sign_in(reader, auth.user_id).await? {
+        return Ok(());
+    }
+    let sign_in = store::sessions::sign_in_of(reader, auth.session_id).await?;
+    match sign_in.map(|s| SignIn::parse(&s).aal()) {
+        Some(2..) => Ok(()),
+        _ => Err(ApiError::MfaRequired),
+    }
 }
 
 /// A session row in full, as the export and the admin API show it.

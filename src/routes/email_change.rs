@@ -16,9 +16,9 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::account::check_password;
+use super::account::{check_password, require_second_factor};
 use super::body::{AccountBody, MessageBody, UserBody};
-use super::openapi::responses::{Overloaded, RateLimited};
+use super::openapi::responses::{MfaRequired, Overloaded, RateLimited};
 use crate::app::AppState;
 use crate::clock::millis;
 use crate::domain::{Email, required};
@@ -63,6 +63,7 @@ pub struct EmailChangeBody {
             changes until it is opened.", body = MessageBody),
         (status = 401, description = "`invalid_credentials`: wrong password; or \
             `unauthenticated`.", body = ErrorBody),
+        (status = 403, response = MfaRequired),
         (status = 409, description = "`email_taken`: an account has this address (with \
             `conceal_existing_accounts`: 202, and nothing is sent).", body = ErrorBody),
         (status = 429, response = RateLimited),
@@ -104,6 +105,7 @@ pub(crate) async fn change_flow(
     let Some(new_email) = new_email.filter(|_| errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };
+    require_second_factor(state, auth).await?;
     let checked = check_password(state, auth, client, req.password).await?;
     if new_email.normalized() == checked.email.normalized() {
         return Err(ApiError::field("new_email", "is the current address"));

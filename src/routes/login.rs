@@ -180,7 +180,14 @@ pub(crate) async fn login_flow(
         Login::Opened(account) => account,
         Login::MfaRequired => {
             Metrics::outcome(&state.metrics.logins, "mfa_required");
-            return Ok(LoggedIn::MfaRequired(MfaChallengeBody::new(&mfa_token)));
+            // Which answers the challenge takes: a passkey only where one is registered (and
+            // passkeys are on).
+            let passkey = state.passkeys.is_some()
+                && !store::passkeys::list(state.store.reader(), user_id)
+                    .await?
+                    .is_empty();
+            let body = MfaChallengeBody::new(&mfa_token, passkey);
+            return Ok(LoggedIn::MfaRequired(body));
         }
         Login::Stale => {
             Metrics::outcome(&state.metrics.logins, "failure");

@@ -11,11 +11,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::account::{CheckedPassword, check_password};
+use super::account::{CheckedPassword, check_password, require_second_factor};
 use super::body::SessionBody;
-use super::openapi::responses::{Overloaded, RateLimited};
+use super::openapi::responses::{MfaRequired, Overloaded, RateLimited};
 use super::password::stored_email;
-use super::session;
+use super::{passkeys, session};
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody, FieldErrors};
 use crate::extract::{ApiJson, Authenticated, ClientInfo};
@@ -66,6 +66,7 @@ pub struct EnrollmentBody {
             replaced.", body = EnrollmentBody),
         (status = 401, description = "`invalid_credentials`: wrong password; `unauthenticated`.",
             body = ErrorBody),
+        (status = 403, response = MfaRequired),
         (status = 409, description = "`conflict`: TOTP is already on (remove it first).",
             body = ErrorBody),
         (status = 429, response = RateLimited),
@@ -172,6 +173,7 @@ pub(super) async fn confirm(
         (status = 204, description = "TOTP is off."),
         (status = 401, description = "`invalid_credentials`: wrong password; `unauthenticated`.",
             body = ErrorBody),
+        (status = 403, response = MfaRequired),
         (status = 404, description = "`not_found`: TOTP is not on.", body = ErrorBody),
         (status = 429, response = RateLimited),
         (status = 503, response = Overloaded),
@@ -199,7 +201,7 @@ pub struct MfaChallengeBody {
     mfa_required: bool,
     /// For `POST /auth/mfa/verify` only: single-use, bound to the account, useless elsewhere.
     mfa_token: String,
-    /// `totp` and `recovery_code`.
+    /// `totp` and `recovery_code`, and `passkey` when the account has one.
     methods: Vec<&'static str>,
     /// Seconds the `mfa_token` lives.
     expires_in: i64,
@@ -211,11 +213,20 @@ impl MfaChallengeBody {
         &self.mfa_token
     }
 
-    pub(crate) fn new(mfa_token: &SecretString) -> MfaChallengeBody {
+    /// Whether a passkey can answer it.
+    pub(crate) fn passkey(&self) -> bool {
+        self.methods.contains(&"passkey")
+    }
+
+    pub(crate) fn new(mfa_token: &SecretString, passkey: bool) -> MfaChallengeBody {
+        let mut methods = vec!["totp", "recovery_code"];
+        if passkey {
+            methods.push("passkey");
+        }
         MfaChallengeBody {
             mfa_required: true,
             mfa_token: mfa_token.expose_secret().to_owned(),
-            methods: vec!["totp", "recovery_code"],
+            methods,
             expires_in: challenge::TTL_SECS,
         }
     }
@@ -233,6 +244,13 @@ pub struct VerifyRequest {
     /// One of the recovery codes (each works once); or else `code`.
     #[schema(value_type = Option<String>)]
     pub(crate) recovery_code: Option<SecretString>,
+    /// With `credential`, instead of a code: the `ceremony` that `POST
+    /// /auth/passkeys/login/start` gave for this `mfa_token`.
+    #[schema(value_type = Option<String>)]
+    pub(crate) ceremony: Option<SecretString>,
+    /// With `ceremony`: the passkey's assertion, as `PublicKeyCredential.toJSON()` gives it.
+    #[schema(value_type = Option<Object>)]
+    pub(crate) credential: Option<serde_json::Value>,
 }
 
 /// Completes a login that answered `mfa_required`: the session and its cookies.
@@ -312,12 +330,21 @@ pub(crate) async fn verify_flow(
         Answer::Recovery(code) => Some(Proof::RecoveryCode {
             hash: recovery::hash(code.expose_secret()),
         }),
+        Answer::Passkey(handle, answer) => {
+            let answer = answer.clone();
+            passkeys::second_factor(state, &token_hash, user_id, handle, answer)
+                .await?
+                .map(Proof::Passkey)
+        }
     };
     let Some(proof) = proof else {
         return Err(wrong_code(state, token_hash, actor, now).await);
     };
     let mut prepared = session::prepare(state, client, now);
-    prepared.rows.sign_in = SignIn::PasswordAndOtp;
+    prepared.rows.sign_in = match proof {
+        Proof::Passkey(_) => SignIn::PasswordAndPasskey,
+        Proof::Totp { .. } | Proof::RecoveryCode { .. } => SignIn::PasswordAndOtp,
+    };
     let new = NewVerification {
         token_hash: token_hash.clone(),
         user_id,
@@ -357,6 +384,8 @@ async fn wrong_code(state: &AppState, token_hash: String, actor: Actor, now: i64
 enum Answer {
     Code(String),
     Recovery(SecretString),
+    /// A passkey's ceremony handle and assertion.
+    Passkey(SecretString, serde_json::Value),
 }
 
 fn parse_verify(req: VerifyRequest) -> Result<(SecretString, Answer), ApiError> {
@@ -367,19 +396,42 @@ fn parse_verify(req: VerifyRequest) -> Result<(SecretString, Answer), ApiError> 
     if token.is_none() {
         errors.insert("mfa_token".into(), "is required".into());
     }
-    let answer = match (req.code, req.recovery_code) {
-        (Some(code), None) if !code.trim().is_empty() => Some(Answer::Code(code)),
-        (None, Some(code)) if !code.expose_secret().trim().is_empty() => {
-            Some(Answer::Recovery(code))
-        }
-        (Some(_), Some(_)) => {
-            errors.insert("code".into(), "send code or recovery_code, not both".into());
-            None
+    let mut answers = Vec::new();
+    if let Some(code) = req.code {
+        answers.push(("code", code.trim().is_empty(), Answer::Code(code)));
+    }
+    if let Some(code) = req.recovery_code {
+        let blank = code.expose_secret().trim().is_empty();
+        answers.push(("recovery_code", blank, Answer::Recovery(code)));
+    }
+    match (req.ceremony, req.credential) {
+        (None, None) => {}
+        (Some(handle), Some(credential)) => {
+            let blank = handle.expose_secret().is_empty() || handle.expose_secret().len() > 128;
+            answers.push(("ceremony", blank, Answer::Passkey(handle, credential)));
         }
         _ => {
-            errors.insert("code".into(), "is required (or recovery_code)".into());
+            let message = "send ceremony and credential together";
+            errors.insert("credential".into(), message.into());
+        }
+    }
+    let answer = match answers.pop() {
+        _ if !answers.is_empty() => {
+            let message = "send one of code, recovery_code or a passkey's credential";
+            errors.insert("code".into(), message.into());
             None
         }
+        Some((field, true, _)) => {
+            errors.insert(field.into(), "is required".into());
+            None
+        }
+        Some((_, false, answer)) => Some(answer),
+        None if errors.is_empty() => {
+            let message = "is required (or recovery_code, or a passkey's ceremony and credential)";
+            errors.insert("code".into(), message.into());
+            None
+        }
+        None => None,
     };
     match (token, answer) {
         (Some(token), Some(answer)) if errors.is_empty() => Ok((token, answer)),
@@ -395,13 +447,16 @@ fn required_code(code: Option<String>) -> Result<String, ApiError> {
 }
 
 /// The re-entered password of a signed-in user (enrolling or removing a factor), checked like
-/// at login (`routes::account::check_password`); right, its rate-limit counts are taken back.
+/// at login (`routes::account::check_password`) by a session that signed in with the account's
+/// other factors, if it has any (`require_second_factor`); right, its rate-limit counts are
+/// taken back.
 async fn reenter_password(
     state: &AppState,
     auth: Authenticated,
     client: &ClientInfo,
     password: Option<SecretString>,
 ) -> Result<CheckedPassword, ApiError> {
+    require_second_factor(state, auth).await?;
     let mut checked = check_password(state, auth, client, password).await?;
     if let Some(refund) = checked.refund.take() {
         state.store.refund_attempt(refund).await?;

@@ -24,6 +24,7 @@ pub(crate) mod me;
 mod metrics;
 pub(crate) mod mfa;
 pub(crate) mod openapi;
+pub(crate) mod passkeys;
 pub(crate) mod password;
 pub(crate) mod refresh;
 pub(crate) mod session;
@@ -55,6 +56,7 @@ pub fn router(with_metrics: bool) -> Router<AppState> {
         .merge(sessions::router())
         .merge(me::router())
         .merge(mfa::router())
+        .merge(passkeys::router())
         .merge(jwks::router())
         .merge(health::router())
         .merge(openapi::router());

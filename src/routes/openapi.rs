@@ -27,12 +27,13 @@ use utoipa::openapi::{HeaderBuilder, ObjectBuilder, Ref, RefOr, Response, Type};
 use utoipa::{Modify, OpenApi, ToResponse};
 
 use self::responses::{
-    AdminUnauthenticated, CsrfRejected, Internal, InvalidJson, Overloaded, PayloadTooLarge,
-    RateLimited, Unauthenticated, Unavailable, UnsupportedMediaType, ValidationFailed,
+    AdminUnauthenticated, CsrfRejected, Internal, InvalidJson, MfaRequired, Overloaded,
+    PayloadTooLarge, RateLimited, Unauthenticated, Unavailable, UnsupportedMediaType,
+    ValidationFailed,
 };
 use super::{
-    account, admin, email, email_change, health, jwks, login, logout, me, metrics, mfa, password,
-    refresh, sessions, signup,
+    account, admin, email, email_change, health, jwks, login, logout, me, metrics, mfa, passkeys,
+    password, refresh, sessions, signup,
 };
 use crate::app::AppState;
 use crate::error::ErrorBody;
@@ -81,6 +82,12 @@ pub(super) async fn openapi() -> Json<&'static utoipa::openapi::OpenApi> {
         mfa::confirm,
         mfa::disable,
         mfa::verify,
+        passkeys::register_start,
+        passkeys::register_finish,
+        passkeys::list,
+        passkeys::remove,
+        passkeys::login_start,
+        passkeys::login_finish,
         password::forgot,
         password::reset,
         password::change,
@@ -114,6 +121,7 @@ pub(super) async fn openapi() -> Json<&'static utoipa::openapi::OpenApi> {
             CsrfRejected,
             Unauthenticated,
             AdminUnauthenticated,
+            MfaRequired,
             PayloadTooLarge,
             UnsupportedMediaType,
             ValidationFailed,
@@ -131,6 +139,8 @@ pub(super) async fn openapi() -> Json<&'static utoipa::openapi::OpenApi> {
         (name = "email", description = "Verification of the email address."),
         (name = "mfa", description = "The second factor (TOTP and recovery codes) and the login \
             challenge it adds."),
+        (name = "passkeys", description = "Passkeys (WebAuthn): registration, removal, and login \
+            with a discoverable passkey or as the second factor."),
         (name = "operations", description = "Keys, health, metrics and this document."),
         (name = "admin", description = "The admin API: accounts, their sessions, the audit \
             trail and imports, with an admin key (`latchkey admin-keys create`)."),
@@ -164,6 +174,11 @@ pub mod responses {
     /// `Sec-Fetch-Site: cross-site`).
     #[derive(ToResponse)]
     pub struct CsrfRejected(ErrorBody);
+
+    /// `mfa_required`: the account has a second factor or a passkey, and this session signed in
+    /// without it (`aal` 1); sign in again with it.
+    #[derive(ToResponse)]
+    pub struct MfaRequired(ErrorBody);
 
     /// `payload_too_large`: the body is larger than 16 KiB.
     #[derive(ToResponse)]

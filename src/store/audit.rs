@@ -49,6 +49,8 @@ pub enum Kind {
     AdminKeyRevoked,
     /// A wrong password re-entered for an email change or a deletion.
     PasswordCheckFailed,
+    PasskeyAdded,
+    PasskeyRemoved,
 }
 
 impl Kind {
@@ -87,6 +89,8 @@ impl Kind {
             Kind::AdminKeyCreated => "admin_key_created",
             Kind::AdminKeyRevoked => "admin_key_revoked",
             Kind::PasswordCheckFailed => "password_check_failed",
+            Kind::PasskeyAdded => "passkey_added",
+            Kind::PasskeyRemoved => "passkey_removed",
         }
     }
 }

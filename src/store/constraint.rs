@@ -9,18 +9,22 @@
 pub enum Constraint {
     /// One account per address (`users.email_normalized`).
     UserEmail,
+    /// One registration per authenticator credential (`passkeys.credential_id`).
+    PasskeyCredential,
 }
 
 impl Constraint {
     fn postgres_name(self) -> &'static str {
         match self {
             Constraint::UserEmail => "users_email_normalized_key",
+            Constraint::PasskeyCredential => "passkeys_credential_id_key",
         }
     }
 
     fn sqlite_columns(self) -> &'static str {
         match self {
             Constraint::UserEmail => "users.email_normalized",
+            Constraint::PasskeyCredential => "passkeys.credential_id",
         }
     }
 

@@ -36,6 +36,22 @@ pub(in crate::store) async fn has_factor<'e>(
     Ok(found.is_some())
 }
 
+/// Whether the user has a way to sign in beyond the password: a confirmed TOTP secret or a
+/// passkey (the changes that need a session signed in with one, `aal` 2).
+pub async fn has_strong_sign_in<'e>(
+    db: impl Executor<'e, Database = Any>,
+    user_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let found: Option<(i64,)> = sqlx::query_as(
+        "SELECT 1 FROM mfa_totp WHERE user_id = $1 AND confirmed_at IS NOT NULL \
+         UNION ALL SELECT 1 FROM passkeys WHERE user_id = $1",
+    )
+    .bind(user_id.to_string())
+    .fetch_optional(db)
+    .await?;
+    Ok(found.is_some())
+}
+
 /// Stores a new unconfirmed secret, replacing an unconfirmed one; false when a confirmed one
 /// exists (it stays).
 pub(in crate::store) async fn put_pending<'e>(

@@ -223,6 +223,32 @@ pub(in crate::store) async fn revoke_session<'e>(
 }
 
 /// Whether the session exists, belongs to the user and has neither been revoked nor expired.
+/// Raises a session that signed in with the password alone to `sign_in` (a factor it proved
+/// since: the first code of a TOTP enrollment, a passkey it registered).
+pub(in crate::store) async fn step_up<'e>(
+    db: impl Executor<'e, Database = Any>,
+    session_id: Uuid,
+    sign_in: crate::tokens::SignIn,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE sessions SET amr = $1 WHERE id = $2 AND amr = 'pwd'")
+        .bind(sign_in.as_str())
+        .bind(session_id.to_string())
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// How a session signed in (`SignIn::as_str`); `None` for no such session.
+pub async fn sign_in_of<'e>(
+    db: impl Executor<'e, Database = Any>,
+    session_id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT amr FROM sessions WHERE id = $1")
+        .bind(session_id.to_string())
+        .fetch_optional(db)
+        .await
+}
+
 pub async fn is_live<'e>(
     db: impl Executor<'e, Database = Any>,
     session_id: Uuid,

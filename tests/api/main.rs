@@ -31,6 +31,7 @@ mod openapi;
 mod operations;
 mod outage;
 mod pages;
+mod passkeys;
 mod password;
 mod refresh;
 mod sessions;

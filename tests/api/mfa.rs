@@ -289,10 +289,11 @@ async fn enrollment_then_a_login_needs_the_second_factor(db: Db) {
         app.count("SELECT COUNT(*) FROM sessions").await,
         sessions + 1
     );
+    // The login's, and the signup's session that confirmed the enrollment with a first code.
     assert_eq!(
         app.count("SELECT COUNT(*) FROM sessions WHERE amr = 'pwd otp'")
             .await,
-        1
+        2
     );
     assert_eq!(
         app.count("SELECT COUNT(*) FROM audit_events WHERE kind = 'mfa_challenged'")

@@ -243,10 +243,12 @@ async fn the_error_codes_of_the_document_are_those_of_the_code(db: Db) {
     assert_eq!(documented, in_the_code);
     assert_eq!(
         documented.len(),
-        17,
-        "the contract's table has 16 codes; `conflict` is an application hook's (library mode)"
+        18,
+        "the contract's table has 16 codes; `conflict` is an application hook's (library mode), \
+         `mfa_required` the step-up's of an account with a second factor"
     );
     assert!(documented.contains("conflict"));
+    assert!(documented.contains("mfa_required"));
 }
 
 async fn every_operation_documents_the_errors_it_can_get(db: Db) {

@@ -18,8 +18,9 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/admin/v1/users/{id}/mfa", delete(remove))
 }
 
-/// Removes the user's second factor: the TOTP secret, its recovery codes and the login challenges
-/// in progress; the next login needs the password alone. The sessions stay.
+/// Removes the user's second factors: the TOTP secret, its recovery codes and the login
+/// challenges in progress, and the passkeys; the next login needs the password alone. The
+/// sessions stay.
 #[utoipa::path(
     delete,
     path = "/admin/v1/users/{id}/mfa",
@@ -28,7 +29,7 @@ pub fn router() -> Router<AppState> {
     security(("admin_key" = [])),
     params(("id" = String, Path, format = "uuid", description = "The user's id.")),
     responses(
-        (status = 204, description = "The factor is removed."),
+        (status = 204, description = "The factors are removed."),
         (status = 401, response = AdminUnauthenticated),
         (status = 404, description = "`not_found`: no such user, or no second factor.",
             body = ErrorBody),
@@ -42,10 +43,10 @@ pub(super) async fn remove(
 ) -> Result<StatusCode, ApiError> {
     let id = user_id(path)?;
     let now = state.clock.now();
-    // One store call: the factor and its codes and challenges, with the audit event naming the key.
+    // One store call: the factors, codes and challenges, with the audit event naming the key.
     match state
         .store
-        .remove_totp(id, key.actor(&client).about(id), now)
+        .remove_all_factors(id, key.actor(&client).about(id), now)
         .await?
     {
         true => Ok(StatusCode::NO_CONTENT),

@@ -3,16 +3,19 @@
 
 use uuid::Uuid;
 
+use super::passkeys::{PasskeyUse, use_passkey};
 use super::{NewSession, events, open_session};
 use crate::clock::Millis;
 use crate::failpoint::failpoint;
 use crate::mfa::challenge::MAX_FAILURES;
+use crate::mfa::passkey::CeremonyKind;
 use crate::store::audit::{self, Actor};
 use crate::store::rate_limits::{self, Refund};
 use crate::store::tx::{Conn, Done};
 use crate::store::users::{self, Account};
 use crate::store::webhooks::Routes;
-use crate::store::{Store, mfa};
+use crate::store::{Store, mfa, passkeys, sessions};
+use crate::tokens::SignIn;
 use crate::webhooks::event::EventType;
 
 /// What the second factor of a verification is.
@@ -22,6 +25,8 @@ pub enum Proof {
     Totp { step: i64 },
     /// A recovery code, by its hash.
     RecoveryCode { hash: String },
+    /// A passkey's assertion (already checked against the credential read), and its ceremony.
+    Passkey(PasskeyUse),
 }
 
 /// Everything a verification writes, prepared before the transaction.
@@ -88,6 +93,11 @@ impl Store {
                     return Ok(Done::Rollback(false));
                 }
                 mfa::replace_recovery_codes(c, user_id, hashes, now).await?;
+                // The code proved the authenticator in this session: it counts as signed in
+                // with the second factor from now on.
+                if let Some(session_id) = actor.session_id {
+                    sessions::step_up(&mut *c, session_id, SignIn::PasswordAndOtp).await?;
+                }
                 audit::record(&mut *c, audit::Kind::MfaEnabled, actor, now).await?;
                 Ok(Done::Commit(true))
             })
@@ -106,6 +116,28 @@ impl Store {
         self.write(actor, move |c, actor| {
             Box::pin(async move {
                 if !mfa::remove(c, user_id).await? {
+                    return Ok(Done::Rollback(false));
+                }
+                audit::record(&mut *c, audit::Kind::MfaDisabled, actor, now).await?;
+                Ok(Done::Commit(true))
+            })
+        })
+        .await
+    }
+
+    /// Removes every second factor of the user (an operator, for a user who lost them): the TOTP
+    /// secret with its codes and challenges, and the passkeys; whether there was any.
+    pub async fn remove_all_factors(
+        &self,
+        user_id: Uuid,
+        actor: Actor,
+        now: Millis,
+    ) -> Result<bool, sqlx::Error> {
+        self.write(actor, move |c, actor| {
+            Box::pin(async move {
+                let totp = mfa::remove(c, user_id).await?;
+                let passkeys = passkeys::remove_all(&mut *c, user_id).await? > 0;
+                if !totp && !passkeys {
                     return Ok(Done::Rollback(false));
                 }
                 audit::record(&mut *c, audit::Kind::MfaDisabled, actor, now).await?;
@@ -176,6 +208,10 @@ async fn verify(
         Proof::Totp { step } => mfa::accept_step(&mut *c, new.user_id, *step).await?,
         Proof::RecoveryCode { hash } => {
             mfa::spend_recovery_code(&mut *c, new.user_id, hash, new.now).await?
+        }
+        Proof::Passkey(used) => {
+            let kind = CeremonyKind::SecondFactor;
+            use_passkey(c, used, kind, new.now).await? == Some(true)
         }
     };
     if !accepted {

@@ -7,6 +7,7 @@
 //! With `LATCHKEY_TEST_POSTGRES_SERIALIZABLE=1` each PostgreSQL test database runs every
 //! transaction at SERIALIZABLE isolation (a CI variant, see `.ci/run`).
 
+pub mod authenticator;
 mod process;
 mod receiver;
 mod smtp;
