@@ -27,6 +27,8 @@ db_tests!(
     profile_update_failing_before_commit_keeps_the_display_name,
     session_revoke_failing_before_commit_keeps_the_session,
     mfa_verify_failing_before_commit_opens_no_session_and_spends_nothing,
+    passkey_registration_failing_before_commit_adds_no_passkey,
+    passkey_login_failing_before_commit_opens_no_session_and_spends_nothing,
     email_change_confirm_failing_keeps_the_address_and_the_token,
     account_deletion_failing_keeps_the_account,
 );
@@ -283,6 +285,97 @@ async fn mfa_verify_failing_before_commit_opens_no_session_and_spends_nothing(db
             session.cookies.contains_key("__Host-lk_access"),
             "{context}"
         );
+        assert_eq!(f.me_status(&session.access_token).await, 200, "{context}");
+        assert_eq!(f.count(unspent).await, 0, "{context}: spent now");
+        f.finish().await;
+    }
+}
+
+/// Alice's registration of a passkey started: the ceremony's handle and the creation options.
+async fn passkey_start(f: &Fixture, path: &str, token: Option<&str>) -> (String, Value) {
+    let request = f.server.client.post(f.server.url(path));
+    let request = match token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    };
+    let started = send(&request).await;
+    assert_eq!(started.status(), 200, "{}: {path}", f.context);
+    let body: Value = started.json().await.unwrap();
+    let ceremony = body["ceremony"].as_str().unwrap().to_owned();
+    (ceremony, body["publicKey"].clone())
+}
+
+async fn passkey_registration_failing_before_commit_adds_no_passkey(db: Db) {
+    use crate::helpers::authenticator::Authenticator;
+    for action in ACTIONS {
+        let f = Fixture::start(db, "passkeys.register.before_commit", action).await;
+        let context = f.context.clone();
+        let token = f.alice.access_token.clone();
+        let start = "/auth/passkeys/register/start";
+        let (ceremony, options) = passkey_start(&f, start, Some(&token)).await;
+        let mut phone = Authenticator::new(PUBLIC_URL);
+        let body = json!({"ceremony": ceremony, "credential": phone.create(&options)});
+        let finish = f
+            .server
+            .client
+            .post(f.server.url("/auth/passkeys/register/finish"))
+            .bearer_auth(&token)
+            .json(&body);
+        f.fails_changing_nothing(&finish).await;
+        assert_eq!(
+            f.count("SELECT COUNT(*) FROM passkeys").await,
+            0,
+            "{context}"
+        );
+        let retried = send(&finish).await;
+        assert_eq!(retried.status(), 201, "{context}: the same answer again");
+        assert_eq!(
+            f.count("SELECT COUNT(*) FROM passkeys").await,
+            1,
+            "{context}"
+        );
+        assert_eq!(f.events("passkey_added").await, 1, "{context}");
+        f.finish().await;
+    }
+}
+
+async fn passkey_login_failing_before_commit_opens_no_session_and_spends_nothing(db: Db) {
+    use crate::helpers::authenticator::Authenticator;
+    for action in ACTIONS {
+        let f = Fixture::start(db, "passkeys.login.before_commit", action).await;
+        let context = f.context.clone();
+        let token = f.alice.access_token.clone();
+        let mut phone = Authenticator::new(PUBLIC_URL);
+        let start = "/auth/passkeys/register/start";
+        let (ceremony, options) = passkey_start(&f, start, Some(&token)).await;
+        let body = json!({"ceremony": ceremony, "credential": phone.create(&options)});
+        let finish = f
+            .server
+            .client
+            .post(f.server.url("/auth/passkeys/register/finish"))
+            .bearer_auth(&token)
+            .json(&body);
+        assert_eq!(send(&finish).await.status(), 201, "{context}: registered");
+
+        let (ceremony, options) = passkey_start(&f, "/auth/passkeys/login/start", None).await;
+        f.settle().await;
+        let body = json!({"ceremony": ceremony, "credential": phone.get(&options)});
+        let login = f
+            .server
+            .client
+            .post(f.server.url("/auth/passkeys/login/finish"))
+            .json(&body);
+        f.fails_changing_nothing(&login).await;
+        let unspent = "SELECT COUNT(*) FROM passkey_ceremonies WHERE kind = 'login'";
+        assert_eq!(
+            f.count(unspent).await,
+            1,
+            "{context}: the ceremony is unspent"
+        );
+
+        let retried = send(&login).await;
+        assert_eq!(retried.status(), 200, "{context}: the same answer again");
+        let session = Session::from_response(retried).await;
         assert_eq!(f.me_status(&session.access_token).await, 200, "{context}");
         assert_eq!(f.count(unspent).await, 0, "{context}: spent now");
         f.finish().await;

@@ -20,6 +20,7 @@ db_tests!(
     a_disable_committing_while_a_login_verifies_leaves_no_live_session,
     a_logout_all_committing_while_a_refresh_spends_leaves_no_live_token,
     an_mfa_verification_abandoned_or_raced_by_a_password_change_opens_no_session,
+    a_passkey_login_abandoned_or_raced_by_the_passkeys_removal_opens_no_session,
 );
 
 const NEW_PASSWORD: &str = "another horse battery staple";
@@ -591,6 +592,91 @@ async fn an_mfa_verification_abandoned_or_raced_by_a_password_change_opens_no_se
                 count(&pool, sessions).await,
                 1,
                 "{point}: no session opened, the signup's stays"
+            );
+            assert_eq!(count(&pool, unspent).await, 1, "{point}: nothing spent");
+        }
+        pool.close().await;
+    }
+}
+
+/// A passkey login held before its commit while its client hangs up: it rolls back, the ceremony
+/// stays unspent and the same answer works afterwards. Held between its verification and its
+/// transaction while the passkey is removed (or, the second time, the account disabled): the
+/// transaction finds the credential it checked gone, answers 401 and opens no session.
+async fn a_passkey_login_abandoned_or_raced_by_the_passkeys_removal_opens_no_session(db: Db) {
+    use crate::helpers::authenticator::Authenticator;
+    for point in [
+        "passkeys.login.before_commit",
+        "passkeys.login.after_verify",
+    ] {
+        let test_db = TestDb::new(db).await;
+        let server = server_with(&test_db, &[point]).await;
+        let pool = test_db.pool().await;
+        let client = &server.client;
+        let owner = session_of(server.signup("alice@example.com").await, point).await;
+        let start = |path: &str, token: Option<&str>| {
+            let request = client.post(server.url(path));
+            let request = match token {
+                Some(token) => request.bearer_auth(token.to_owned()),
+                None => request,
+            };
+            async move {
+                let body: Value = request.send().await.unwrap().json().await.unwrap();
+                (
+                    body["ceremony"].as_str().unwrap().to_owned(),
+                    body["publicKey"].clone(),
+                )
+            }
+        };
+        let mut phone = Authenticator::new(PUBLIC_URL);
+        let register = "/auth/passkeys/register/start";
+        let (ceremony, options) = start(register, Some(&owner.access_token)).await;
+        let body = json!({"ceremony": ceremony, "credential": phone.create(&options)});
+        let added = client
+            .post(server.url("/auth/passkeys/register/finish"))
+            .bearer_auth(&owner.access_token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(added.status(), 201, "{point}: registered");
+        let added: Value = added.json().await.unwrap();
+        let (ceremony, options) = start("/auth/passkeys/login/start", None).await;
+        let body = json!({"ceremony": ceremony, "credential": phone.get(&options)});
+        let login = client
+            .post(server.url("/auth/passkeys/login/finish"))
+            .json(&body);
+        let sessions = "SELECT COUNT(*) FROM sessions";
+        let unspent = "SELECT COUNT(*) FROM passkey_ceremonies WHERE kind = 'login'";
+
+        if point == "passkeys.login.before_commit" {
+            abandon_and_roll_back(&server, login.try_clone().unwrap(), point).await;
+            assert_eq!(count(&pool, sessions).await, 1, "{point}: no session");
+            assert_eq!(count(&pool, unspent).await, 1, "{point}: unspent");
+            let retried = login.send().await.unwrap();
+            assert_eq!(retried.status(), 200, "{point}: the same answer again");
+            assert_eq!(count(&pool, sessions).await, 2);
+        } else {
+            let before = times_held(&server, point);
+            let held = tokio::spawn(login.send());
+            while times_held(&server, point) == before {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            let id = added["id"].as_str().unwrap();
+            let removed = client
+                .delete(server.url(&format!("/auth/passkeys/{id}")))
+                .bearer_auth(&owner.access_token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(removed.status(), 204, "{point}: removed");
+            let answer = held.await.unwrap().unwrap();
+            assert_eq!(answer.status(), 401, "{point}");
+            assert!(answer.headers().get("set-cookie").is_none());
+            assert_eq!(
+                count(&pool, sessions).await,
+                1,
+                "{point}: no session opened"
             );
             assert_eq!(count(&pool, unspent).await, 1, "{point}: nothing spent");
         }

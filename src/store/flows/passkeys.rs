@@ -110,7 +110,6 @@ impl Store {
                     return Ok(Done::Rollback(false));
                 }
                 audit::record(&mut *c, audit::Kind::PasskeyRemoved, actor, now).await?;
-                failpoint!("passkeys.remove.before_commit");
                 Ok(Done::Commit(true))
             })
         })
