@@ -98,7 +98,7 @@ impl SessionRow {
 }
 
 /// `2026-12-01T12:45:39.123Z` as `2026-12-01 12:45 UTC`.
-fn minutes(rfc3339: &str) -> String {
+pub(super) fn minutes(rfc3339: &str) -> String {
     match rfc3339.get(..16) {
         Some(prefix) => format!("{} UTC", prefix.replacen('T', " ", 1)),
         None => rfc3339.to_owned(),
@@ -140,9 +140,18 @@ fn device(user_agent: &str) -> String {
 /// The live session of the request, or the response that goes instead: the detour through the
 /// session resume, or an error page.
 async fn session(state: &AppState, headers: &HeaderMap) -> Result<Authenticated, Response> {
+    session_for(state, headers, PATH).await
+}
+
+/// `session` for a page at `path` (where the resume comes back to).
+pub(super) async fn session_for(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<Authenticated, Response> {
     match extract::authenticate(state, headers).await {
         Ok(Some(auth)) => Ok(auth),
-        Ok(None) => Err(resume::detour(PATH)),
+        Ok(None) => Err(resume::detour(path)),
         Err(err) => Err(state.pages.error(&err)),
     }
 }

@@ -25,14 +25,17 @@ pub(super) struct EntryPage {
     pub return_to: Option<String>,
     /// `?return_to=…` for the link to the other page.
     pub return_query: String,
+    /// Whether the login page offers "Sign in with a passkey".
+    pub passkeys_on: bool,
 }
 
 impl EntryPage {
-    fn new(form: Form, return_to: Option<String>) -> EntryPage {
+    fn new(state: &AppState, form: Form, return_to: Option<String>) -> EntryPage {
         EntryPage {
             return_query: return_to::query(return_to.as_deref()),
             form,
             return_to,
+            passkeys_on: state.passkeys.is_some(),
         }
     }
 }
@@ -71,7 +74,7 @@ async fn entry_page(
     if signed_in(state, headers).await? {
         return Ok(see_other(destination(return_to.as_deref())));
     }
-    let page = EntryPage::new(form(&state.pages), return_to);
+    let page = EntryPage::new(state, form(&state.pages), return_to);
     let notice = notice(&state.pages, query.notice.as_deref());
     Ok(state.pages.render(template, StatusCode::OK, notice, &page))
 }
@@ -119,7 +122,8 @@ pub async fn signup(
             &err,
             &[(ErrorCode::EmailTaken, "email", "email_taken")],
         );
-    fail_page(pages, "signup.html", &err, &EntryPage::new(form, return_to))
+    let page = EntryPage::new(&state, form, return_to);
+    fail_page(pages, "signup.html", &err, &page)
 }
 
 /// GET /login. A browser that is signed in already goes on at once.
@@ -163,7 +167,8 @@ pub async fn login(
     let form = login_form(pages)
         .keep("email", fields.email.as_deref())
         .fail(pages, &err, &[]);
-    fail_page(pages, "login.html", &err, &EntryPage::new(form, return_to))
+    let page = EntryPage::new(&state, form, return_to);
+    fail_page(pages, "login.html", &err, &page)
 }
 
 /// The context of the logout page.

@@ -78,6 +78,7 @@ pub const CHANGED_PASSWORD: Spec = ("new_password", "password", "new-password", 
 pub const TOTP_CODE: Spec = ("code", "text", "one-time-code", true);
 pub const RECOVERY_CODE: Spec = ("recovery_code", "text", "off", true);
 pub const NEW_EMAIL: Spec = ("new_email", "email", "email", true);
+pub const PASSKEY_NAME: Spec = ("passkey_name", "text", "off", false);
 
 /// One problem in the summary above a form.
 #[derive(Serialize)]

@@ -28,6 +28,8 @@ pub(super) struct MfaPage {
     pub mfa_token: String,
     pub return_to: Option<String>,
     pub return_query: String,
+    /// Whether a passkey can answer the challenge (the page's script then offers it).
+    pub passkey: bool,
 }
 
 impl MfaPage {
@@ -38,6 +40,7 @@ impl MfaPage {
             mfa_token: mfa_token.to_owned(),
             return_query: return_to::query(return_to.as_deref()),
             return_to,
+            passkey: false,
         }
     }
 }
@@ -48,7 +51,8 @@ pub(super) fn challenge_page(
     challenge: &MfaChallengeBody,
     return_to: Option<String>,
 ) -> Response {
-    let page = MfaPage::new(&state.pages, challenge.token(), return_to);
+    let mut page = MfaPage::new(&state.pages, challenge.token(), return_to);
+    page.passkey = challenge.passkey();
     state.pages.render("mfa.html", StatusCode::OK, None, &page)
 }
 

@@ -27,6 +27,7 @@ mod password;
 mod render;
 mod resume;
 mod return_to;
+mod security;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -62,8 +63,17 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/account/sessions/revoke", post(account::revoke_session))
         .route("/account/password", post(account::change_password))
         .route("/account/logout-all", post(account::logout_all))
+        .route("/account/security", get(security::page))
+        .route("/account/security/totp", post(security::enroll))
+        .route("/account/security/totp/confirm", post(security::confirm))
+        .route("/account/security/totp/remove", post(security::remove_totp))
+        .route(
+            "/account/security/passkeys/remove",
+            post(security::remove_passkey),
+        )
         .route("/auth/resume", get(resume::resume))
         .route("/pages/style.css", get(render::stylesheet))
+        .route("/pages/passkeys.js", get(render::passkeys_script))
         // A panic in a page (or in the flow it called) is the error page, not the API's JSON.
         .layer(CatchPanicLayer::custom(render::panic_page(state)))
         .layer(axum::middleware::map_response_with_state(
@@ -88,6 +98,7 @@ fn samples(pages: &Pages) -> Vec<(&'static str, serde_json::Value)> {
         form,
         return_to: Some("/account".to_owned()),
         return_query: "?return_to=%2Faccount".to_owned(),
+        passkeys_on: true,
     };
     let json = |value: Result<serde_json::Value, serde_json::Error>| value.unwrap_or_default();
     let mut forms = account::Forms::new(pages, Some("Ada"));
@@ -181,9 +192,33 @@ fn samples(pages: &Pages) -> Vec<(&'static str, serde_json::Value)> {
         ),
         ("account.html", json(serde_json::to_value(account))),
         (
+            "security.html",
+            json(serde_json::to_value(security::SecurityPage {
+                totp: "pending",
+                pending: Some(security::Pending {
+                    qr: "data:image/svg+xml;base64,".to_owned(),
+                    secret: "JBSWY3DPEHPK3PXP".to_owned(),
+                }),
+                recovery_codes: Some(vec!["abcd-efgh".to_owned()]),
+                passkeys_on: true,
+                passkeys: vec![security::PasskeyRow {
+                    id: "0".to_owned(),
+                    name: "Phone".to_owned(),
+                    created_at: "2026-12-01 12:00 UTC".to_owned(),
+                    last_used_at: None,
+                }],
+                forms: {
+                    let mut forms = security::Forms::new(pages);
+                    forms.confirm = forms.confirm.fail(pages, &invalid("code"), &[]);
+                    forms
+                },
+            })),
+        ),
+        (
             "mfa.html",
             json(serde_json::to_value({
                 let mut page = mfa::MfaPage::new(pages, "T", Some("/account".to_owned()));
+                page.passkey = true;
                 let wrong = [(ErrorCode::InvalidCredentials, "code", "wrong_code")];
                 let err = crate::error::ApiError::InvalidCredentials;
                 page.form = page.form.fail(pages, &err, &wrong);

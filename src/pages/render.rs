@@ -30,11 +30,14 @@ const TEMPLATES: &[Builtin] = &[
         include_str!("templates/email_change.html"),
     ),
     ("account.html", include_str!("templates/account.html")),
+    ("security.html", include_str!("templates/security.html")),
     ("error.html", include_str!("templates/error.html")),
 ];
 
 const STRINGS: &str = include_str!("templates/strings.toml");
 const STYLESHEET: &str = include_str!("templates/style.css");
+/// The pages' one script: the passkey buttons (the WebAuthn API has no form).
+const PASSKEYS_JS: &str = include_str!("templates/passkeys.js");
 
 /// What the pages render with; built once at start, shared by every request.
 pub struct Pages {
@@ -60,7 +63,8 @@ impl Pages {
         let strings = catalogue(dir)?;
         let stylesheet = templates::read("page", dir, "style.css", STYLESHEET)?;
         let csp = format!(
-            "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self' {}; \
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; \
+             img-src 'self' data:; form-action 'self' {}; \
              frame-ancestors 'none'; base-uri 'none'",
             settings.allowed_origins.join(" ")
         );
@@ -257,6 +261,18 @@ pub async fn stylesheet(State(state): State<AppState>) -> Response {
             (header::CACHE_CONTROL, "public, max-age=300"),
         ],
         state.pages.stylesheet.clone(),
+    )
+        .into_response()
+}
+
+/// GET /pages/passkeys.js: the passkey buttons (built in; not replaceable, it is code).
+pub async fn passkeys_script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        PASSKEYS_JS,
     )
         .into_response()
 }

@@ -47,11 +47,11 @@ pub struct PasswordRequest {
 #[derive(Serialize, ToSchema)]
 pub struct EnrollmentBody {
     /// The secret in base32 (RFC 4648, no padding), for typing into an authenticator app.
-    secret: String,
+    pub(crate) secret: String,
     /// `otpauth://totp/…` with the secret, SHA1, 6 digits and 30 s: what the QR code holds.
-    otpauth_uri: String,
+    pub(crate) otpauth_uri: String,
     /// The QR code of `otpauth_uri`, an SVG document.
-    qr_svg: String,
+    pub(crate) qr_svg: String,
 }
 
 /// Starts TOTP enrollment: a new secret, not in force until confirmed with a first code.
@@ -79,7 +79,17 @@ pub(super) async fn enroll(
     client: ClientInfo,
     ApiJson(req): ApiJson<PasswordRequest>,
 ) -> Result<Json<EnrollmentBody>, ApiError> {
-    let checked = reenter_password(&state, auth, &client, req.password).await?;
+    enroll_flow(&state, auth, &client, req).await.map(Json)
+}
+
+/// The enrollment use case, shared by the JSON endpoint and the security page.
+pub(crate) async fn enroll_flow(
+    state: &AppState,
+    auth: Authenticated,
+    client: &ClientInfo,
+    req: PasswordRequest,
+) -> Result<EnrollmentBody, ApiError> {
+    let checked = reenter_password(state, auth, client, req.password).await?;
     let owner = checked.email.as_str().to_owned();
     let secret = totp::new_secret();
     let sealed = totp::seal(state.keys.kek(), auth.user_id, &secret)?;
@@ -87,13 +97,49 @@ pub(super) async fn enroll(
     if !state.store.start_totp(auth.user_id, sealed, now).await? {
         return Err(ApiError::Conflict);
     }
+    enrollment_body(state, &secret, &owner)
+}
+
+/// What an enrollment shows: the secret, its URI and its QR code.
+fn enrollment_body(
+    state: &AppState,
+    secret: &secrecy::SecretBox<Vec<u8>>,
+    owner: &str,
+) -> Result<EnrollmentBody, ApiError> {
     let issuer = state.settings.public_url.host_str().unwrap_or("latchkey");
-    let enrollment = totp::enrollment(&secret, issuer, &owner);
-    Ok(Json(EnrollmentBody {
+    let enrollment = totp::enrollment(secret, issuer, owner);
+    Ok(EnrollmentBody {
         qr_svg: totp::qr_svg(&enrollment.uri)?,
         secret: enrollment.secret_base32,
         otpauth_uri: enrollment.uri,
-    }))
+    })
+}
+
+/// Where the user's TOTP stands, for the security page: on, off, or an enrollment waiting for
+/// its first code (shown again, so a reload of the page does not lose it).
+pub(crate) enum TotpState {
+    Off,
+    Pending(EnrollmentBody),
+    On,
+}
+
+pub(crate) async fn totp_state(
+    state: &AppState,
+    auth: Authenticated,
+) -> Result<TotpState, ApiError> {
+    let Some(found) = stored::find_totp(state.store.reader(), auth.user_id).await? else {
+        return Ok(TotpState::Off);
+    };
+    if found.confirmed_at.is_some() {
+        return Ok(TotpState::On);
+    }
+    let own = store::users::find_own_credentials(state.store.reader(), auth.user_id)
+        .await?
+        .ok_or(ApiError::Unauthenticated)?;
+    let secret = totp::open(state.keys.kek(), auth.user_id, &found.sealed_secret)?;
+    Ok(TotpState::Pending(enrollment_body(
+        state, &secret, &own.email,
+    )?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -107,7 +153,7 @@ pub struct CodeRequest {
 #[derive(Serialize, ToSchema)]
 pub struct RecoveryCodesBody {
     /// Ten one-time codes for when the authenticator is lost; shown this once.
-    recovery_codes: Vec<String>,
+    pub(crate) recovery_codes: Vec<String>,
 }
 
 /// Confirms TOTP enrollment with a first code: from now on logins need a second factor.
@@ -132,6 +178,16 @@ pub(super) async fn confirm(
     client: ClientInfo,
     ApiJson(req): ApiJson<CodeRequest>,
 ) -> Result<Json<RecoveryCodesBody>, ApiError> {
+    confirm_flow(&state, auth, &client, req).await.map(Json)
+}
+
+/// The confirmation use case, shared by the JSON endpoint and the security page.
+pub(crate) async fn confirm_flow(
+    state: &AppState,
+    auth: Authenticated,
+    client: &ClientInfo,
+    req: CodeRequest,
+) -> Result<RecoveryCodesBody, ApiError> {
     let code = required_code(req.code)?;
     let pending = stored::find_totp(state.store.reader(), auth.user_id)
         .await?
@@ -157,9 +213,9 @@ pub(super) async fn confirm(
         // Replaced, confirmed or removed by a request of its own meanwhile.
         return Err(ApiError::Conflict);
     }
-    Ok(Json(RecoveryCodesBody {
+    Ok(RecoveryCodesBody {
         recovery_codes: codes.iter().map(|c| c.expose_secret().to_owned()).collect(),
-    }))
+    })
 }
 
 /// Turns TOTP off (the recovery codes and open login challenges go with it).
@@ -185,11 +241,22 @@ pub(super) async fn disable(
     client: ClientInfo,
     ApiJson(req): ApiJson<PasswordRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let checked = reenter_password(&state, auth, &client, req.password).await?;
+    disable_flow(&state, auth, &client, req).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The removal use case, shared by the JSON endpoint and the security page.
+pub(crate) async fn disable_flow(
+    state: &AppState,
+    auth: Authenticated,
+    client: &ClientInfo,
+    req: PasswordRequest,
+) -> Result<(), ApiError> {
+    let checked = reenter_password(state, auth, client, req.password).await?;
     let actor = checked.actor;
     let now = state.clock.now();
     match state.store.remove_totp(auth.user_id, actor, now).await? {
-        true => Ok(StatusCode::NO_CONTENT),
+        true => Ok(()),
         false => Err(ApiError::NotFound),
     }
 }

@@ -231,9 +231,20 @@ impl TestApp {
     /// the origin check all point at the server itself.
     #[allow(dead_code)]
     pub async fn spawn_at_own_url(db: Db, configure: impl FnOnce(&mut Overrides)) -> TestApp {
+        TestApp::spawn_at_own_host(db, "127.0.0.1", configure).await
+    }
+
+    /// `spawn_at_own_url` with the public URL on `host` (a name of the loopback address): a
+    /// domain name, `localhost`, for passkeys (WebAuthn takes no IP address as relying party).
+    pub async fn spawn_at_own_host(
+        db: Db,
+        host: &str,
+        configure: impl FnOnce(&mut Overrides),
+    ) -> TestApp {
         let db = std::sync::Arc::new(TestDb::new(db).await);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let own = format!("http://{}", listener.local_addr().unwrap());
+        let port = listener.local_addr().unwrap().port();
+        let own = format!("http://{host}:{port}");
         TestApp::start_on(listener, db, Kek::generate_encoded(), |o| {
             o.public_url = Some(own);
             configure(o);

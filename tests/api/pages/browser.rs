@@ -18,7 +18,10 @@ use serde_json::json;
 use crate::db_tests;
 use crate::helpers::*;
 
-db_tests!(a_person_does_every_flow_in_a_real_browser);
+db_tests!(
+    a_person_does_every_flow_in_a_real_browser,
+    a_person_adds_a_passkey_and_signs_in_with_it_in_a_real_browser,
+);
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -356,5 +359,109 @@ async fn a_person_does_every_flow_in_a_real_browser(db: Db) {
                 .collect::<String>()
         )
     );
+    person.browser.close().await.unwrap();
+}
+
+/// WebDriver's "Add Virtual Authenticator" (W3C WebAuthn §11.3): a platform authenticator that
+/// keeps discoverable credentials and verifies its user, as a phone's or a laptop's does.
+#[derive(Debug)]
+struct AddVirtualAuthenticator;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for AddVirtualAuthenticator {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        let session = session_id.expect("a WebDriver session");
+        base_url.join(&format!("session/{session}/webauthn/authenticator"))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (axum::http::Method, Option<String>) {
+        let body = json!({
+            "protocol": "ctap2",
+            "transport": "internal",
+            "hasResidentKey": true,
+            "hasUserVerification": true,
+            "isUserVerified": true,
+            "isUserConsenting": true,
+        });
+        (axum::http::Method::POST, Some(body.to_string()))
+    }
+}
+
+impl Person {
+    /// Clicks the button with this id, whose script navigates when it is done.
+    async fn press(&self, id: &str) {
+        let button = self.browser.find(Locator::Id(id)).await.unwrap();
+        self.click_to_navigate(button).await;
+    }
+}
+
+/// A person adds a passkey on the security page (Chromium's virtual authenticator answers the
+/// browser's WebAuthn calls, made by the page's script), logs out, and signs in with the passkey
+/// alone from the login page: no address, no password.
+async fn a_person_adds_a_passkey_and_signs_in_with_it_in_a_real_browser(db: Db) {
+    if !browser_available() {
+        return;
+    }
+    // WebAuthn takes a domain name as relying party: the public URL is on `localhost`.
+    let app = TestApp::spawn_at_own_host(db, "localhost", |_| {}).await;
+    let app_url = app.address.replace("127.0.0.1", "localhost");
+    let driver = Driver::start().await;
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("pages-screenshots")
+        .join(format!("{db:?}").to_lowercase());
+    std::fs::create_dir_all(&shots).unwrap();
+    let person = Person {
+        browser: driver.browser().await,
+        app_url,
+        shots,
+    };
+    person
+        .browser
+        .issue_cmd(AddVirtualAuthenticator)
+        .await
+        .expect("a virtual authenticator");
+
+    person.open("/signup").await;
+    person.fill("email", "grace@example.com").await;
+    person.fill("password", PASSWORD).await;
+    person.submit("/signup").await;
+    assert_eq!(person.path().await, "/account");
+    person
+        .follow_link("Sign-in and security: two-step verification and passkeys")
+        .await;
+    assert_eq!(person.path().await, "/account/security");
+    assert!(person.text().await.contains("No passkey yet."));
+    person.fill("passkey_name", "Laptop").await;
+    person.press("passkey-add").await;
+    assert_eq!(
+        person.path().await,
+        "/account/security?notice=passkey_added"
+    );
+    let page = person.text().await;
+    assert!(page.contains("Your passkey is added."), "{page}");
+    assert!(page.contains("Laptop"), "{page}");
+    person.photograph("security-passkey").await;
+    assert_eq!(app.count("SELECT COUNT(*) FROM passkeys").await, 1);
+
+    // Log out; sign in with the passkey alone.
+    person.open("/logout").await;
+    person.submit("/logout").await;
+    assert_eq!(person.path().await, "/login?notice=signed_out");
+    person.photograph("login-passkey").await;
+    let button = person
+        .browser
+        .find(Locator::Css("#passkey-login button"))
+        .await
+        .unwrap();
+    person.click_to_navigate(button).await;
+    assert_eq!(person.path().await, "/account");
+    assert!(person.text().await.contains("grace@example.com"));
+    let signed_in = "SELECT COUNT(*) FROM sessions WHERE amr = 'hwk' AND revoked_at IS NULL";
+    assert_eq!(app.count(signed_in).await, 1);
+    let used = "SELECT COUNT(*) FROM passkeys WHERE last_used_at IS NOT NULL";
+    assert_eq!(app.count(used).await, 1);
     person.browser.close().await.unwrap();
 }
