@@ -66,6 +66,8 @@ pub enum Source {
     Admin,
     /// An import (the admin API's, or `latchkey users import`).
     Import,
+    /// A passwordless sign-in of an address without an account, with `passwordless_signup` on.
+    Passwordless,
 }
 
 /// A signup about to happen: the request, parsed and checked, before its password is hashed.

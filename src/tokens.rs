@@ -90,6 +90,8 @@ pub enum SignIn {
     Password,
     /// The password and a one-time code (TOTP or a recovery code).
     PasswordAndOtp,
+    /// A one-time link or code emailed to the account's address (passwordless): `["otp"]`.
+    EmailOtp,
 }
 
 impl SignIn {
@@ -98,6 +100,7 @@ impl SignIn {
         match self {
             SignIn::Password => "pwd",
             SignIn::PasswordAndOtp => "pwd otp",
+            SignIn::EmailOtp => "otp",
         }
     }
 
@@ -105,6 +108,7 @@ impl SignIn {
     pub fn parse(stored: &str) -> SignIn {
         match stored {
             "pwd otp" => SignIn::PasswordAndOtp,
+            "otp" => SignIn::EmailOtp,
             _ => SignIn::Password,
         }
     }
@@ -117,7 +121,7 @@ impl SignIn {
     /// The `aal` claim.
     pub fn aal(self) -> u8 {
         match self {
-            SignIn::Password => 1,
+            SignIn::Password | SignIn::EmailOtp => 1,
             SignIn::PasswordAndOtp => 2,
         }
     }
@@ -196,6 +200,10 @@ pub enum Purpose {
     /// The link of an email change, sent to the new address: it proves that address and swaps it
     /// in, and is worth nothing as a verification or reset token (nor they as it).
     EmailChange,
+    /// The link of a passwordless sign-in (its code is hashed with a key of its own, bound to
+    /// this token's hash: `crate::passwordless`); worth nothing as a reset, verification or
+    /// refresh token, nor they as it.
+    Passwordless,
 }
 
 impl Purpose {
@@ -207,6 +215,7 @@ impl Purpose {
             Purpose::MfaChallenge => "latchkey mfa challenge token v1",
             Purpose::RecoveryCode => "latchkey mfa recovery code v1",
             Purpose::EmailChange => "latchkey email change token v1",
+            Purpose::Passwordless => "latchkey passwordless sign-in token v1",
         }
     }
 
@@ -219,6 +228,7 @@ impl Purpose {
             Purpose::MfaChallenge => "mfa_challenge",
             Purpose::RecoveryCode => "recovery_code",
             Purpose::EmailChange => "email_change",
+            Purpose::Passwordless => "passwordless",
         }
     }
 }
@@ -287,11 +297,17 @@ mod tests {
             Purpose::Refresh,
             Purpose::PasswordReset,
             Purpose::EmailVerification,
+            Purpose::MfaChallenge,
+            Purpose::RecoveryCode,
+            Purpose::EmailChange,
+            Purpose::Passwordless,
         ]
         .map(|p| hash_opaque(p, &token));
-        assert_ne!(hashes[0], hashes[1]);
-        assert_ne!(hashes[0], hashes[2]);
-        assert_ne!(hashes[1], hashes[2]);
+        for (i, a) in hashes.iter().enumerate() {
+            for b in &hashes[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
     }
 
     #[test]

@@ -32,7 +32,7 @@ use self::responses::{
 };
 use super::{
     account, admin, email, email_change, health, jwks, login, logout, me, metrics, mfa, password,
-    refresh, sessions, signup,
+    passwordless, refresh, sessions, signup,
 };
 use crate::app::AppState;
 use crate::error::ErrorBody;
@@ -84,6 +84,8 @@ pub(super) async fn openapi() -> Json<&'static utoipa::openapi::OpenApi> {
         password::forgot,
         password::reset,
         password::change,
+        passwordless::start,
+        passwordless::verify,
         email::verify,
         email::resend,
         email_change::change,

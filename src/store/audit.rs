@@ -49,6 +49,10 @@ pub enum Kind {
     AdminKeyRevoked,
     /// A wrong password re-entered for an email change or a deletion.
     PasswordCheckFailed,
+    /// A passwordless sign-in email (link and code) issued for an account or a new address.
+    PasswordlessRequested,
+    /// A wrong, unknown or dead passwordless code.
+    PasswordlessFailed,
 }
 
 impl Kind {
@@ -87,6 +91,8 @@ impl Kind {
             Kind::AdminKeyCreated => "admin_key_created",
             Kind::AdminKeyRevoked => "admin_key_revoked",
             Kind::PasswordCheckFailed => "password_check_failed",
+            Kind::PasswordlessRequested => "passwordless_requested",
+            Kind::PasswordlessFailed => "passwordless_failed",
         }
     }
 }

@@ -29,6 +29,7 @@ pub mod mail_throttle;
 pub mod mfa;
 pub mod one_time_tokens;
 pub mod outbox;
+pub mod passwordless;
 pub mod rate_limits;
 pub mod reset_requests;
 pub mod sessions;

@@ -32,6 +32,9 @@ mod operations;
 mod outage;
 mod pages;
 mod password;
+mod passwordless;
+#[cfg(feature = "failpoints")]
+mod passwordless_interleavings;
 mod refresh;
 mod sessions;
 mod signup;

@@ -21,7 +21,7 @@ use crate::store::rate_limits::{self, Refund};
 use crate::store::tx::{Conn, Done};
 use crate::store::users::{self, Account};
 use crate::store::webhooks::Routes;
-use crate::store::{Store, admin, mail_throttle, outbox};
+use crate::store::{Store, admin, mail_throttle, outbox, passwordless};
 use crate::webhooks::event::EventType;
 
 /// The rows of a new account, prepared before the transaction.
@@ -173,6 +173,7 @@ async fn delete(
     }
     outbox::purge_for_user(&mut *c, user_id).await?;
     mail_throttle::purge_for_user(&mut *c, user_id).await?;
+    passwordless::purge_for_user(&mut *c, user_id).await?;
     // The application's rows go in this same transaction (library mode).
     let account = DeletedAccount { user_id };
     if let Err(refused) = app_hooks::account_deleting(c, app, &account).await? {

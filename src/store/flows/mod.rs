@@ -20,6 +20,7 @@ pub mod import;
 pub mod login;
 pub mod mfa;
 pub mod password;
+pub mod passwordless;
 pub mod profile;
 pub mod refresh;
 pub mod revoke;
