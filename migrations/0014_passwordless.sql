@@ -26,3 +26,7 @@ CREATE INDEX passwordless_codes_user ON passwordless_codes (user_id);
 -- A passwordless request waits for the mail worker like a reset request (the same answer and the
 -- same work for every address); `kind` tells the two apart.
 ALTER TABLE password_reset_requests ADD COLUMN kind TEXT NOT NULL DEFAULT 'password_reset';
+
+-- The factor a second-factor challenge follows (`tokens::SignIn::as_str`): `pwd` after a password,
+-- `otp` after a passwordless code, so the session it opens says how it signed in.
+ALTER TABLE mfa_challenges ADD COLUMN first_factor TEXT NOT NULL DEFAULT 'pwd';

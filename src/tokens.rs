@@ -34,7 +34,8 @@ pub struct AccessClaims {
     pub iat: i64,
     pub exp: i64,
     pub jti: Uuid,
-    /// How the session signed in (RFC 8176): `["pwd"]`, or `["pwd", "otp"]` with a second factor.
+    /// How the session signed in (RFC 8176): `["pwd"]`, `["pwd", "otp"]` with a second factor,
+    /// `["otp"]` with an emailed code, `["otp", "mfa"]` with an emailed code and a second factor.
     #[serde(default)]
     pub amr: Vec<String>,
     /// The authenticator assurance level (NIST SP 800-63B): 1, or 2 with a second factor.
@@ -92,6 +93,9 @@ pub enum SignIn {
     PasswordAndOtp,
     /// A one-time link or code emailed to the account's address (passwordless): `["otp"]`.
     EmailOtp,
+    /// An emailed code or link, then a second factor: `["otp", "mfa"]` (RFC 8176: no password
+    /// was used, and more than one factor was).
+    EmailOtpAndOtp,
 }
 
 impl SignIn {
@@ -101,6 +105,7 @@ impl SignIn {
             SignIn::Password => "pwd",
             SignIn::PasswordAndOtp => "pwd otp",
             SignIn::EmailOtp => "otp",
+            SignIn::EmailOtpAndOtp => "otp mfa",
         }
     }
 
@@ -109,6 +114,7 @@ impl SignIn {
         match stored {
             "pwd otp" => SignIn::PasswordAndOtp,
             "otp" => SignIn::EmailOtp,
+            "otp mfa" => SignIn::EmailOtpAndOtp,
             _ => SignIn::Password,
         }
     }
@@ -122,7 +128,15 @@ impl SignIn {
     pub fn aal(self) -> u8 {
         match self {
             SignIn::Password | SignIn::EmailOtp => 1,
-            SignIn::PasswordAndOtp => 2,
+            SignIn::PasswordAndOtp | SignIn::EmailOtpAndOtp => 2,
+        }
+    }
+
+    /// How a session signs in whose second factor followed this first one.
+    pub fn with_second_factor(self) -> SignIn {
+        match self {
+            SignIn::Password | SignIn::PasswordAndOtp => SignIn::PasswordAndOtp,
+            SignIn::EmailOtp | SignIn::EmailOtpAndOtp => SignIn::EmailOtpAndOtp,
         }
     }
 }

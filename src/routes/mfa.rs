@@ -242,8 +242,9 @@ pub struct VerifyRequest {
     tag = "mfa",
     request_body = VerifyRequest,
     responses(
-        (status = 200, description = "The session (`amr` `[\"pwd\", \"otp\"]`, `aal` 2). Sets \
-            both session cookies.", body = SessionBody,
+        (status = 200, description = "The session (`amr` `[\"pwd\", \"otp\"]`, or \
+            `[\"otp\", \"mfa\"]` after a passwordless code; `aal` 2). Sets both session cookies.",
+            body = SessionBody,
             headers(("Set-Cookie" = String, description = "`__Host-lk_access` and \
                 `__Secure-lk_refresh`, and `__Host-lk_device`."))),
         (status = 400, description = "`token_invalid`: the `mfa_token` is unknown, used, expired \
@@ -317,7 +318,8 @@ pub(crate) async fn verify_flow(
         return Err(wrong_code(state, token_hash, actor, now).await);
     };
     let mut prepared = session::prepare(state, client, now);
-    prepared.rows.sign_in = SignIn::PasswordAndOtp;
+    // After a password, or after a passwordless code (the challenge says which).
+    prepared.rows.sign_in = SignIn::parse(&challenge.first_factor).with_second_factor();
     let new = NewVerification {
         token_hash: token_hash.clone(),
         user_id,

@@ -530,8 +530,35 @@ async fn an_account_with_a_second_factor_gets_the_challenge_not_a_session(db: Db
     let verified = app.post_json("/auth/mfa/verify", &body).await;
     assert_eq!(verified.status(), 200);
     let session = Session::from_response(verified).await;
-    assert_eq!(TestApp::claims(&session.access_token)["aal"], 2);
+    let claims = TestApp::claims(&session.access_token);
+    assert_eq!(claims["amr"], json!(["otp", "mfa"]), "no password was used");
+    assert_eq!(claims["aal"], 2);
     assert_eq!(app.count(SESSIONS).await, 2);
+    let stored = "SELECT COUNT(*) FROM sessions WHERE amr = 'otp mfa'";
+    assert_eq!(app.count(stored).await, 1);
+    // The session keeps it through a refresh, and lists it.
+    let refreshed = Session::from_response(app.refresh(&session.refresh_token).await).await;
+    let claims = TestApp::claims(&refreshed.access_token);
+    assert_eq!(claims["amr"], json!(["otp", "mfa"]));
+    assert_eq!(claims["aal"], 2);
+    let listed: Value = app
+        .client
+        .get(app.url("/auth/sessions"))
+        .bearer_auth(&refreshed.access_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let current = listed["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["current"] == true)
+        .unwrap()
+        .clone();
+    assert_eq!(current["amr"], json!(["otp", "mfa"]));
 }
 
 async fn a_disable_or_a_reset_after_the_email_leaves_the_code_worthless(db: Db) {

@@ -21,6 +21,7 @@ use crate::store::tx::{Conn, Done};
 use crate::store::users::{self, Account};
 use crate::store::webhooks::Routes;
 use crate::store::{Store, mfa};
+use crate::tokens::SignIn;
 use crate::webhooks::event::EventType;
 
 /// A passwordless request: the address as typed (valid), its throttle slot, and who asked.
@@ -201,7 +202,8 @@ async fn existing(
         let (token_hash, expires_at) = &new.challenge;
         let credential = crate::mfa::challenge::credential(&hash);
         let (expires_at, now) = (*expires_at, new.now);
-        mfa::insert_challenge(&mut *c, token_hash, user_id, &credential, expires_at, now).await?;
+        let after = (expires_at, SignIn::EmailOtp);
+        mfa::insert_challenge(&mut *c, token_hash, user_id, &credential, after, now).await?;
         let actor = Actor {
             session_id: None,
             ..new.actor.clone()
