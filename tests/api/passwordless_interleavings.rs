@@ -16,6 +16,7 @@ use crate::helpers::*;
 use crate::interleavings::{abandon_and_roll_back, held_server, times_held};
 
 db_tests!(
+    a_start_failing_or_abandoned_before_commit_leaves_nothing_and_works_after,
     a_sign_in_failing_before_commit_leaves_nothing_and_the_code_works_after,
     a_sign_in_abandoned_before_its_commit_changes_nothing,
     a_reset_committing_while_a_code_is_checked_opens_no_session,
@@ -78,6 +79,72 @@ async fn written(pool: &AnyPool) -> [i64; 5] {
         all[i] = count(pool, sql).await;
     }
     all
+}
+
+/// What a start writes, counted: request rows, throttle slots, codes and emails.
+async fn started(pool: &AnyPool) -> [i64; 4] {
+    let mut all = [0; 4];
+    for (i, table) in [
+        "password_reset_requests",
+        "mail_throttle",
+        "passwordless_codes",
+        "outbox",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        all[i] = count(pool, &format!("SELECT COUNT(*) FROM {table}")).await;
+    }
+    all
+}
+
+async fn a_start_failing_or_abandoned_before_commit_leaves_nothing_and_works_after(db: Db) {
+    let start = |server: &ServerProcess| {
+        server
+            .client
+            .post(server.url("/auth/passwordless/start"))
+            .json(&json!({"email": "alice@example.com"}))
+    };
+    let point = "passwordless_start.before_commit";
+    for action in ACTIONS {
+        let context = format!("{point}={action} ({db:?})");
+        let test_db = TestDb::new(db).await;
+        let kek = latchkey::keys::Kek::generate_encoded();
+        let failpoints = format!("{point}=1*{action}");
+        let env = [("FAILPOINTS", failpoints.as_str())];
+        let server = ServerProcess::serve(&test_db, &kek, &env).await;
+        let pool = test_db.pool().await;
+        assert_eq!(server.signup("alice@example.com").await.status(), 201);
+        let before = started(&pool).await;
+        assert_eq!(
+            before,
+            [0, 1, 0, 1],
+            "{context}: the signup's slot and email"
+        );
+
+        let failed = start(&server).send().await.unwrap();
+        assert_internal_without_cookies(failed, &context).await;
+        assert_eq!(started(&pool).await, before, "{context}: nothing written");
+        server.assert_serving(&context).await;
+        // The throttle slot was not taken: the next request sends the email at once.
+        assert_eq!(start(&server).send().await.unwrap().status(), 202);
+        code(&server, 0).await;
+        assert_eq!(started(&pool).await, [0, 2, 1, 2], "{context}: after");
+        pool.close().await;
+    }
+
+    let test_db = TestDb::new(db).await;
+    let kek = latchkey::keys::Kek::generate_encoded();
+    let server = held_server(&test_db, &kek, &[point], &[]).await;
+    let pool = test_db.pool().await;
+    assert_eq!(server.signup("alice@example.com").await.status(), 201);
+    let before = started(&pool).await;
+    abandon_and_roll_back(&server, start(&server), point).await;
+    assert_eq!(started(&pool).await, before, "abandoned: nothing written");
+    assert_eq!(start(&server).send().await.unwrap().status(), 202);
+    code(&server, 0).await;
+    assert_eq!(started(&pool).await, [0, 2, 1, 2], "abandoned: after");
+    pool.close().await;
 }
 
 async fn a_sign_in_failing_before_commit_leaves_nothing_and_the_code_works_after(db: Db) {
