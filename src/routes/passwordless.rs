@@ -98,20 +98,8 @@ pub(crate) async fn start_flow(
     client: &ClientInfo,
     req: StartRequest,
 ) -> Result<(), ApiError> {
-    let mut errors = FieldErrors::new();
-    let Some(email) = required(&mut errors, "email", req.email.as_deref(), Email::parse) else {
-        return Err(ApiError::Validation(errors));
-    };
-    // The limits of every request that emails a link to an address (forgot-password's): per
-    // client IP, and per address as typed whether or not it has an account.
-    state
-        .limits
-        .check(Limit::ForgotIp, &client.rate_key())
-        .await?;
-    state
-        .limits
-        .check(Limit::Forgot, email.normalized())
-        .await?;
+    // The limits of every request that emails a link to an address (forgot-password's).
+    let email = super::password::mailing_address(state, client, req.email.as_deref()).await?;
     // One store call, the same for every address (see `store::flows::passwordless`).
     let new = NewPasswordlessRequest {
         throttle: links::throttle(state, Kind::Passwordless, &email),
