@@ -1,5 +1,6 @@
 //! Accounts come and go here: `create_account`, the one way every flow that creates an account
-//! (signup, the admin API's create, the import, `latchkey users create` and `users import`)
+//! (signup, a first passwordless sign-in, the admin API's create, the import, `latchkey users
+//! create` and `users import`)
 //! inserts the user and its profile, and `Store::delete_account`, the one flow of every deletion
 //! (`DELETE /auth/me`, the admin API's `DELETE`, `latchkey users delete`).
 //!
