@@ -282,6 +282,16 @@ pub struct Overrides {
     /// Lifetime of an email verification link in seconds.
     #[arg(long, env = "LATCHKEY_EMAIL_VERIFICATION_TTL", global = true)]
     pub email_verification_ttl: Option<u64>,
+    /// Lifetime of a passwordless sign-in code and link in seconds.
+    #[arg(long, env = "LATCHKEY_PASSWORDLESS_TTL", global = true)]
+    pub passwordless_ttl: Option<u64>,
+    /// A passwordless sign-in of an address without an account creates the account.
+    #[arg(long, env = "LATCHKEY_PASSWORDLESS_SIGNUP", global = true)]
+    pub passwordless_signup: Option<bool>,
+    /// The passwordless sign-in link in emails, for apps with their own pages: a URL with
+    /// `{token}`.
+    #[arg(long, env = "LATCHKEY_PASSWORDLESS_LINK_URL", global = true)]
+    pub passwordless_link_url: Option<String>,
     /// Rate limits: on, or off for benchmarks and tests only.
     #[arg(long, env = "LATCHKEY_RATE_LIMITS", global = true)]
     pub rate_limits: Option<Toggle>,
@@ -485,6 +495,9 @@ impl Overrides {
             mail_poll_interval: self.mail_poll_interval.or(lower.mail_poll_interval),
             password_reset_ttl: self.password_reset_ttl.or(lower.password_reset_ttl),
             email_verification_ttl: self.email_verification_ttl.or(lower.email_verification_ttl),
+            passwordless_ttl: self.passwordless_ttl.or(lower.passwordless_ttl),
+            passwordless_signup: self.passwordless_signup.or(lower.passwordless_signup),
+            passwordless_link_url: self.passwordless_link_url.or(lower.passwordless_link_url),
             rate_limits: self.rate_limits.or(lower.rate_limits),
             cookie_secure: self.cookie_secure.or(lower.cookie_secure),
             key_encryption_key: self.key_encryption_key.or(lower.key_encryption_key),
@@ -576,6 +589,12 @@ pub struct Settings {
     pub password_reset_ttl: Duration,
     #[serde(serialize_with = "show::secs")]
     pub email_verification_ttl: Duration,
+    #[serde(serialize_with = "show::secs")]
+    pub passwordless_ttl: Duration,
+    /// Whether a passwordless sign-in creates the account of an address without one.
+    pub passwordless_signup: bool,
+    /// `None`: `{public_url}/passwordless?token={token}`.
+    pub passwordless_link_url: Option<String>,
     pub rate_limits: bool,
     pub cookie_secure: bool,
     /// `None`: a development key is kept in `latchkey.kek` in the working directory.
@@ -718,6 +737,12 @@ impl Settings {
             mail_poll_interval: secs(o.mail_poll_interval.unwrap_or(5)),
             password_reset_ttl: secs(o.password_reset_ttl.unwrap_or(30 * 60)),
             email_verification_ttl: secs(o.email_verification_ttl.unwrap_or(24 * 3600)),
+            passwordless_ttl: secs(o.passwordless_ttl.unwrap_or(10 * 60)),
+            passwordless_signup: o.passwordless_signup.unwrap_or(false),
+            passwordless_link_url: o
+                .passwordless_link_url
+                .map(|u| link_template("passwordless_link_url", u))
+                .transpose()?,
             rate_limits: o.rate_limits.unwrap_or(Toggle::On) == Toggle::On,
             cookie_secure: o.cookie_secure.unwrap_or(true),
             key_encryption_key: o.key_encryption_key.map(SecretString::from),
@@ -803,8 +828,13 @@ impl Settings {
         if settings.max_header_bytes < 1024 {
             bail!("max_header_bytes must be at least 1024");
         }
-        if settings.password_reset_ttl.is_zero() || settings.email_verification_ttl.is_zero() {
-            bail!("password_reset_ttl and email_verification_ttl must be positive");
+        if settings.password_reset_ttl.is_zero()
+            || settings.email_verification_ttl.is_zero()
+            || settings.passwordless_ttl.is_zero()
+        {
+            bail!(
+                "password_reset_ttl, email_verification_ttl and passwordless_ttl must be positive"
+            );
         }
         if settings.mail_max_attempts == 0 || settings.mail_poll_interval.is_zero() {
             bail!("mail_max_attempts and mail_poll_interval must be at least 1");

@@ -7,8 +7,9 @@
 //!   it may refuse the signup (a field error, a conflict) or let it go on.
 //! - [`Hooks::account_created`] runs INSIDE the transaction that creates an account, after the
 //!   user and profile rows and before the commit, for every path that creates one (the JSON
-//!   signup, the signup page, the admin API's create and its import, where each line has a
-//!   savepoint of its own and a refused line is reported). The app writes its rows there with
+//!   signup, the signup page, a first passwordless sign-in with `passwordless_signup`, the admin
+//!   API's create and its import, where each line has a savepoint of its own and a refused line
+//!   is reported). The app writes its rows there with
 //!   its own SQL on the transaction's connection. An error rolls everything back, the account
 //!   included, and no cookie is set.
 //! - [`Hooks::account_deleting`] runs inside the account-deletion transaction, before the user row
@@ -66,6 +67,8 @@ pub enum Source {
     Admin,
     /// An import (the admin API's, or `latchkey users import`).
     Import,
+    /// A passwordless sign-in of an address without an account, with `passwordless_signup` on.
+    Passwordless,
 }
 
 /// A signup about to happen: the request, parsed and checked, before its password is hashed.

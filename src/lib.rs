@@ -186,6 +186,9 @@ pub mod pages;
 /// Argon2id hashing and verification on a bounded blocking pool behind a bounded queue.
 #[doc(hidden)]
 pub mod password;
+/// Passwordless sign-in: the emailed link's token and 6-digit code.
+#[doc(hidden)]
+pub mod passwordless;
 /// The HTTP use cases, one module each.
 #[doc(hidden)]
 pub mod routes;

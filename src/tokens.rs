@@ -34,7 +34,8 @@ pub struct AccessClaims {
     pub iat: i64,
     pub exp: i64,
     pub jti: Uuid,
-    /// How the session signed in (RFC 8176): `["pwd"]`, or `["pwd", "otp"]` with a second factor.
+    /// How the session signed in (RFC 8176): `["pwd"]`, `["pwd", "otp"]` with a second factor,
+    /// `["otp"]` with an emailed code, `["otp", "mfa"]` with an emailed code and a second factor.
     #[serde(default)]
     pub amr: Vec<String>,
     /// The authenticator assurance level (NIST SP 800-63B): 1, or 2 with a second factor.
@@ -95,6 +96,13 @@ pub enum SignIn {
     Passkey,
     /// The password and a passkey as the second factor.
     PasswordAndPasskey,
+    /// A one-time link or code emailed to the account's address (passwordless): `["otp"]`.
+    EmailOtp,
+    /// An emailed code or link, then a second factor: `["otp", "mfa"]` (RFC 8176: no password
+    /// was used, and more than one factor was).
+    EmailOtpAndOtp,
+    /// An emailed code or link, then a passkey as the second factor: `["otp", "hwk"]`.
+    EmailOtpAndPasskey,
 }
 
 impl SignIn {
@@ -105,6 +113,9 @@ impl SignIn {
             SignIn::PasswordAndOtp => "pwd otp",
             SignIn::Passkey => "hwk",
             SignIn::PasswordAndPasskey => "pwd hwk",
+            SignIn::EmailOtp => "otp",
+            SignIn::EmailOtpAndOtp => "otp mfa",
+            SignIn::EmailOtpAndPasskey => "otp hwk",
         }
     }
 
@@ -114,6 +125,9 @@ impl SignIn {
             "pwd otp" => SignIn::PasswordAndOtp,
             "hwk" => SignIn::Passkey,
             "pwd hwk" => SignIn::PasswordAndPasskey,
+            "otp" => SignIn::EmailOtp,
+            "otp mfa" => SignIn::EmailOtpAndOtp,
+            "otp hwk" => SignIn::EmailOtpAndPasskey,
             _ => SignIn::Password,
         }
     }
@@ -126,9 +140,27 @@ impl SignIn {
     /// The `aal` claim.
     pub fn aal(self) -> u8 {
         match self {
-            SignIn::Password => 1,
+            SignIn::Password | SignIn::EmailOtp => 1,
             // A passkey is verified with user verification required: multi-factor by itself.
-            SignIn::PasswordAndOtp | SignIn::Passkey | SignIn::PasswordAndPasskey => 2,
+            SignIn::PasswordAndOtp
+            | SignIn::Passkey
+            | SignIn::PasswordAndPasskey
+            | SignIn::EmailOtpAndOtp
+            | SignIn::EmailOtpAndPasskey => 2,
+        }
+    }
+
+    /// How a session signs in whose second factor (a code, or a passkey) followed this first one.
+    pub fn with_second_factor(self, passkey: bool) -> SignIn {
+        match (self, passkey) {
+            (SignIn::EmailOtp | SignIn::EmailOtpAndOtp | SignIn::EmailOtpAndPasskey, false) => {
+                SignIn::EmailOtpAndOtp
+            }
+            (SignIn::EmailOtp | SignIn::EmailOtpAndOtp | SignIn::EmailOtpAndPasskey, true) => {
+                SignIn::EmailOtpAndPasskey
+            }
+            (_, false) => SignIn::PasswordAndOtp,
+            (_, true) => SignIn::PasswordAndPasskey,
         }
     }
 }
@@ -209,6 +241,10 @@ pub enum Purpose {
     /// The handle of a passkey ceremony (registration or authentication) between its start and
     /// its finish.
     PasskeyCeremony,
+    /// The link of a passwordless sign-in (its code is hashed with a key of its own, bound to
+    /// this token's hash: `crate::passwordless`); worth nothing as a reset, verification or
+    /// refresh token, nor they as it.
+    Passwordless,
 }
 
 impl Purpose {
@@ -221,6 +257,7 @@ impl Purpose {
             Purpose::RecoveryCode => "latchkey mfa recovery code v1",
             Purpose::EmailChange => "latchkey email change token v1",
             Purpose::PasskeyCeremony => "latchkey passkey ceremony v1",
+            Purpose::Passwordless => "latchkey passwordless sign-in token v1",
         }
     }
 
@@ -234,6 +271,7 @@ impl Purpose {
             Purpose::RecoveryCode => "recovery_code",
             Purpose::EmailChange => "email_change",
             Purpose::PasskeyCeremony => "passkey_ceremony",
+            Purpose::Passwordless => "passwordless",
         }
     }
 }
@@ -306,6 +344,7 @@ mod tests {
             Purpose::RecoveryCode,
             Purpose::EmailChange,
             Purpose::PasskeyCeremony,
+            Purpose::Passwordless,
         ];
         let hashes: std::collections::HashSet<String> =
             purposes.iter().map(|p| hash_opaque(*p, &token)).collect();

@@ -12,6 +12,7 @@ use crate::domain::Email;
 use crate::error::ApiError;
 use crate::mail::{self, Kind};
 use crate::store::flows::{NewLink, NewMail, Throttle};
+use crate::store::passwordless::NewCode;
 use crate::tokens::{self, Purpose};
 
 /// The kinds of email a link is sent in.
@@ -95,6 +96,46 @@ pub fn prepare(
         expires_at: now + millis(ttl),
         mail: render(state, mail_kind, to, &values)?,
     })
+}
+
+/// A new passwordless code and link for `to` (the account `user_id`, or `None` for a new
+/// address), and its rendered email.
+pub fn passwordless(
+    state: &AppState,
+    to: &Email,
+    user_id: Option<uuid::Uuid>,
+    now: Millis,
+) -> Result<(NewCode, NewMail), ApiError> {
+    let settings = &state.settings;
+    let token = tokens::new_opaque();
+    let token_hash = tokens::hash_opaque(Purpose::Passwordless, &token);
+    let code = crate::passwordless::new_code();
+    let link = match &settings.passwordless_link_url {
+        Some(template) => template.replace("{token}", token.expose_secret()),
+        None => format!(
+            "{}/passwordless?token={}",
+            state.issuer,
+            token.expose_secret()
+        ),
+    };
+    let expires_in = mail::human_duration(settings.passwordless_ttl);
+    let values = [
+        ("link", link.as_str()),
+        ("code", code.expose_secret()),
+        ("email", to.as_str()),
+        ("expires_in", &expires_in),
+        ("public_url", &state.issuer),
+    ];
+    let mail = render(state, Kind::Passwordless, to, &values)?;
+    let code = NewCode {
+        code_hash: crate::passwordless::code_hash(state.keys.kek(), &token_hash, &code),
+        token_hash,
+        email_normalized: to.normalized().to_owned(),
+        email: to.as_str().to_owned(),
+        user_id,
+        expires_at: now + millis(settings.passwordless_ttl),
+    };
+    Ok((code, mail))
 }
 
 /// The throttle slot of `kind` emails to `to`: one per address and purpose per `mail_throttle`.

@@ -49,6 +49,8 @@ pub enum Kind {
     /// An account created by an operator (admin API `send_invite`): a link that sets the
     /// password (a password-reset token, see `links::prepare`).
     Invite,
+    /// A passwordless sign-in: a one-time link and a 6-digit code (`crate::passwordless`).
+    Passwordless,
 }
 
 impl Kind {
@@ -62,6 +64,7 @@ impl Kind {
             Kind::EmailChangeNotice => "email_change_notice",
             Kind::AccountDeleted => "account_deleted",
             Kind::Invite => "invite",
+            Kind::Passwordless => "passwordless",
         }
     }
 
@@ -71,6 +74,7 @@ impl Kind {
             Kind::PasswordReset | Kind::EmailVerification | Kind::EmailChange | Kind::Invite => {
                 &["link", "email", "expires_in", "public_url"]
             }
+            Kind::Passwordless => &["link", "code", "email", "expires_in", "public_url"],
             Kind::EmailChangeNotice => &["email", "new_email", "public_url"],
             Kind::PasswordChanged | Kind::AccountExists | Kind::AccountDeleted => {
                 &["email", "public_url"]

@@ -27,7 +27,7 @@ pub struct Templates {
     compiled: templates::Templates,
 }
 
-const KINDS: [Kind; 8] = [
+const KINDS: [Kind; 9] = [
     Kind::PasswordReset,
     Kind::EmailVerification,
     Kind::PasswordChanged,
@@ -36,6 +36,7 @@ const KINDS: [Kind; 8] = [
     Kind::EmailChangeNotice,
     Kind::AccountDeleted,
     Kind::Invite,
+    Kind::Passwordless,
 ];
 
 /// The built-in text and HTML templates of `kind`.
@@ -72,6 +73,10 @@ fn builtin(kind: Kind) -> (&'static str, &'static str) {
         Kind::Invite => (
             include_str!("templates/invite.txt"),
             include_str!("templates/invite.html"),
+        ),
+        Kind::Passwordless => (
+            include_str!("templates/passwordless.txt"),
+            include_str!("templates/passwordless.html"),
         ),
     }
 }

@@ -26,6 +26,7 @@ use crate::domain::Email;
 use crate::store;
 use crate::store::audit::Actor;
 use crate::store::outbox::{Claimed, Outcome};
+use crate::store::reset_requests::RequestKind;
 
 /// How long a claim keeps other workers off a row; longer than any delivery may take.
 pub const LEASE: Duration = Duration::from_secs(5 * 60);
@@ -151,7 +152,8 @@ async fn record(
 }
 
 /// Turns pending password reset requests into links and emails (see `store::flows::password`):
-/// an address with an account gets its link, one without is dropped. Each request in a
+/// an address with an account gets its link, one without is dropped; and passwordless requests
+/// into codes (`store::flows::passwordless`). Each request in a
 /// transaction of its own; a request another instance took first is skipped. A request that
 /// cannot be turned into a link (a stored address no longer valid, a template failing) is logged
 /// and dropped, so that it never holds up the other requests or the outbox.
@@ -164,10 +166,14 @@ async fn expand_reset_requests(state: &AppState) -> anyhow::Result<()> {
 }
 
 async fn expand(state: &AppState, request: store::reset_requests::Pending) -> anyhow::Result<()> {
-    let contact = match Email::parse(&request.email) {
-        Ok(typed) => store::users::find_contact_by_email(state.store.reader(), &typed).await?,
-        Err(_) => None,
+    let typed = Email::parse(&request.email).ok();
+    let contact = match &typed {
+        Some(typed) => store::users::find_contact_by_email(state.store.reader(), typed).await?,
+        None => None,
     };
+    if request.kind == RequestKind::Passwordless.as_str() {
+        return expand_passwordless(state, request, typed, contact).await;
+    }
     // No account, or a disabled one: no link, and the requester saw the same 202 either way.
     let Some(contact) = contact.filter(|c| c.disabled_at.is_none()) else {
         state.store.discard_reset_request(request.id).await?;
@@ -201,6 +207,53 @@ async fn expand(state: &AppState, request: store::reset_requests::Pending) -> an
     state
         .store
         .issue_reset_link(request.id, user_id, link, actor, now)
+        .await?;
+    Ok(())
+}
+
+/// A passwordless request: the code and its email for an enabled account (to the address on
+/// file), or for an address without one when `passwordless_signup` is on; nothing otherwise.
+async fn expand_passwordless(
+    state: &AppState,
+    request: store::reset_requests::Pending,
+    typed: Option<Email>,
+    contact: Option<store::users::Contact>,
+) -> anyhow::Result<()> {
+    let (to, user_id) = match (contact, typed) {
+        (Some(c), _) if c.disabled_at.is_none() => (Email::parse(&c.email).ok(), Some(c.id)),
+        (None, Some(typed)) if state.settings.passwordless_signup => (Some(typed), None),
+        // A disabled account, or no account and no signup: the requester saw the same 202.
+        _ => {
+            state.store.discard_reset_request(request.id).await?;
+            return Ok(());
+        }
+    };
+    let user_id = user_id.map(|id| store::parse_id(&id)).transpose()?;
+    let now = state.clock.now();
+    let prepared = to
+        .ok_or_else(|| "the stored address is not valid".to_owned())
+        .and_then(|to| {
+            links::passwordless(state, &to, user_id, now)
+                .map_err(|err| format!("the code cannot be prepared: {err:?}"))
+        });
+    let (code, mail) = match prepared {
+        Ok(prepared) => prepared,
+        Err(why) => {
+            tracing::error!(user_id = ?user_id, why, "passwordless request dropped: no code issued");
+            state.store.discard_reset_request(request.id).await?;
+            return Ok(());
+        }
+    };
+    let actor = Actor {
+        user_id,
+        session_id: None,
+        ip: request.ip,
+        user_agent: request.user_agent,
+        admin_key_id: None,
+    };
+    state
+        .store
+        .issue_passwordless(request.id, code, mail, actor, now)
         .await?;
     Ok(())
 }

@@ -132,6 +132,17 @@ impl Form {
         }
     }
 
+    /// The field `name` labelled and hinted with the catalogue's `{prefix}_label` and
+    /// `{prefix}_hint` instead of its own (one name, two meanings: the passwordless code is no
+    /// authenticator's).
+    pub fn relabel(mut self, pages: &Pages, name: &str, prefix: &str) -> Form {
+        if let Some(field) = self.fields.get_mut(name) {
+            field.label = pages.string(&format!("{prefix}_label"));
+            field.hint = pages.get(&format!("{prefix}_hint"));
+        }
+        self
+    }
+
     /// Shows `value` again in the field `name` (never call this for a password).
     pub fn keep(mut self, name: &str, value: Option<&str>) -> Form {
         if let Some(field) = self.fields.get_mut(name) {

@@ -24,6 +24,7 @@ mod email;
 mod form;
 mod mfa;
 mod password;
+mod passwordless;
 mod render;
 mod resume;
 mod return_to;
@@ -50,6 +51,12 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route(
             "/password/reset",
             get(password::reset_page).post(password::reset),
+        )
+        .route("/login/code", post(passwordless::start))
+        .route("/login/code/verify", post(passwordless::verify_code))
+        .route(
+            "/passwordless",
+            get(passwordless::link_page).post(passwordless::verify_link),
         )
         .route("/email/verify", get(email::verify_page).post(email::verify))
         .route(
@@ -222,6 +229,33 @@ fn samples(pages: &Pages) -> Vec<(&'static str, serde_json::Value)> {
                 let wrong = [(ErrorCode::InvalidCredentials, "code", "wrong_code")];
                 let err = crate::error::ApiError::InvalidCredentials;
                 page.form = page.form.fail(pages, &err, &wrong);
+                page
+            })),
+        ),
+        (
+            "passwordless.html",
+            json(serde_json::to_value({
+                let form = passwordless::code_form(pages);
+                let wrong = [(ErrorCode::TokenInvalid, "code", "code_invalid")];
+                let form = form.fail(pages, &crate::error::ApiError::TokenInvalid, &wrong);
+                let mut page = passwordless::PasswordlessPage::new("code", form, None);
+                page.email = Some("ada@example.com".to_owned());
+                page
+            })),
+        ),
+        (
+            "passwordless.html",
+            json(serde_json::to_value({
+                let form = passwordless::start_form(pages).fail(pages, &invalid("email"), &[]);
+                passwordless::PasswordlessPage::new("start", form, Some("/account".to_owned()))
+            })),
+        ),
+        (
+            "passwordless.html",
+            json(serde_json::to_value({
+                let form = form::Form::new(pages, &[]);
+                let mut page = passwordless::PasswordlessPage::new("link", form, None);
+                page.token = Some("T".to_owned());
                 page
             })),
         ),

@@ -21,6 +21,10 @@ const TEMPLATES: &[Builtin] = &[
     ("signup.html", include_str!("templates/signup.html")),
     ("login.html", include_str!("templates/login.html")),
     ("mfa.html", include_str!("templates/mfa.html")),
+    (
+        "passwordless.html",
+        include_str!("templates/passwordless.html"),
+    ),
     ("logout.html", include_str!("templates/logout.html")),
     ("forgot.html", include_str!("templates/forgot.html")),
     ("reset.html", include_str!("templates/reset.html")),

@@ -180,13 +180,7 @@ pub(crate) async fn login_flow(
         Login::Opened(account) => account,
         Login::MfaRequired => {
             Metrics::outcome(&state.metrics.logins, "mfa_required");
-            // Which answers the challenge takes: a passkey only where one is registered (and
-            // passkeys are on).
-            let passkey = state.passkeys.is_some()
-                && !store::passkeys::list(state.store.reader(), user_id)
-                    .await?
-                    .is_empty();
-            let body = MfaChallengeBody::new(&mfa_token, passkey);
+            let body = MfaChallengeBody::of(state, user_id, &mfa_token).await?;
             return Ok(LoggedIn::MfaRequired(body));
         }
         Login::Stale => {

@@ -285,6 +285,20 @@ impl MfaChallengeBody {
         self.methods.contains(&"passkey")
     }
 
+    /// The challenge of `user_id`'s login: a passkey among its methods only where one is
+    /// registered (and passkeys are on).
+    pub(crate) async fn of(
+        state: &AppState,
+        user_id: uuid::Uuid,
+        mfa_token: &SecretString,
+    ) -> Result<MfaChallengeBody, ApiError> {
+        let passkey = state.passkeys.is_some()
+            && !store::passkeys::list(state.store.reader(), user_id)
+                .await?
+                .is_empty();
+        Ok(MfaChallengeBody::new(mfa_token, passkey))
+    }
+
     pub(crate) fn new(mfa_token: &SecretString, passkey: bool) -> MfaChallengeBody {
         let mut methods = vec!["totp", "recovery_code"];
         if passkey {
@@ -327,8 +341,9 @@ pub struct VerifyRequest {
     tag = "mfa",
     request_body = VerifyRequest,
     responses(
-        (status = 200, description = "The session (`amr` `[\"pwd\", \"otp\"]`, `aal` 2). Sets \
-            both session cookies.", body = SessionBody,
+        (status = 200, description = "The session (`amr` `[\"pwd\", \"otp\"]`, or \
+            `[\"otp\", \"mfa\"]` after a passwordless code; `aal` 2). Sets both session cookies.",
+            body = SessionBody,
             headers(("Set-Cookie" = String, description = "`__Host-lk_access` and \
                 `__Secure-lk_refresh`, and `__Host-lk_device`."))),
         (status = 400, description = "`token_invalid`: the `mfa_token` is unknown, used, expired \
@@ -408,10 +423,10 @@ pub(crate) async fn verify_flow(
         return Err(wrong_code(state, token_hash, actor, now).await);
     };
     let mut prepared = session::prepare(state, client, now);
-    prepared.rows.sign_in = match proof {
-        Proof::Passkey(_) => SignIn::PasswordAndPasskey,
-        Proof::Totp { .. } | Proof::RecoveryCode { .. } => SignIn::PasswordAndOtp,
-    };
+    // After a password, or after a passwordless code (the challenge says which), a code or a
+    // passkey.
+    let passkey = matches!(proof, Proof::Passkey(_));
+    prepared.rows.sign_in = SignIn::parse(&challenge.first_factor).with_second_factor(passkey);
     let new = NewVerification {
         token_hash: token_hash.clone(),
         user_id,

@@ -26,6 +26,7 @@ pub(crate) mod mfa;
 pub(crate) mod openapi;
 pub(crate) mod passkeys;
 pub(crate) mod password;
+pub(crate) mod passwordless;
 pub(crate) mod refresh;
 pub(crate) mod session;
 pub(crate) mod sessions;
@@ -49,6 +50,7 @@ pub fn router(with_metrics: bool) -> Router<AppState> {
         .merge(refresh::router())
         .merge(logout::router())
         .merge(password::router())
+        .merge(passwordless::router())
         .merge(email::router())
         .merge(email_change::router())
         .merge(account::router())

@@ -33,7 +33,7 @@ use self::responses::{
 };
 use super::{
     account, admin, email, email_change, health, jwks, login, logout, me, metrics, mfa, passkeys,
-    password, refresh, sessions, signup,
+    password, passwordless, refresh, sessions, signup,
 };
 use crate::app::AppState;
 use crate::error::ErrorBody;
@@ -91,6 +91,8 @@ pub(super) async fn openapi() -> Json<&'static utoipa::openapi::OpenApi> {
         password::forgot,
         password::reset,
         password::change,
+        passwordless::start,
+        passwordless::verify,
         email::verify,
         email::resend,
         email_change::change,

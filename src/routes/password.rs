@@ -94,20 +94,7 @@ pub(crate) async fn forgot_flow(
     client: &ClientInfo,
     req: ForgotRequest,
 ) -> Result<(), ApiError> {
-    let mut errors = FieldErrors::new();
-    let Some(email) = required(&mut errors, "email", req.email.as_deref(), Email::parse) else {
-        return Err(ApiError::Validation(errors));
-    };
-    // Per client IP (one client mailing many addresses) and per address as typed, whether or not
-    // it has an account, so that a 429 tells nothing about it either.
-    state
-        .limits
-        .check(Limit::ForgotIp, &client.rate_key())
-        .await?;
-    state
-        .limits
-        .check(Limit::Forgot, email.normalized())
-        .await?;
+    let email = mailing_address(state, client, req.email.as_deref()).await?;
     // One store call, the same for every address: the throttle slot and a request row. The
     // mail worker looks the address up and issues the link, outside this request, so neither the
     // answer nor its timing tells whether the address has an account.
@@ -120,6 +107,29 @@ pub(crate) async fn forgot_flow(
     state.store.request_password_reset(new).await?;
     state.mailer.wake();
     Ok(())
+}
+
+/// The address of a request that emails it a link (forgot-password, passwordless start), parsed
+/// and counted: per client IP (one client mailing many addresses) and per address as typed,
+/// whether or not it has an account, so that a 429 tells nothing about it either.
+pub(crate) async fn mailing_address(
+    state: &AppState,
+    client: &ClientInfo,
+    raw: Option<&str>,
+) -> Result<Email, ApiError> {
+    let mut errors = FieldErrors::new();
+    let Some(email) = required(&mut errors, "email", raw, Email::parse) else {
+        return Err(ApiError::Validation(errors));
+    };
+    state
+        .limits
+        .check(Limit::ForgotIp, &client.rate_key())
+        .await?;
+    state
+        .limits
+        .check(Limit::Forgot, email.normalized())
+        .await?;
+    Ok(email)
 }
 
 #[derive(Deserialize, ToSchema)]

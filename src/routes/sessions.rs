@@ -90,7 +90,8 @@ pub struct SessionView {
     pub(crate) ip: Option<String>,
     /// Whether this is the session of the request.
     pub(crate) current: bool,
-    /// How it signed in (RFC 8176): `["pwd"]`, or `["pwd", "otp"]` with a second factor.
+    /// How it signed in (RFC 8176): `["pwd"]`, `["pwd", "otp"]` with a second factor, `["otp"]`
+    /// with an emailed code, `["otp", "mfa"]` with an emailed code and a second factor.
     #[schema(example = json!(["pwd"]))]
     pub(crate) amr: Vec<String>,
 }

@@ -51,6 +51,10 @@ pub enum Kind {
     PasswordCheckFailed,
     PasskeyAdded,
     PasskeyRemoved,
+    /// A passwordless sign-in email (link and code) issued for an account or a new address.
+    PasswordlessRequested,
+    /// A wrong, unknown or dead passwordless code.
+    PasswordlessFailed,
 }
 
 impl Kind {
@@ -91,6 +95,8 @@ impl Kind {
             Kind::PasswordCheckFailed => "password_check_failed",
             Kind::PasskeyAdded => "passkey_added",
             Kind::PasskeyRemoved => "passkey_removed",
+            Kind::PasswordlessRequested => "passwordless_requested",
+            Kind::PasswordlessFailed => "passwordless_failed",
         }
     }
 }

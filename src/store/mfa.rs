@@ -186,6 +186,8 @@ pub struct Challenge {
     pub expires_at: i64,
     pub used_at: Option<i64>,
     pub failures: i64,
+    /// The factor the challenge follows (`SignIn::as_str`).
+    pub first_factor: String,
 }
 
 impl Challenge {
@@ -200,18 +202,20 @@ pub(in crate::store) async fn insert_challenge<'e>(
     token_hash: &str,
     user_id: Uuid,
     credential: &str,
-    expires_at: Millis,
+    (expires_at, first_factor): (Millis, crate::tokens::SignIn),
     now: Millis,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO mfa_challenges (token_hash, user_id, credential, expires_at, created_at) \
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO mfa_challenges \
+         (token_hash, user_id, credential, expires_at, created_at, first_factor) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(token_hash)
     .bind(user_id.to_string())
     .bind(credential)
     .bind(expires_at)
     .bind(now)
+    .bind(first_factor.as_str())
     .execute(db)
     .await?;
     Ok(())
@@ -222,7 +226,8 @@ pub async fn find_challenge<'e>(
     token_hash: &str,
 ) -> Result<Option<Challenge>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT user_id, credential, expires_at, used_at, failures FROM mfa_challenges \
+        "SELECT user_id, credential, expires_at, used_at, failures, first_factor \
+         FROM mfa_challenges \
          WHERE token_hash = $1",
     )
     .bind(token_hash)

@@ -30,6 +30,7 @@ pub mod mfa;
 pub mod one_time_tokens;
 pub mod outbox;
 pub mod passkeys;
+pub mod passwordless;
 pub mod rate_limits;
 pub mod reset_requests;
 pub mod sessions;

@@ -193,6 +193,7 @@ impl Store {
                 lease::prune(&mut *c, Queue::Webhooks, mail_before).await?;
                 super::mail_throttle::prune(&mut *c, slots_before).await?;
                 super::reset_requests::prune(&mut *c, tokens_before).await?;
+                super::passwordless::prune(&mut *c, tokens_before).await?;
                 Ok(Done::Commit(()))
             })
         })

@@ -424,3 +424,21 @@ pub async fn email_taken<'e>(
             .await?;
     Ok(found.is_some())
 }
+
+/// `lock_enabled` for an account that must still have the address `email_normalized` (a
+/// passwordless code proves that address, not the account): the password hash, or `None` when
+/// the account is disabled, gone, or has another address now.
+pub(in crate::store) async fn lock_enabled_at<'e>(
+    db: impl Executor<'e, Database = Any>,
+    user_id: Uuid,
+    email_normalized: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE users SET password_hash = password_hash \
+         WHERE id = $1 AND disabled_at IS NULL AND email_normalized = $2 RETURNING password_hash",
+    )
+    .bind(user_id.to_string())
+    .bind(email_normalized)
+    .fetch_optional(db)
+    .await
+}

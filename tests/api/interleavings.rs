@@ -33,18 +33,28 @@ async fn server_with(db: &TestDb, failpoints: &[&str]) -> ServerProcess {
 }
 
 async fn server_with_kek(db: &TestDb, kek: &str, failpoints: &[&str]) -> ServerProcess {
+    held_server(db, kek, failpoints, &[]).await
+}
+
+/// `latchkey serve` whose flows are held once at each of `failpoints`, with more environment.
+pub(crate) async fn held_server(
+    db: &TestDb,
+    kek: &str,
+    failpoints: &[&str],
+    more: &[(&str, &str)],
+) -> ServerProcess {
     let held: Vec<String> = failpoints
         .iter()
         .map(|point| format!("{point}=1*return(sleep:{HOLD_MS})"))
         .collect();
     // A held flow keeps its transaction open for HOLD_MS, and the racing one may wait that long
     // for its locks: both longer than the default database_timeout, which would end them.
+    let held = held.join(";");
     let env = [
-        ("FAILPOINTS", held.join(";")),
-        ("LATCHKEY_DATABASE_TIMEOUT", "10s".to_owned()),
+        ("FAILPOINTS", held.as_str()),
+        ("LATCHKEY_DATABASE_TIMEOUT", "10s"),
     ];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    ServerProcess::serve(db, kek, &env).await
+    ServerProcess::serve(db, kek, &[&env[..], more].concat()).await
 }
 
 /// Waits until `sql` counts `expected` (the abandoned flow ends on its own), or fails.
@@ -59,7 +69,7 @@ async fn eventually(pool: &AnyPool, sql: &str, expected: i64, context: &str) {
 }
 
 /// How many times the process logged that `point` holds a flow.
-fn times_held(server: &ServerProcess, point: &str) -> usize {
+pub(crate) fn times_held(server: &ServerProcess, point: &str) -> usize {
     let marker = format!("failpoint={point}");
     server
         .log()
@@ -103,7 +113,7 @@ fn rolled_back_for_nobody(server: &ServerProcess) -> usize {
 }
 
 /// Hangs up on a request held at `point` and waits until its flow has rolled back.
-async fn abandon_and_roll_back(
+pub(crate) async fn abandon_and_roll_back(
     server: &ServerProcess,
     request: reqwest::RequestBuilder,
     point: &str,

@@ -403,7 +403,8 @@ async fn deleting_the_account_leaves_no_row_that_names_it(db: Db) {
     let bob = app.signed_up("bob@example.com").await;
     let id = alice.user_id().to_owned();
     // Rows of every kind that names the account: a second session, rotated refresh tokens,
-    // a pending email change (link, notice, throttle slot), a reset request and its link.
+    // a pending email change (link, notice, throttle slot), a reset request and its link, a
+    // passwordless code.
     assert_eq!(app.refresh(&other.refresh_token).await.status(), 200);
     assert_eq!(
         change_email(&app, &alice.access_token, "alice@new.example", PASSWORD)
@@ -420,6 +421,19 @@ async fn deleting_the_account_leaves_no_row_that_names_it(db: Db) {
     assert_eq!(forgot.status(), 202);
     app.wait_for_count(
         &format!("SELECT COUNT(*) FROM one_time_tokens WHERE user_id = '{id}' AND purpose = 'password_reset'"),
+        1,
+    )
+    .await;
+    // And a passwordless code.
+    let started = app
+        .post_json(
+            "/auth/passwordless/start",
+            &json!({"email": "alice@example.com"}),
+        )
+        .await;
+    assert_eq!(started.status(), 202);
+    app.wait_for_count(
+        &format!("SELECT COUNT(*) FROM passwordless_codes WHERE user_id = '{id}'"),
         1,
     )
     .await;

@@ -33,6 +33,9 @@ mod outage;
 mod pages;
 mod passkeys;
 mod password;
+mod passwordless;
+#[cfg(feature = "failpoints")]
+mod passwordless_interleavings;
 mod refresh;
 mod sessions;
 mod signup;

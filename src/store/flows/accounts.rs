@@ -1,5 +1,6 @@
 //! Accounts come and go here: `create_account`, the one way every flow that creates an account
-//! (signup, the admin API's create, the import, `latchkey users create` and `users import`)
+//! (signup, a first passwordless sign-in, the admin API's create, the import, `latchkey users
+//! create` and `users import`)
 //! inserts the user and its profile, and `Store::delete_account`, the one flow of every deletion
 //! (`DELETE /auth/me`, the admin API's `DELETE`, `latchkey users delete`).
 //!
@@ -21,7 +22,7 @@ use crate::store::rate_limits::{self, Refund};
 use crate::store::tx::{Conn, Done};
 use crate::store::users::{self, Account};
 use crate::store::webhooks::Routes;
-use crate::store::{Store, admin, mail_throttle, outbox};
+use crate::store::{Store, admin, mail_throttle, outbox, passwordless};
 use crate::webhooks::event::EventType;
 
 /// The rows of a new account, prepared before the transaction.
@@ -173,6 +174,7 @@ async fn delete(
     }
     outbox::purge_for_user(&mut *c, user_id).await?;
     mail_throttle::purge_for_user(&mut *c, user_id).await?;
+    passwordless::purge_for_user(&mut *c, user_id).await?;
     // The application's rows go in this same transaction (library mode).
     let account = DeletedAccount { user_id };
     if let Err(refused) = app_hooks::account_deleting(c, app, &account).await? {

@@ -15,6 +15,7 @@ use crate::store::tx::{Conn, Done};
 use crate::store::users::{self, Account};
 use crate::store::webhooks::Routes;
 use crate::store::{Store, mfa};
+use crate::tokens::SignIn;
 use crate::webhooks::event::EventType;
 
 /// Everything a login writes, prepared before the transaction.
@@ -101,7 +102,7 @@ async fn login(c: &mut Conn, new: &NewLogin, hooks: &Routes) -> Result<Done<Logi
             hash,
             new.user_id,
             credential,
-            ch.expires_at,
+            (ch.expires_at, SignIn::Password),
             new.now,
         )
         .await?;

@@ -21,6 +21,7 @@ pub mod login;
 pub mod mfa;
 pub mod passkeys;
 pub mod password;
+pub mod passwordless;
 pub mod profile;
 pub mod refresh;
 pub mod revoke;

@@ -18,10 +18,11 @@ use crate::clock::Millis;
 use crate::failpoint::failpoint;
 use crate::store::audit::{self, Actor};
 use crate::store::rate_limits::{self, Refund};
+use crate::store::reset_requests::RequestKind;
 use crate::store::sessions::{self, Reason};
 use crate::store::tx::{Conn, Done};
 use crate::store::webhooks::Routes;
-use crate::store::{Store, one_time_tokens, reset_requests, users};
+use crate::store::{Store, one_time_tokens, passwordless, reset_requests, users};
 use crate::tokens::Purpose;
 use crate::webhooks::event::EventType;
 
@@ -89,6 +90,7 @@ impl Store {
                     reset_requests::insert(
                         &mut *c,
                         Uuid::now_v7(),
+                        RequestKind::PasswordReset,
                         &new.email,
                         &new.actor,
                         new.now,
@@ -164,6 +166,8 @@ async fn reset(c: &mut Conn, new: &NewReset, hooks: &Routes) -> Result<Done<Rese
     // get the address of the account once the owner has taken it back.
     let change = Purpose::EmailChange;
     one_time_tokens::revoke_all(&mut *c, new.user_id, change, new.now).await?;
+    // So is a passwordless code sent before: the owner has just taken the account back.
+    passwordless::revoke_for_user(&mut *c, new.user_id).await?;
     // The link was opened from the mailbox it was sent to: that proves the address.
     users::mark_email_verified(&mut *c, new.user_id, &used.email, new.now).await?;
     enqueue(c, &new.notice, new.now).await?;
@@ -211,6 +215,7 @@ async fn change(
     one_time_tokens::revoke_all(&mut *c, user_id, Purpose::PasswordReset, new.now).await?;
     // As after a reset: an email change asked for with the old password is void.
     one_time_tokens::revoke_all(&mut *c, user_id, Purpose::EmailChange, new.now).await?;
+    passwordless::revoke_for_user(&mut *c, user_id).await?;
     enqueue(c, &new.notice, new.now).await?;
     if let Some(refund) = &new.refund {
         rate_limits::apply_refund(&mut *c, refund).await?;

@@ -507,7 +507,7 @@ pub fn attrs(list: &[&str]) -> Vec<String> {
 pub use futures_util::future::join_all;
 pub use process::{ServerProcess, run};
 pub use receiver::{Delivery, Receiver, WEBHOOK_SECRET, WEBHOOK_SECRET_2, verify_signature};
-pub use smtp::SmtpSink;
+pub use smtp::{Mail, SmtpSink};
 pub use tcp_proxy::{Mode as ProxyMode, TcpProxy};
 
 // Helpers for the session tests (refresh, logout, me).

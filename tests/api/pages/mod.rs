@@ -9,6 +9,7 @@ mod entry;
 mod failpoints;
 mod links;
 mod mfa;
+mod passwordless;
 mod security;
 mod settings;
 
