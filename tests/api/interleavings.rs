@@ -21,6 +21,7 @@ db_tests!(
     a_logout_all_committing_while_a_refresh_spends_leaves_no_live_token,
     an_mfa_verification_abandoned_or_raced_by_a_password_change_opens_no_session,
     a_passkey_login_abandoned_or_raced_by_the_passkeys_removal_opens_no_session,
+    the_factors_removal_committing_while_a_verification_is_held_leaves_no_session,
 );
 
 const NEW_PASSWORD: &str = "another horse battery staple";
@@ -692,4 +693,72 @@ async fn a_passkey_login_abandoned_or_raced_by_the_passkeys_removal_opens_no_ses
         }
         pool.close().await;
     }
+}
+
+/// The second factor removed (by the owner, with the password) while a verification that
+/// checked a right code is held before its transaction: the challenge went with the factor, so
+/// the transaction finds nothing to spend, answers `token_invalid` and opens no session.
+async fn the_factors_removal_committing_while_a_verification_is_held_leaves_no_session(db: Db) {
+    use crate::mfa::{base32, code_at_step};
+    let point = "mfa.verify.after_check";
+    let step_now = || {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        now.unwrap().as_secs() / 30
+    };
+    let test_db = TestDb::new(db).await;
+    let server = server_with(&test_db, &[point]).await;
+    let pool = test_db.pool().await;
+    let client = &server.client;
+    let owner = session_of(server.signup("alice@example.com").await, point).await;
+    let post = |path: &str, body: Value| {
+        client
+            .post(server.url(path))
+            .bearer_auth(&owner.access_token)
+            .json(&body)
+    };
+    let started = post("/auth/mfa/totp/enroll", json!({"password": PASSWORD}));
+    let started: Value = started.send().await.unwrap().json().await.unwrap();
+    let secret = base32(started["secret"].as_str().unwrap());
+    let confirm = post(
+        "/auth/mfa/totp/confirm",
+        json!({"code": code_at_step(&secret, step_now() - 1)}),
+    );
+    assert_eq!(confirm.send().await.unwrap().status(), 200);
+    let login = client
+        .post(server.url("/auth/login"))
+        .json(&json!({"email": "alice@example.com", "password": PASSWORD}));
+    let challenge: Value = login.send().await.unwrap().json().await.unwrap();
+    let body =
+        json!({"mfa_token": challenge["mfa_token"], "code": code_at_step(&secret, step_now())});
+    let verify = client.post(server.url("/auth/mfa/verify")).json(&body);
+
+    let before = times_held(&server, point);
+    let held = tokio::spawn(verify.send());
+    while times_held(&server, point) == before {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let removed = client
+        .delete(server.url("/auth/mfa/totp"))
+        .bearer_auth(&owner.access_token)
+        .json(&json!({"password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        removed.status(),
+        204,
+        "removed while the verification is held"
+    );
+    let answer = held.await.unwrap().unwrap();
+    assert_eq!(answer.status(), 400);
+    assert!(answer.headers().get("set-cookie").is_none());
+    let error: Value = answer.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "token_invalid");
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM sessions").await,
+        1,
+        "the signup's only"
+    );
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM mfa_totp").await, 0);
+    pool.close().await;
 }
