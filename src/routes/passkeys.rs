@@ -573,12 +573,7 @@ pub(crate) async fn login_finish_flow(
         return Err(failed(state, client, Some(user_id), now).await);
     };
     key.update_credential(&result);
-    let used = PasskeyUse {
-        ceremony_hash,
-        passkey_id: stored.id,
-        updated: json(&key)?.to_string(),
-        seen: stored.passkey,
-    };
+    let used = use_of(ceremony_hash, stored, &key)?;
     let mut prepared = session::prepare(state, client, now);
     prepared.rows.sign_in = SignIn::Passkey;
     let new = NewPasskeyLogin {
@@ -600,6 +595,21 @@ pub(crate) async fn login_finish_flow(
     };
     Metrics::outcome(&state.metrics.logins, "success");
     session::issue(state, jar, account, &prepared.opened(), now)
+}
+
+/// The use of the stored passkey `row` to record: its credential as read, and as the assertion
+/// updated it (`key`).
+fn use_of(
+    ceremony_hash: String,
+    row: StoredPasskey,
+    key: &Passkey,
+) -> Result<PasskeyUse, ApiError> {
+    Ok(PasskeyUse {
+        ceremony_hash,
+        passkey_id: row.id,
+        updated: json(key)?.to_string(),
+        seen: row.passkey,
+    })
 }
 
 /// A passkey that did not sign in: the failed login's audit event, and 401.
@@ -641,12 +651,7 @@ pub(crate) async fn second_factor(
     for row in rows {
         let mut key: Passkey = restore(&row.passkey)?;
         if key.update_credential(&result).is_some() {
-            return Ok(Some(PasskeyUse {
-                ceremony_hash,
-                passkey_id: row.id,
-                updated: json(&key)?.to_string(),
-                seen: row.passkey,
-            }));
+            return Ok(Some(use_of(ceremony_hash, row, &key)?));
         }
     }
     // Removed since the ceremony started.
