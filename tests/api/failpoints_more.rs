@@ -27,6 +27,7 @@ db_tests!(
     profile_update_failing_before_commit_keeps_the_display_name,
     session_revoke_failing_before_commit_keeps_the_session,
     mfa_verify_failing_before_commit_opens_no_session_and_spends_nothing,
+    mfa_confirmation_failing_before_commit_leaves_the_factor_off,
     passkey_registration_failing_before_commit_adds_no_passkey,
     passkey_login_failing_before_commit_opens_no_session_and_spends_nothing,
     email_change_confirm_failing_keeps_the_address_and_the_token,
@@ -288,6 +289,49 @@ async fn mfa_verify_failing_before_commit_opens_no_session_and_spends_nothing(db
         );
         assert_eq!(f.me_status(&session.access_token).await, 200, "{context}");
         assert_eq!(f.count(unspent).await, 0, "{context}: spent now");
+        f.finish().await;
+    }
+}
+
+async fn mfa_confirmation_failing_before_commit_leaves_the_factor_off(db: Db) {
+    use crate::mfa::{base32, code_at_step};
+    let step_now = || {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        now.unwrap().as_secs() / 30
+    };
+    for action in ACTIONS {
+        let f = Fixture::start(db, "mfa.confirm.before_commit", action).await;
+        let context = f.context.clone();
+        let post = |path: &str, body: Value| {
+            f.server
+                .client
+                .post(f.server.url(path))
+                .bearer_auth(&f.alice.access_token)
+                .json(&body)
+        };
+        let enroll = post("/auth/mfa/totp/enroll", json!({"password": PASSWORD}));
+        let started: Value = send(&enroll).await.json().await.unwrap();
+        let secret = base32(started["secret"].as_str().unwrap());
+        f.settle().await;
+        let confirm = post(
+            "/auth/mfa/totp/confirm",
+            json!({"code": code_at_step(&secret, step_now())}),
+        );
+        f.fails_changing_nothing(&confirm).await;
+        let on = "SELECT COUNT(*) FROM mfa_totp WHERE confirmed_at IS NOT NULL";
+        assert_eq!(f.count(on).await, 0, "{context}: still off");
+        let stepped_up = "SELECT COUNT(*) FROM sessions WHERE amr = 'pwd otp'";
+        assert_eq!(
+            f.count(stepped_up).await,
+            0,
+            "{context}: the session as it was"
+        );
+
+        let retried = send(&confirm).await;
+        assert_eq!(retried.status(), 200, "{context}: the same code again");
+        assert_eq!(f.count(on).await, 1, "{context}");
+        assert_eq!(f.count("SELECT COUNT(*) FROM mfa_recovery_codes").await, 10);
+        assert_eq!(f.count(stepped_up).await, 1, "{context}");
         f.finish().await;
     }
 }

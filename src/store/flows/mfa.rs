@@ -99,6 +99,7 @@ impl Store {
                     sessions::step_up(&mut *c, session_id, SignIn::PasswordAndOtp).await?;
                 }
                 audit::record(&mut *c, audit::Kind::MfaEnabled, actor, now).await?;
+                failpoint!("mfa.confirm.before_commit");
                 Ok(Done::Commit(true))
             })
         })
