@@ -319,6 +319,8 @@ async fn pass(
     let server = server::Server::start(binary, server_url, log.clone(), options)?;
     println!("server pid {} at {}", server.pid, server.base);
     let client = load::client()?;
+    // It listens before its database is migrated and its keys loaded (503 `unavailable` meanwhile).
+    server::wait_ready(&client, &server.base).await?;
     let rows = &mut backend.rows;
     let mut measure = async |op: Op, c: usize, sessions: &mut Vec<load::Session>| {
         server.reset_peak_rss();
@@ -378,6 +380,7 @@ async fn pass(
         // A second instance on the same database, with the same keys.
         let log_b = log.with_extension("b.log");
         let b = server::Server::start(binary, server_url, log_b.clone(), options)?;
+        server::wait_ready(&client, &b.base).await?;
         let p = propagation::run(&client, &server.base, &b.base).await?;
         println!("{}", p.line());
         backend.propagation = Some(p);

@@ -257,3 +257,18 @@ impl PgDatabase {
         }
     }
 }
+
+/// Waits until `GET /readyz` answers 200 (at most 60 s).
+pub async fn wait_ready(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = client.get(format!("{base}/readyz")).send().await;
+        if ready.is_ok_and(|r| r.status() == reqwest::StatusCode::OK) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("{base} is not ready after 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
