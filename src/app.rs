@@ -28,9 +28,22 @@ use crate::server::{self, ConnectionLimits};
 use crate::store::Store;
 use crate::webhooks::Webhooks;
 
-/// Everything a request handler may use, cheap to clone.
+/// Everything a request handler may use, behind one `Arc`: a clone (every extractor takes one) is
+/// one reference count, where cloning the fields was a dozen. Handlers read the fields through
+/// `Deref`.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<StateInner>);
+
+impl std::ops::Deref for AppState {
+    type Target = StateInner;
+
+    fn deref(&self) -> &StateInner {
+        &self.0
+    }
+}
+
+/// The fields of `AppState`.
+pub struct StateInner {
     pub settings: Arc<Settings>,
     pub store: Store,
     pub hasher: Hasher,
@@ -130,19 +143,19 @@ impl AppState {
         let refresh_secret = Arc::new(kek.derive("latchkey refresh successor v1"));
         let limit_secret = kek.derive("latchkey rate limit keys v1");
         let device_secret = Arc::new(kek.derive("latchkey device cookie v1"));
-        let keys =
-            KeyRing::load(store.clone(), kek, clock.clone(), settings.access_token_ttl).await?;
+        let issuer: Arc<str> = settings.issuer().into();
+        let ttl = settings.access_token_ttl;
+        let keys = KeyRing::load(store.clone(), kek, clock.clone(), ttl, issuer.clone()).await?;
         let hasher = Hasher::new(
             settings.argon2_memory_kib,
             settings.argon2_iterations,
             settings.hash_threads,
         )?
         .with_queue(settings.hash_queue);
-        let issuer = settings.issuer().into();
         let settings = Arc::new(settings);
         let limits = Limiter::new(settings.clone(), store.clone(), clock.clone(), limit_secret);
         let metrics = Arc::new(Metrics::new().with_rate_limits(limits.refusals()));
-        Ok(AppState {
+        Ok(AppState(Arc::new(StateInner {
             issuer,
             settings,
             limits,
@@ -160,7 +173,7 @@ impl AppState {
             passkeys,
             hooks,
             draining: Arc::new(AtomicBool::new(false)),
-        })
+        })))
     }
 }
 

@@ -172,7 +172,12 @@ impl Latchkey {
     /// process; stop it after the server has stopped.
     pub fn background(&self) -> Background {
         let (stop, stopping) = watch::channel(false);
-        let mut tasks = vec![crate::mail::worker::spawn(&self.state, stopping.clone())];
+        let url = self.state.settings.database_url.clone();
+        let mut tasks = vec![
+            crate::mail::worker::spawn(&self.state, stopping.clone()),
+            // Until it runs, the liveness cache is off: every request reads the database.
+            crate::store::liveness::watch(&self.state.store, url, stopping.clone()),
+        ];
         // Without endpoints this instance queues no event and knows no receiver: no worker, and
         // no poll of the webhook queue.
         if !self.state.webhooks.endpoints().is_empty() {
@@ -235,8 +240,9 @@ impl Background {
 /// The signed-in user of a request: an extractor for the application's handlers. A request
 /// without a valid access token (cookie or `Authorization: Bearer`), or whose session has ended
 /// (logout, logout everywhere, password reset or change, a disabled account), is refused with
-/// latchkey's 401 `unauthenticated`, at once: the session is looked up on every request, as
-/// latchkey's own endpoints do.
+/// latchkey's 401 `unauthenticated`, at once: the session's liveness is checked on every
+/// request, as latchkey's own endpoints do, through the liveness cache (its guarantee is in the
+/// README's "Sessions and keys"; it is used once [`Latchkey::background`] runs).
 ///
 /// The application's state must give the [`Latchkey`]: `#[derive(Clone, FromRef)]` on a state
 /// struct with a `Latchkey` field, or `Latchkey` itself as the state.

@@ -15,6 +15,7 @@ use crate::app::AppState;
 use crate::cookies;
 use crate::error::{ApiError, FieldErrors};
 use crate::store;
+use crate::store::liveness::Verified;
 use crate::tokens;
 
 /// Request bodies larger than this get 413.
@@ -227,50 +228,93 @@ where
     }
 }
 
-/// The authenticated session of a request, if it has one.
+/// The subject of the request's valid access token, read from its headers in place; whether its
+/// session is live is left to the handler (`GET /auth/me` reads it with the account).
+pub struct TokenSubject(pub Verified);
+
+impl<S> FromRequestParts<S> for TokenSubject
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let state = AppState::from_ref(state);
+        access_claims(&state, &parts.headers)
+            .await
+            .map(TokenSubject)
+            .ok_or(ApiError::Unauthenticated)
+    }
+}
+
+/// The authenticated session of a request, if it has one. Liveness comes from the liveness
+/// cache when it knows the session (see `store::liveness` for what that guarantees), else from
+/// the database, and what the database says is kept for the next request.
 pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<Authenticated>, ApiError> {
-    let Some(claims) = access_claims(state, headers).await else {
+    let Some(token) = access_claims(state, headers).await else {
         return Ok(None);
     };
     let now = state.clock.now();
-    if !store::sessions::is_live(state.store.reader(), claims.sid, claims.sub, now).await? {
-        return Ok(None);
+    let (user_id, session_id) = (token.user_id, token.session_id);
+    let liveness = state.store.liveness();
+    if !liveness.session_live(user_id, session_id, now) {
+        let ticket = liveness.ticket();
+        let reader = state.store.reader();
+        let Some(until) = store::sessions::live_until(reader, session_id, user_id, now).await?
+        else {
+            return Ok(None);
+        };
+        if let Some(ticket) = ticket {
+            liveness.put_session(ticket, user_id, session_id, until, now);
+        }
     }
-    crate::telemetry::record_user(claims.sub);
+    crate::telemetry::record_user(user_id);
     Ok(Some(Authenticated {
-        user_id: claims.sub,
-        session_id: claims.sid,
+        user_id,
+        session_id,
     }))
 }
 
-/// The claims of the request's access token (bearer, else cookie) when it is one the server
+/// The subject of the request's access token (bearer, else cookie) when it is one the server
 /// issued and it has not expired. Whether its session is still live is NOT checked here: callers
-/// check it in the same query as what they read (`authenticate`, `GET /auth/me`).
-pub async fn access_claims(state: &AppState, headers: &HeaderMap) -> Option<tokens::AccessClaims> {
+/// check it in the same query as what they read (`authenticate`, `GET /auth/me`). A token is
+/// verified once and then found in the liveness cache until it expires.
+pub async fn access_claims(state: &AppState, headers: &HeaderMap) -> Option<Verified> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             // The scheme is case-insensitive (RFC 9110 §11.1).
             let (scheme, token) = v.split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("bearer")
-                .then(|| token.trim().to_owned())
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         });
+    let cookie;
     let token = match bearer {
         Some(token) => token,
-        None => match cookies::access_token(
-            &CookieJar::from_headers(headers),
-            state.settings.cookie_secure,
-        ) {
-            Some(token) => token,
-            None => return None,
-        },
+        None => {
+            let jar = CookieJar::from_headers(headers);
+            cookie = cookies::access_token(&jar, state.settings.cookie_secure)?;
+            cookie.as_str()
+        }
     };
-    tokens::verify_access(&state.keys, &state.issuer, &token, state.clock.now()).await
+    let now = state.clock.now();
+    let liveness = state.store.liveness();
+    if let Some(verified) = liveness.token(token, now) {
+        return Some(verified);
+    }
+    let claims = tokens::verify_access(&state.keys, token, now).await?;
+    let leeway = i64::try_from(crate::keys::LEEWAY.as_secs()).ok()?;
+    let verified = Verified {
+        user_id: claims.sub,
+        session_id: claims.sid,
+        until: claims.exp.checked_add(leeway)?.checked_mul(1000)?,
+    };
+    liveness.put_token(token, verified, now);
+    Some(verified)
 }
 
 #[cfg(test)]

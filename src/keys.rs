@@ -23,11 +23,12 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use ed25519_dalek::pkcs8::EncodePrivateKey;
-use jsonwebtoken::{DecodingKey, EncodingKey};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
 use rand::RngCore;
 use rand::rngs::OsRng;
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use utoipa::ToSchema;
 
 use crate::clock::{Clock, Millis, millis};
@@ -194,6 +195,9 @@ pub fn generate(kek: &Kek, now: Millis) -> anyhow::Result<StoredKey> {
 }
 
 struct Loaded {
+    /// What an access token must be (algorithm, issuer, audience, claims), built once per key set
+    /// rather than on every verification.
+    validation: Validation,
     signing_kid: String,
     /// When the signing key was made (for the `signing_key_age_seconds` metric).
     signing_created_at: Millis,
@@ -208,6 +212,8 @@ pub struct KeyRing {
     kek: Arc<Kek>,
     clock: Clock,
     retention: Duration,
+    /// The `iss` and `aud` of access tokens.
+    issuer: Arc<str>,
     loaded: Arc<RwLock<Arc<Loaded>>>,
     last_unknown_reload: Arc<AtomicI64>,
 }
@@ -219,6 +225,7 @@ impl KeyRing {
         kek: Kek,
         clock: Clock,
         access_ttl: Duration,
+        issuer: Arc<str>,
     ) -> anyhow::Result<KeyRing> {
         let now = clock.now();
         if store::keys::insert_first(&store, &generate(&kek, now)?).await? {
@@ -226,13 +233,14 @@ impl KeyRing {
         }
         let retention = access_ttl + LEEWAY + RELOAD_INTERVAL;
         let loaded = Arc::new(RwLock::new(Arc::new(
-            Self::read(&store, &kek, now, retention).await?,
+            Self::read(&store, &kek, now, retention, &issuer).await?,
         )));
         Ok(KeyRing {
             store,
             kek: Arc::new(kek),
             clock,
             retention,
+            issuer,
             loaded,
             last_unknown_reload: Arc::new(AtomicI64::new(0)),
         })
@@ -243,6 +251,7 @@ impl KeyRing {
         kek: &Kek,
         now: Millis,
         retention: Duration,
+        issuer: &str,
     ) -> anyhow::Result<Loaded> {
         let keys = store::keys::live(store, now - millis(retention)).await?;
         let current = keys
@@ -258,7 +267,16 @@ impl KeyRing {
             let decoding = DecodingKey::from_ed_components(&key.public_key)?;
             verifying.insert(key.kid.clone(), (decoding, key.public_key.clone()));
         }
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[issuer]);
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+        // `exp` is checked by `tokens::verify_access` against the service clock (which tests can
+        // move); the claims are typed integers, so a claim of the wrong JSON type fails to decode
+        // instead of being skipped.
+        validation.validate_exp = false;
         Ok(Loaded {
+            validation,
             signing_kid: current.kid.clone(),
             signing_created_at: current.created_at,
             signing: EncodingKey::from_ed_der(der.as_bytes()),
@@ -268,7 +286,8 @@ impl KeyRing {
 
     /// Re-reads the key set (after a rotation by another process, or on an unknown `kid`).
     pub async fn reload(&self) -> anyhow::Result<()> {
-        let fresh = Self::read(&self.store, &self.kek, self.clock.now(), self.retention).await?;
+        let now = self.clock.now();
+        let fresh = Self::read(&self.store, &self.kek, now, self.retention, &self.issuer).await?;
         *self
             .loaded
             .write()
@@ -301,30 +320,32 @@ impl KeyRing {
         (loaded.signing_kid.clone(), loaded.signing.clone())
     }
 
-    /// The verification key for `kid`. An unknown `kid` may be a key another instance has just
-    /// made: the set is reloaded, but at most once per `UNKNOWN_KID_RELOAD`, so that tokens with
-    /// made-up key ids cannot turn into a database query each.
-    pub async fn decoding_key(&self, kid: &str) -> Option<DecodingKey> {
-        if let Some((key, _)) = self.current().verifying.get(kid) {
-            return Some(key.clone());
+    /// The claims of `token`, verified with the key `kid` names and the ring's validation (no
+    /// key is cloned, no validation built). An unknown `kid` may be a key another instance has
+    /// just made: the set is reloaded, but at most once per `UNKNOWN_KID_RELOAD`, so that tokens
+    /// with made-up key ids cannot turn into a database query each.
+    pub async fn decode<T: DeserializeOwned>(&self, kid: &str, token: &str) -> Option<T> {
+        let mut loaded = self.current();
+        if !loaded.verifying.contains_key(kid) {
+            let now = self.clock.now();
+            let last = self.last_unknown_reload.load(Ordering::Relaxed);
+            if now - last < millis(UNKNOWN_KID_RELOAD)
+                || self
+                    .last_unknown_reload
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                return None;
+            }
+            if let Err(err) = self.reload().await {
+                tracing::warn!(error = %err, "reloading signing keys failed");
+            }
+            loaded = self.current();
         }
-        let now = self.clock.now();
-        let last = self.last_unknown_reload.load(Ordering::Relaxed);
-        if now - last < millis(UNKNOWN_KID_RELOAD)
-            || self
-                .last_unknown_reload
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            return None;
-        }
-        if let Err(err) = self.reload().await {
-            tracing::warn!(error = %err, "reloading signing keys failed");
-        }
-        self.current()
-            .verifying
-            .get(kid)
-            .map(|(key, _)| key.clone())
+        let (key, _) = loaded.verifying.get(kid)?;
+        jsonwebtoken::decode::<T>(token, key, &loaded.validation)
+            .ok()
+            .map(|data| data.claims)
     }
 
     /// The JWKS: every key that can still verify a live token.

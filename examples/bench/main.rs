@@ -3,7 +3,7 @@
 //!
 //!     cargo run --release --example bench -- [--postgres-url URL] [--duration-secs N]
 //!         [--out DIR] [--rate-limits off|on|both]
-//!         [--only healthz,jwks,signup,login,refresh,me,mixed,timing,hangup]
+//!         [--only healthz,jwks,signup,login,refresh,me,mixed,propagation,timing,hangup]
 //!
 //! `--only` runs just those scenarios against the server, without the ceilings and without writing
 //! results, and prints the server's pid: the loop to profile with `perf record -g -p PID`.
@@ -32,6 +32,7 @@
 mod ceilings;
 mod hangup;
 mod load;
+mod propagation;
 mod report;
 mod server;
 mod stats;
@@ -95,7 +96,7 @@ fn parse_args() -> anyhow::Result<Args> {
                     "usage: cargo run --release --example bench -- \
                      [--postgres-url postgres://USER@127.0.0.1:5432/DB] [--duration-secs N] [--out DIR]\n\
                      \x20      [--rate-limits off|on|both] (the passes; both by default)\n\
-                     \x20      [--only healthz,jwks,signup,login,refresh,me,mixed,timing,hangup] (profiling; writes no results)"
+                     \x20      [--only healthz,jwks,signup,login,refresh,me,mixed,propagation,timing,hangup] (profiling; writes no results)"
                 );
                 std::process::exit(0);
             }
@@ -210,6 +211,16 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let run = report::Run {
+        commit: report::git_commit(),
+        settings: serde_json::json!({
+            "duration_secs": args.duration.as_secs(),
+            "rate_limit_passes": args.passes.iter().map(|on| if *on { "on" } else { "off" }).collect::<Vec<_>>(),
+            "postgres": args.postgres_url.is_some(),
+            "levels": LEVELS,
+            "signup_flood": FLOOD,
+            "argon2": {"memory_kib": cost.memory_kib, "iterations": cost.iterations},
+            "hash_threads": machine.hash_threads,
+        }),
         machine,
         cost,
         duration: args.duration,
@@ -258,6 +269,7 @@ async fn run_backend(
         mixed_limits: None,
         hangups: Vec::new(),
         timing: None,
+        propagation: None,
     };
     for limits in args.passes.iter().copied() {
         let server_url = &server_urls[usize::from(limits)];
@@ -302,10 +314,13 @@ async fn pass(
         // Signup's verification email takes the address's mail slot; without a throttle every
         // forgot right after it issues its token (the hang-up and timing scenarios need that).
         mail_throttle: Some(0),
+        kek: Box::leak(latchkey::keys::Kek::generate_encoded().into_boxed_str()),
     };
     let server = server::Server::start(binary, server_url, log.clone(), options)?;
     println!("server pid {} at {}", server.pid, server.base);
     let client = load::client()?;
+    // It listens before its database is migrated and its keys loaded (503 `unavailable` meanwhile).
+    server::wait_ready(&client, &server.base).await?;
     let rows = &mut backend.rows;
     let mut measure = async |op: Op, c: usize, sessions: &mut Vec<load::Session>| {
         server.reset_peak_rss();
@@ -361,6 +376,17 @@ async fn pass(
             true => backend.mixed_limits = Some(m),
         }
     }
+    if wanted("propagation") && !limits {
+        // A second instance on the same database, with the same keys.
+        let log_b = log.with_extension("b.log");
+        let b = server::Server::start(binary, server_url, log_b.clone(), options)?;
+        server::wait_ready(&client, &b.base).await?;
+        let p = propagation::run(&client, &server.base, &b.base).await?;
+        println!("{}", p.line());
+        backend.propagation = Some(p);
+        b.stop();
+        let _ = std::fs::remove_file(&log_b);
+    }
     if wanted("timing") && !limits {
         let t = timing::forgot(&client, &server.base, &known).await?;
         println!("{}", t.line());
@@ -388,7 +414,10 @@ async fn pass(
     }
     Ok(())
 }
-/// Mixed load: `GET /auth/me` alone, then the same next to a flood of signups at concurrency 64.
+/// How many signups run at once in the isolation scenario (issue 17's).
+const FLOOD: usize = 16;
+
+/// Mixed load: `GET /auth/me` alone, then the same next to a flood of `FLOOD` signups.
 async fn mixed(
     server: &server::Server,
     client: &reqwest::Client,
@@ -414,7 +443,7 @@ async fn mixed(
             client,
             &server.base,
             (Op::Signup, clients),
-            64,
+            FLOOD,
             duration,
             &mut flood_sessions
         ),
@@ -433,7 +462,8 @@ async fn mixed(
             .await
         },
     );
-    let mixed = report::Mixed::new(me_workers, &idle, &under, &flood, server.peak_rss_mib()?);
+    let workers = (me_workers, FLOOD);
+    let mixed = report::Mixed::new(workers, &idle, &under, &flood, server.peak_rss_mib()?);
     println!("{}", mixed.line());
     Ok(mixed)
 }

@@ -71,6 +71,8 @@ pub struct Options {
     pub rate_limits: bool,
     /// Seconds between two reset emails to one address; `None`: the default (60).
     pub mail_throttle: Option<u64>,
+    /// The key-encryption key (a second instance on the same database needs the first's).
+    pub kek: &'static str,
 }
 
 impl Server {
@@ -92,10 +94,7 @@ impl Server {
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .args(["--database-url", database_url])
-            .args([
-                "--key-encryption-key",
-                &latchkey::keys::Kek::generate_encoded(),
-            ])
+            .args(["--key-encryption-key", options.kek])
             .env_remove("LATCHKEY_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -256,5 +255,20 @@ impl PgDatabase {
         if let Err(err) = dropped.await {
             eprintln!("could not drop {}: {err:#}", self.name);
         }
+    }
+}
+
+/// Waits until `GET /readyz` answers 200 (at most 60 s).
+pub async fn wait_ready(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = client.get(format!("{base}/readyz")).send().await;
+        if ready.is_ok_and(|r| r.status() == reqwest::StatusCode::OK) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("{base} is not ready after 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -1,7 +1,9 @@
 //! GET /auth/me and PATCH /auth/me/profile.
 
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch};
 use axum::{Json, Router};
 use serde::{Deserialize, Deserializer};
@@ -12,7 +14,7 @@ use super::openapi::responses::Unauthenticated;
 use crate::app::AppState;
 use crate::domain::DisplayName;
 use crate::error::{ApiError, FieldErrors};
-use crate::extract::{self, ApiJson, Authenticated, ClientInfo};
+use crate::extract::{ApiJson, Authenticated, ClientInfo, TokenSubject};
 use crate::store;
 use crate::store::flows::SessionRef;
 use crate::store::flows::profile::ProfileChange;
@@ -42,18 +44,32 @@ pub fn router() -> Router<AppState> {
 #[tracing::instrument(name = "me", skip_all, fields(user_id = tracing::field::Empty))]
 pub(super) async fn me(
     State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Json<AccountBody>, ApiError> {
-    let claims = extract::access_claims(&state, &headers)
-        .await
-        .ok_or(ApiError::Unauthenticated)?;
+    TokenSubject(token): TokenSubject,
+) -> Result<Response, ApiError> {
     let now = state.clock.now();
-    let account =
-        store::users::find_live_account(state.store.reader(), claims.sub, claims.sid, now)
-            .await?
-            .ok_or(ApiError::Unauthenticated)?;
-    crate::telemetry::record_user(claims.sub);
-    Ok(Json(account.into()))
+    let (user_id, session_id) = (token.user_id, token.session_id);
+    let liveness = state.store.liveness();
+    let body = match liveness.account(user_id, session_id, now) {
+        Some(body) => body,
+        None => {
+            let ticket = liveness.ticket();
+            let reader = state.store.reader();
+            let found = store::users::find_live_account(reader, user_id, session_id, now)
+                .await?
+                .ok_or(ApiError::Unauthenticated)?;
+            let until = found.live_until();
+            let body = serde_json::to_vec(&AccountBody::from(found.account))
+                .map_err(anyhow::Error::from)?;
+            let body = Bytes::from(body);
+            if let Some(ticket) = ticket {
+                liveness.put_account(ticket, (user_id, session_id), until, now, body.clone());
+            }
+            body
+        }
+    };
+    crate::telemetry::record_user(user_id);
+    // The body as `Json` would make it, kept serialized.
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 #[derive(Deserialize, ToSchema)]

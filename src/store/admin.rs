@@ -1,8 +1,9 @@
 //! What the admin CLI reads and writes.
 
-use sqlx::{Any, Executor, FromRow};
+use sqlx::{Any, AnyConnection, Executor, FromRow};
 use uuid::Uuid;
 
+use super::liveness;
 use crate::clock::Millis;
 
 /// A user as the operator sees it.
@@ -61,8 +62,8 @@ pub async fn find_user<'e>(
 }
 
 /// Sets or clears `disabled_at`; returns whether the user exists.
-pub(in crate::store) async fn set_disabled<'e>(
-    db: impl Executor<'e, Database = Any>,
+pub(in crate::store) async fn set_disabled(
+    c: &mut AnyConnection,
     user_id: Uuid,
     disabled_at: Option<Millis>,
     now: Millis,
@@ -71,21 +72,23 @@ pub(in crate::store) async fn set_disabled<'e>(
         .bind(disabled_at)
         .bind(now)
         .bind(user_id.to_string())
-        .execute(db)
+        .execute(&mut *c)
         .await?;
+    liveness::changed(c, user_id).await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// Deletes a user; the profile, sessions, refresh tokens and one-time tokens go with it by
 /// cascade. Returns whether the user existed.
-pub(in crate::store) async fn delete_user<'e>(
-    db: impl Executor<'e, Database = Any>,
+pub(in crate::store) async fn delete_user(
+    c: &mut AnyConnection,
     user_id: Uuid,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(user_id.to_string())
-        .execute(db)
+        .execute(&mut *c)
         .await?;
+    liveness::changed(c, user_id).await?;
     Ok(done.rows_affected() == 1)
 }
 

@@ -25,6 +25,7 @@ pub mod audit;
 pub mod directory;
 pub mod email_keys;
 pub mod keys;
+pub mod liveness;
 pub mod mail_throttle;
 pub mod mfa;
 pub mod one_time_tokens;
@@ -72,6 +73,8 @@ pub struct Store {
     webhooks: webhooks::Routes,
     /// The embedding application's hooks into the account flows (none in the standalone server).
     hooks: Arc<dyn DynHooks>,
+    /// What authenticated requests would read on every call (see `liveness`).
+    liveness: Arc<liveness::Liveness>,
 }
 
 impl Store {
@@ -156,7 +159,13 @@ impl Store {
             timeout,
             webhooks: webhooks::Routes::default(),
             hooks: Arc::new(NoHooks),
+            liveness: Arc::default(),
         }
+    }
+
+    /// The liveness cache of this instance.
+    pub fn liveness(&self) -> &liveness::Liveness {
+        &self.liveness
     }
 
     /// A store on the embedding application's pool (library mode): one pool for reads and

@@ -4,11 +4,12 @@
 //! spending it (one conditional UPDATE) and inserting the successor happen in one transaction, so
 //! two requests racing with the same token cannot both spend it.
 
-use sqlx::{Any, Executor, FromRow};
+use sqlx::{Any, AnyConnection, Executor, FromRow};
 
 pub use super::flows::NewSession;
 use uuid::Uuid;
 
+use super::liveness;
 use crate::clock::Millis;
 
 /// Why a session ended: stored in `sessions.revoked_reason` and used as the metric label.
@@ -205,24 +206,29 @@ pub async fn is_current_token<'e>(
 }
 
 /// Revokes a session; returns whether it was live until now.
-pub(in crate::store) async fn revoke_session<'e>(
-    db: impl Executor<'e, Database = Any>,
+pub(in crate::store) async fn revoke_session(
+    c: &mut AnyConnection,
     session_id: Uuid,
     reason: Reason,
     now: Millis,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL",
+    let owner: Option<String> = sqlx::query_scalar(
+        "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL \
+         RETURNING user_id",
     )
     .bind(now)
     .bind(reason.as_str())
     .bind(session_id.to_string())
-    .execute(db)
+    .fetch_optional(&mut *c)
     .await?;
-    Ok(done.rows_affected() == 1)
+    match owner.as_deref().map(Uuid::parse_str) {
+        Some(Ok(user_id)) => liveness::changed(c, user_id).await?,
+        Some(Err(_)) => return Err(sqlx::Error::Decode("a session's user_id is no UUID".into())),
+        None => return Ok(false),
+    }
+    Ok(true)
 }
 
-/// Whether the session exists, belongs to the user and has neither been revoked nor expired.
 /// Raises a session that signed in with the password alone to `sign_in` (a factor it proved
 /// since: the first code of a TOTP enrollment, a passkey it registered).
 pub(in crate::store) async fn step_up<'e>(
@@ -249,27 +255,29 @@ pub async fn sign_in_of<'e>(
         .await
 }
 
-pub async fn is_live<'e>(
+/// Until when the session is live, if it exists, belongs to the user and has neither been
+/// revoked nor expired: the earlier of its idle and absolute expiry.
+pub async fn live_until<'e>(
     db: impl Executor<'e, Database = Any>,
     session_id: Uuid,
     user_id: Uuid,
     now: Millis,
-) -> Result<bool, sqlx::Error> {
-    let found: Option<i64> = sqlx::query_scalar(
-        "SELECT 1 FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL \
-         AND idle_expires_at > $3 AND absolute_expires_at > $3",
+) -> Result<Option<Millis>, sqlx::Error> {
+    let found: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT idle_expires_at, absolute_expires_at FROM sessions WHERE id = $1 AND user_id = $2 \
+         AND revoked_at IS NULL AND idle_expires_at > $3 AND absolute_expires_at > $3",
     )
     .bind(session_id.to_string())
     .bind(user_id.to_string())
     .bind(now)
     .fetch_optional(db)
     .await?;
-    Ok(found.is_some())
+    Ok(found.map(|(idle, absolute)| idle.min(absolute)))
 }
 
 /// Revokes one session if it belongs to `user_id`; returns whether it was live until now.
-pub(in crate::store) async fn revoke_own_session<'e>(
-    db: impl Executor<'e, Database = Any>,
+pub(in crate::store) async fn revoke_own_session(
+    c: &mut AnyConnection,
     session_id: Uuid,
     user_id: Uuid,
     reason: Reason,
@@ -284,19 +292,22 @@ pub(in crate::store) async fn revoke_own_session<'e>(
     .bind(reason.as_str())
     .bind(session_id.to_string())
     .bind(user_id.to_string())
-    .execute(db)
+    .execute(&mut *c)
     .await?;
+    if done.rows_affected() == 1 {
+        liveness::changed(c, user_id).await?;
+    }
     Ok(done.rows_affected() == 1)
 }
 
 /// Revokes every live session of a user; returns their ids (for the `session.revoked` events).
-pub(in crate::store) async fn revoke_all_sessions<'e>(
-    db: impl Executor<'e, Database = Any>,
+pub(in crate::store) async fn revoke_all_sessions(
+    c: &mut AnyConnection,
     user_id: Uuid,
     reason: Reason,
     now: Millis,
 ) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
+    let revoked = sqlx::query_scalar(
         // Every session not revoked yet, expired ones included: a refresh that read the clock a
         // moment earlier (or on an instance whose clock is behind) may still find one live and
         // extend it, so "expired" is no reason to leave a session unrevoked.
@@ -306,20 +317,22 @@ pub(in crate::store) async fn revoke_all_sessions<'e>(
     .bind(now)
     .bind(reason.as_str())
     .bind(user_id.to_string())
-    .fetch_all(db)
-    .await
+    .fetch_all(&mut *c)
+    .await?;
+    liveness::changed(c, user_id).await?;
+    Ok(revoked)
 }
 
 /// Revokes every live session of a user except `keep` (the one changing the password); returns
 /// their ids.
-pub(in crate::store) async fn revoke_other_sessions<'e>(
-    db: impl Executor<'e, Database = Any>,
+pub(in crate::store) async fn revoke_other_sessions(
+    c: &mut AnyConnection,
     user_id: Uuid,
     keep: Uuid,
     reason: Reason,
     now: Millis,
 ) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
+    let revoked = sqlx::query_scalar(
         "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
          WHERE user_id = $3 AND id <> $4 AND revoked_at IS NULL RETURNING id",
     )
@@ -327,8 +340,10 @@ pub(in crate::store) async fn revoke_other_sessions<'e>(
     .bind(reason.as_str())
     .bind(user_id.to_string())
     .bind(keep.to_string())
-    .fetch_all(db)
-    .await
+    .fetch_all(&mut *c)
+    .await?;
+    liveness::changed(c, user_id).await?;
+    Ok(revoked)
 }
 
 /// The user a session belongs to.

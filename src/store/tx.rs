@@ -208,11 +208,15 @@ impl Store {
             waiting: caller,
             if_abandoned,
         };
+        let liveness = self.liveness.clone();
         let task = tokio::spawn(
-            async move {
+            super::liveness::recording(async move {
                 let mut attempt = 1;
                 loop {
-                    match once(&pool, begin, bound, &flow, &input, &caller).await {
+                    let outcome = once(&pool, begin, bound, &flow, &input, &caller).await;
+                    // Before anyone hears of the outcome (see `liveness`).
+                    liveness.after_attempt(super::liveness::take_changed());
+                    match outcome {
                         Err(failed) if failed.worth_another_try(attempt) => {
                             tracing::info!(attempt, error = %failed.error, "transaction retried");
                             tokio::time::sleep(backoff(attempt)).await;
@@ -221,7 +225,7 @@ impl Store {
                         outcome => return outcome.map_err(|failed| failed.error),
                     }
                 }
-            }
+            })
             .instrument(tracing::Span::current()),
         );
         match task.await {
@@ -367,6 +371,7 @@ where
         }
         Ok(Done::Commit(outcome)) => {
             tx.commit().await.map_err(at(Step::End))?;
+            super::liveness::committed();
             Ok(outcome)
         }
         Ok(Done::Rollback(outcome)) => {

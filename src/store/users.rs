@@ -1,8 +1,9 @@
 //! Users and their profiles.
 
-use sqlx::{Any, Executor, FromRow};
+use sqlx::{Any, AnyConnection, Executor, FromRow};
 use uuid::Uuid;
 
+use super::liveness;
 use crate::clock::Millis;
 use crate::domain::{DisplayName, Email, Metadata};
 
@@ -80,16 +81,32 @@ pub async fn find_account<'e>(
 
 /// The account of `user_id` if `session_id` is one of its live sessions: the liveness check of
 /// an authenticated request and the read of `GET /auth/me` in one query.
+/// An account read through one of its sessions, and until when that session is live.
+#[derive(Debug, FromRow)]
+pub struct LiveAccount {
+    #[sqlx(flatten)]
+    pub account: Account,
+    pub idle_expires_at: i64,
+    pub absolute_expires_at: i64,
+}
+
+impl LiveAccount {
+    /// The earlier of the session's idle and absolute expiry.
+    pub fn live_until(&self) -> Millis {
+        self.idle_expires_at.min(self.absolute_expires_at)
+    }
+}
+
 pub async fn find_live_account<'e>(
     db: impl Executor<'e, Database = Any>,
     user_id: Uuid,
     session_id: Uuid,
     now: Millis,
-) -> Result<Option<Account>, sqlx::Error> {
+) -> Result<Option<LiveAccount>, sqlx::Error> {
     sqlx::query_as(
         "SELECT u.id, u.email, u.email_verified_at, u.created_at, p.display_name, \
                 p.created_at AS profile_created_at, p.updated_at AS profile_updated_at, p.last_login_at, \
-                p.metadata, u.app_metadata \
+                p.metadata, u.app_metadata, s.idle_expires_at, s.absolute_expires_at \
          FROM sessions s JOIN users u ON u.id = s.user_id JOIN profiles p ON p.user_id = u.id \
          WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL \
          AND s.idle_expires_at > $3 AND s.absolute_expires_at > $3",
@@ -136,21 +153,22 @@ pub(in crate::store) async fn lock_enabled<'e>(
     .await
 }
 
-pub(in crate::store) async fn record_login<'e>(
-    db: impl Executor<'e, Database = Any>,
+pub(in crate::store) async fn record_login(
+    c: &mut AnyConnection,
     user_id: Uuid,
     now: Millis,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE profiles SET last_login_at = $1 WHERE user_id = $2")
         .bind(now)
         .bind(user_id.to_string())
-        .execute(db)
+        .execute(&mut *c)
         .await?;
+    liveness::changed(c, user_id).await?;
     Ok(())
 }
 
-pub(in crate::store) async fn set_display_name<'e>(
-    db: impl Executor<'e, Database = Any>,
+pub(in crate::store) async fn set_display_name(
+    c: &mut AnyConnection,
     user_id: Uuid,
     display_name: Option<&DisplayName>,
     now: Millis,
@@ -159,14 +177,15 @@ pub(in crate::store) async fn set_display_name<'e>(
         .bind(display_name.map(DisplayName::as_str))
         .bind(now)
         .bind(user_id.to_string())
-        .execute(db)
+        .execute(&mut *c)
         .await?;
+    liveness::changed(c, user_id).await?;
     Ok(())
 }
 
 /// Replaces `profile.metadata`.
-pub(in crate::store) async fn set_metadata<'e>(
-    db: impl Executor<'e, Database = Any>,
+pub(in crate::store) async fn set_metadata(
+    c: &mut AnyConnection,
     user_id: Uuid,
     metadata: &Metadata,
     now: Millis,
@@ -175,14 +194,15 @@ pub(in crate::store) async fn set_metadata<'e>(
         .bind(metadata.as_str())
         .bind(now)
         .bind(user_id.to_string())
-        .execute(db)
+        .execute(&mut *c)
         .await?;
+    liveness::changed(c, user_id).await?;
     Ok(())
 }
 
 /// Replaces `user.app_metadata` (the operator's); whether the user exists.
-pub(in crate::store) async fn set_app_metadata<'e>(
-    db: impl Executor<'e, Database = Any>,
+pub(in crate::store) async fn set_app_metadata(
+    c: &mut AnyConnection,
     user_id: Uuid,
     app_metadata: &str,
     now: Millis,
@@ -191,8 +211,9 @@ pub(in crate::store) async fn set_app_metadata<'e>(
         .bind(app_metadata)
         .bind(now)
         .bind(user_id.to_string())
-        .execute(db)
+        .execute(&mut *c)
         .await?;
+    liveness::changed(c, user_id).await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -284,8 +305,8 @@ pub(in crate::store) async fn replace_password_hash<'e>(
 
 /// Marks the address verified if it is still the user's (normalized) address; keeps the time of
 /// the first verification. Returns whether the user has that address.
-pub(in crate::store) async fn mark_email_verified<'e>(
-    db: impl Executor<'e, Database = Any>,
+pub(in crate::store) async fn mark_email_verified(
+    c: &mut AnyConnection,
     user_id: Uuid,
     email_normalized: &str,
     now: Millis,
@@ -297,8 +318,9 @@ pub(in crate::store) async fn mark_email_verified<'e>(
     .bind(now)
     .bind(user_id.to_string())
     .bind(email_normalized)
-    .execute(db)
+    .execute(&mut *c)
     .await?;
+    liveness::changed(c, user_id).await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -341,8 +363,8 @@ pub(in crate::store) async fn insert_user_if_new<'e>(
 
 /// Sets (the time of the first verification is kept) or clears `email_verified_at`; whether the
 /// user exists.
-pub(in crate::store) async fn set_email_verified<'e>(
-    db: impl Executor<'e, Database = Any>,
+pub(in crate::store) async fn set_email_verified(
+    c: &mut AnyConnection,
     user_id: Uuid,
     verified: bool,
     now: Millis,
@@ -357,8 +379,9 @@ pub(in crate::store) async fn set_email_verified<'e>(
     let done = sqlx::query(sql)
         .bind(now)
         .bind(user_id.to_string())
-        .execute(db)
+        .execute(&mut *c)
         .await?;
+    liveness::changed(c, user_id).await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -391,8 +414,8 @@ pub(in crate::store) async fn lock_user<'e>(
 
 /// Swaps in a new address, verified (its link was opened from that mailbox). The database
 /// decides uniqueness: a taken address is the `users_email_normalized_key` violation.
-pub(in crate::store) async fn change_email<'e>(
-    db: impl Executor<'e, Database = Any>,
+pub(in crate::store) async fn change_email(
+    c: &mut AnyConnection,
     user_id: Uuid,
     email: &str,
     email_normalized: &str,
@@ -406,8 +429,9 @@ pub(in crate::store) async fn change_email<'e>(
     .bind(email_normalized)
     .bind(now)
     .bind(user_id.to_string())
-    .execute(db)
+    .execute(&mut *c)
     .await?;
+    liveness::changed(c, user_id).await?;
     Ok(done.rows_affected() == 1)
 }
 

@@ -21,6 +21,7 @@ mod interleavings;
 mod keys;
 mod lifecycle;
 mod limits;
+mod liveness;
 mod login;
 mod logout;
 mod me;

@@ -73,7 +73,7 @@ impl TestApp {
 }
 
 /// Asks for a reset of `email` and returns the token of the `nth` email the sink receives.
-async fn reset_token(app: &TestApp, sink: &SmtpSink, email: &str, nth: usize) -> String {
+pub async fn reset_token(app: &TestApp, sink: &SmtpSink, email: &str, nth: usize) -> String {
     let response = app.forgot(email).await;
     assert_eq!(response.status(), 202);
     let mail = sink.nth(nth).await;

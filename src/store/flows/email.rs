@@ -99,6 +99,7 @@ impl Store {
                 if done.rows_affected() != 1 {
                     return Ok(Done::Rollback(false));
                 }
+                crate::store::liveness::changed(&mut *c, user_id).await?;
                 let purpose = Purpose::EmailVerification;
                 one_time_tokens::revoke_all(&mut *c, user_id, purpose, now).await?;
                 let actor = Actor::user(user_id);
