@@ -15,14 +15,14 @@
 //! Everything that ends a session or changes what `/auth/me` shows (a logout, logout-all, a
 //! password reset or change, a disable, a deletion, an operator's revoke, a reused refresh token,
 //! a profile, email or metadata change, a login's `last_login_at`) goes through a statement
-//! function of the store that calls [`changed`] inside its transaction. That does two things:
+//! function of the store that calls `changed` inside its transaction. That does two things:
 //!
 //! - **in this process, at once**: the user is noted for the transaction, and the moment the
 //!   transaction is over (committed, or not: a miss costs only a read) every entry of that user is
 //!   dropped, before the flow's caller gets its outcome. The request that revoked, and every
 //!   request that starts after it was answered, sees the database.
 //! - **in every other process**: on PostgreSQL a `pg_notify` with the user id, which PostgreSQL
-//!   delivers at the commit to every instance's `LISTEN` connection ([`watch`]); the instance
+//!   delivers at the commit to every instance's `LISTEN` connection (`watch`); the instance
 //!   drops that user's entries as it reads it. While an instance has no listening connection (at
 //!   start, once it is lost, until it is back and listening again) it drops the whole cache and
 //!   serves every request from the database. On SQLite, where other processes are the CLI (or
