@@ -56,10 +56,6 @@ fn spawn_maintenance(state: &AppState) -> tokio::task::JoinHandle<()> {
                     if let Err(err) = state.limits.prune().await {
                         tracing::warn!(error = ?err, "pruning rate-limit counters failed");
                     }
-                    let now = state.clock.now();
-                    if let Err(err) = state.store.prune_passkey_ceremonies(now).await {
-                        tracing::warn!(error = ?err, "pruning passkey ceremonies failed");
-                    }
                 }
             }
         }
@@ -107,8 +103,9 @@ pub async fn rotate_and_reload(state: &AppState) -> anyhow::Result<()> {
     state.keys.reload().await
 }
 
-/// Deletes one-time tokens that expired more than `PRUNE_AFTER` ago, emails sent or given up more
-/// than `OUTBOX_KEEP` ago, and throttle slots that have ended.
+/// Deletes one-time tokens (passwordless codes and passkey ceremonies too) that expired more than
+/// `PRUNE_AFTER` ago, emails sent or given up more than `OUTBOX_KEEP` ago, and throttle slots
+/// that have ended.
 pub async fn prune_mail(state: &AppState) -> anyhow::Result<()> {
     let now = state.clock.now();
     let slots_before = now - millis(state.settings.mail_throttle);

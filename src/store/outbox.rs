@@ -167,7 +167,8 @@ impl Store {
             .await
     }
 
-    /// Housekeeping: one-time tokens expired before `tokens_before`, emails and webhook deliveries
+    /// Housekeeping: one-time tokens (and passwordless codes, passkey ceremonies) expired before
+    /// `tokens_before`, emails and webhook deliveries
     /// sent or given up before `mail_before`, throttle slots that ended before `slots_before`. Every row deleted is
     /// one no request or worker can use any more, so several instances may run this at once.
     /// Dead emails keep their bodies for `mail retry` until `bodies_before`, when the links in
@@ -194,6 +195,7 @@ impl Store {
                 super::mail_throttle::prune(&mut *c, slots_before).await?;
                 super::reset_requests::prune(&mut *c, tokens_before).await?;
                 super::passwordless::prune(&mut *c, tokens_before).await?;
+                super::passkeys::prune_ceremonies(&mut *c, tokens_before).await?;
                 Ok(Done::Commit(()))
             })
         })

@@ -422,10 +422,28 @@ async fn pruning_removes_only_what_nothing_can_use_any_more(db: Db) {
     sink.wait_for(1).await;
     app.wait_for_count("SELECT COUNT(*) FROM outbox WHERE sent_at IS NOT NULL", 1)
         .await;
-    // Eight days later, a new account: its link, email and throttle slot are fresh.
+    // A passkey login started and never finished: its ceremony expires with the old link.
+    let started = app
+        .client
+        .post(app.url("/auth/passkeys/login/start"))
+        .send();
+    assert_eq!(started.await.unwrap().status(), 200);
+    // Eight days later, a new account: its link, email and throttle slot are fresh, and so is
+    // a new ceremony.
     app.clock.advance(Duration::from_secs(8 * 24 * 3600));
     app.signed_up("new@example.com").await;
     sink.wait_for(2).await;
+    let started = app
+        .client
+        .post(app.url("/auth/passkeys/login/start"))
+        .send();
+    assert_eq!(started.await.unwrap().status(), 200);
+    let fresh: String = sqlx::query_scalar(
+        "SELECT token_hash FROM passkey_ceremonies ORDER BY created_at DESC LIMIT 1",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
 
     latchkey::jobs::prune_mail(&app.state).await.unwrap();
 
@@ -446,6 +464,11 @@ async fn pruning_removes_only_what_nothing_can_use_any_more(db: Db) {
             .unwrap();
         assert_eq!(left, [left_over], "{table}");
     }
+    let left: Vec<String> = sqlx::query_scalar("SELECT token_hash FROM passkey_ceremonies")
+        .fetch_all(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, [fresh], "passkey_ceremonies");
 }
 
 /// Without `smtp_url` the email, link included, is written to the log.

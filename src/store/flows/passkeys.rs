@@ -122,18 +122,6 @@ impl Store {
         self.write_evented(new, |c, (new, hooks)| Box::pin(login(c, new, hooks)))
             .await
     }
-
-    /// Deletes the ceremonies that expired before `cutoff`; how many.
-    pub async fn prune_passkey_ceremonies(&self, cutoff: Millis) -> Result<u64, sqlx::Error> {
-        self.record((), move |c, ()| {
-            Box::pin(async move {
-                Ok(Done::Commit(
-                    passkeys::prune_ceremonies(&mut *c, cutoff).await?,
-                ))
-            })
-        })
-        .await
-    }
 }
 
 async fn add(c: &mut Conn, new: &NewRegistration) -> Result<Done<Registration>, sqlx::Error> {
