@@ -85,7 +85,7 @@ pub fn without_mediation(mut rcr: RequestChallengeResponse) -> RequestChallengeR
 
 /// A credential id as stored and shown: base64url without padding.
 pub fn credential_id(passkey: &Passkey) -> String {
-    URL_SAFE_NO_PAD.encode(passkey.cred_id().as_slice())
+    encode_id(passkey.cred_id().as_slice())
 }
 
 /// The same for the raw bytes an assertion names.

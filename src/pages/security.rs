@@ -259,15 +259,8 @@ pub async fn remove_passkey(
         Ok(auth) => auth,
         Err(response) => return response,
     };
-    let id = fields
-        .passkey_id
-        .as_deref()
-        .and_then(|id| uuid::Uuid::parse_str(id).ok());
-    let outcome = match id {
-        Some(id) => remove_flow(&state, auth, &client, id).await,
-        None => Err(ApiError::NotFound),
-    };
-    match outcome {
+    let id = fields.passkey_id.as_deref();
+    match remove_flow(&state, auth, &client, id).await {
         Ok(()) => back("passkey_removed"),
         Err(err) => {
             let mut forms = Forms::new(&state.pages);

@@ -83,7 +83,6 @@ pub(crate) async fn delete_flow(
     req: DeleteRequest,
 ) -> Result<CookieJar, ApiError> {
     tracing::Span::current().record("user_id", tracing::field::display(auth.user_id));
-    require_second_factor(state, auth).await?;
     let checked = check_password(state, auth, client, req.password).await?;
     let now = state.clock.now();
     let new = NewDeletion {
@@ -119,15 +118,18 @@ pub(crate) struct CheckedPassword {
     pub refund: Option<Refund>,
 }
 
-/// Checks a re-entered password. A wrong one is 401 `invalid_credentials`, with an audit event
-/// in its own transaction; it counts against the login failure limits and takes a place in the
-/// hashing queue, so a stolen access token guesses no faster than the login form.
+/// Checks a re-entered password, for the changes that could take an account over. First the
+/// step-up (`require_second_factor`): an account with a second factor needs a session that
+/// signed in with one. A wrong password is 401 `invalid_credentials`, with an audit event in its
+/// own transaction; it counts against the login failure limits and takes a place in the hashing
+/// queue, so a stolen access token guesses no faster than the login form.
 pub(crate) async fn check_password(
     state: &AppState,
     auth: Authenticated,
     client: &ClientInfo,
     password: Option<SecretString>,
 ) -> Result<CheckedPassword, ApiError> {
+    require_second_factor(state, auth).await?;
     let Some(password) = password.filter(|p| !p.expose_secret().is_empty()) else {
         return Err(ApiError::field("password", "is required"));
     };

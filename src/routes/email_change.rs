@@ -16,7 +16,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::account::{check_password, require_second_factor};
+use super::account::check_password;
 use super::body::{AccountBody, MessageBody, UserBody};
 use super::openapi::responses::{MfaRequired, Overloaded, RateLimited};
 use crate::app::AppState;
@@ -105,7 +105,6 @@ pub(crate) async fn change_flow(
     let Some(new_email) = new_email.filter(|_| errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };
-    require_second_factor(state, auth).await?;
     let checked = check_password(state, auth, client, req.password).await?;
     if new_email.normalized() == checked.email.normalized() {
         return Err(ApiError::field("new_email", "is the current address"));

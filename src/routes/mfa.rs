@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::account::{CheckedPassword, check_password, require_second_factor};
+use super::account::{CheckedPassword, check_password};
 use super::body::SessionBody;
 use super::openapi::responses::{MfaRequired, Overloaded, RateLimited};
 use super::password::stored_email;
@@ -293,9 +293,7 @@ impl MfaChallengeBody {
         mfa_token: &SecretString,
     ) -> Result<MfaChallengeBody, ApiError> {
         let passkey = state.passkeys.is_some()
-            && !store::passkeys::list(state.store.reader(), user_id)
-                .await?
-                .is_empty();
+            && store::passkeys::count(state.store.reader(), user_id).await? > 0;
         Ok(MfaChallengeBody::new(mfa_token, passkey))
     }
 
@@ -529,16 +527,15 @@ fn required_code(code: Option<String>) -> Result<String, ApiError> {
 }
 
 /// The re-entered password of a signed-in user (enrolling or removing a factor), checked like
-/// at login (`routes::account::check_password`) by a session that signed in with the account's
-/// other factors, if it has any (`require_second_factor`); right, its rate-limit counts are
-/// taken back.
+/// at login (`routes::account::check_password`, which also asks for a session that signed in
+/// with the account's other factors, if it has any); right, its rate-limit counts are taken
+/// back.
 async fn reenter_password(
     state: &AppState,
     auth: Authenticated,
     client: &ClientInfo,
     password: Option<SecretString>,
 ) -> Result<CheckedPassword, ApiError> {
-    require_second_factor(state, auth).await?;
     let mut checked = check_password(state, auth, client, password).await?;
     if let Some(refund) = checked.refund.take() {
         state.store.refund_attempt(refund).await?;

@@ -383,21 +383,23 @@ pub(super) async fn remove(
     client: ClientInfo,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let Ok(Path(raw)) = path else {
-        return Err(ApiError::NotFound);
-    };
-    let id = Uuid::parse_str(&raw).map_err(|_| ApiError::NotFound)?;
-    remove_flow(&state, auth, &client, id).await?;
+    // An id that is no UUID, or not even UTF-8 once percent-decoded, names no passkey.
+    let id = path.ok().map(|Path(id)| id);
+    remove_flow(&state, auth, &client, id.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Removing a passkey, for the JSON endpoint and the account page.
+/// Removing a passkey, for the JSON endpoint and the security page. An id that names none of
+/// the caller's passkeys (no UUID, another user's) is 404.
 pub(crate) async fn remove_flow(
     state: &AppState,
     auth: Authenticated,
     client: &ClientInfo,
-    id: Uuid,
+    id: Option<&str>,
 ) -> Result<(), ApiError> {
+    let id = id
+        .and_then(|id| Uuid::parse_str(id).ok())
+        .ok_or(ApiError::NotFound)?;
     require_second_factor(state, auth).await?;
     let actor = client.actor(Some(auth.user_id), Some(auth.session_id));
     let now = state.clock.now();

@@ -48,7 +48,7 @@ pub async fn find_by_credential<'e>(
 }
 
 /// How many passkeys the user has.
-pub(in crate::store) async fn count<'e>(
+pub async fn count<'e>(
     db: impl Executor<'e, Database = Any>,
     user_id: Uuid,
 ) -> Result<i64, sqlx::Error> {
