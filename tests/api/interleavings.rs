@@ -514,48 +514,64 @@ async fn a_reset_committing_while_a_password_change_verifies_wins(db: Db) {
     pool.close().await;
 }
 
-/// The second factor's verification, held before its commit while its client hangs up: it rolls
-/// back, the challenge stays unspent and works afterwards. Held between its checks and its
-/// transaction while a password change commits: the transaction sees the password it checked is
-/// gone, answers `token_invalid` and opens no session.
-async fn an_mfa_verification_abandoned_or_raced_by_a_password_change_opens_no_session(db: Db) {
+/// Alice signed up on `server` with TOTP on (confirmed with the previous step's code, so the
+/// current one is unused) and a password login of hers waiting for its second factor: her
+/// session, and the verification of that login with the current code, not sent yet.
+async fn alice_challenged(
+    server: &ServerProcess,
+    point: &str,
+) -> (Session, reqwest::RequestBuilder) {
     use crate::mfa::{base32, code_at_step};
     let step_now = || {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
         now.unwrap().as_secs() / 30
     };
+    let client = &server.client;
+    let owner = session_of(server.signup("alice@example.com").await, point).await;
+    let post = |path: &str, body: Value| {
+        client
+            .post(server.url(path))
+            .bearer_auth(&owner.access_token)
+            .json(&body)
+    };
+    let started = post("/auth/mfa/totp/enroll", json!({"password": PASSWORD}));
+    let started: Value = started.send().await.unwrap().json().await.unwrap();
+    let secret = base32(started["secret"].as_str().unwrap());
+    let confirm = post(
+        "/auth/mfa/totp/confirm",
+        json!({"code": code_at_step(&secret, step_now() - 1)}),
+    );
+    let confirmed = confirm.send().await.unwrap().status();
+    assert_eq!(confirmed, 200, "{point}: confirmed");
+    let login = client
+        .post(server.url("/auth/login"))
+        .json(&json!({"email": "alice@example.com", "password": PASSWORD}));
+    let challenge: Value = login.send().await.unwrap().json().await.unwrap();
+    let body =
+        json!({"mfa_token": challenge["mfa_token"], "code": code_at_step(&secret, step_now())});
+    (
+        owner,
+        client.post(server.url("/auth/mfa/verify")).json(&body),
+    )
+}
+
+/// The second factor's verification, held before its commit while its client hangs up: it rolls
+/// back, the challenge stays unspent and works afterwards. Held between its checks and its
+/// transaction while a password change commits: the transaction sees the password it checked is
+/// gone, answers `token_invalid` and opens no session.
+async fn an_mfa_verification_abandoned_or_raced_by_a_password_change_opens_no_session(db: Db) {
     for point in ["mfa.verify.before_commit", "mfa.verify.after_check"] {
         let test_db = TestDb::new(db).await;
         let server = server_with(&test_db, &[point]).await;
         let pool = test_db.pool().await;
         let client = &server.client;
-        let owner = session_of(server.signup("alice@example.com").await, point).await;
+        let (owner, verify) = alice_challenged(&server, point).await;
         let post = |path: &str, body: Value| {
             client
                 .post(server.url(path))
                 .bearer_auth(&owner.access_token)
                 .json(&body)
         };
-        let started = post("/auth/mfa/totp/enroll", json!({"password": PASSWORD}));
-        let started: Value = started.send().await.unwrap().json().await.unwrap();
-        let secret = base32(started["secret"].as_str().unwrap());
-        // The previous step's code confirms (clock skew): the current one stays unused.
-        let confirm = post(
-            "/auth/mfa/totp/confirm",
-            json!({"code": code_at_step(&secret, step_now() - 1)}),
-        );
-        assert_eq!(
-            confirm.send().await.unwrap().status(),
-            200,
-            "{point}: confirmed"
-        );
-        let login = client
-            .post(server.url("/auth/login"))
-            .json(&json!({"email": "alice@example.com", "password": PASSWORD}));
-        let challenge: Value = login.send().await.unwrap().json().await.unwrap();
-        let body =
-            json!({"mfa_token": challenge["mfa_token"], "code": code_at_step(&secret, step_now())});
-        let verify = client.post(server.url("/auth/mfa/verify")).json(&body);
         let sessions = "SELECT COUNT(*) FROM sessions";
         let unspent = "SELECT COUNT(*) FROM mfa_challenges WHERE used_at IS NULL";
         assert_eq!(
@@ -699,38 +715,12 @@ async fn a_passkey_login_abandoned_or_raced_by_the_passkeys_removal_opens_no_ses
 /// checked a right code is held before its transaction: the challenge went with the factor, so
 /// the transaction finds nothing to spend, answers `token_invalid` and opens no session.
 async fn the_factors_removal_committing_while_a_verification_is_held_leaves_no_session(db: Db) {
-    use crate::mfa::{base32, code_at_step};
     let point = "mfa.verify.after_check";
-    let step_now = || {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-        now.unwrap().as_secs() / 30
-    };
     let test_db = TestDb::new(db).await;
     let server = server_with(&test_db, &[point]).await;
     let pool = test_db.pool().await;
     let client = &server.client;
-    let owner = session_of(server.signup("alice@example.com").await, point).await;
-    let post = |path: &str, body: Value| {
-        client
-            .post(server.url(path))
-            .bearer_auth(&owner.access_token)
-            .json(&body)
-    };
-    let started = post("/auth/mfa/totp/enroll", json!({"password": PASSWORD}));
-    let started: Value = started.send().await.unwrap().json().await.unwrap();
-    let secret = base32(started["secret"].as_str().unwrap());
-    let confirm = post(
-        "/auth/mfa/totp/confirm",
-        json!({"code": code_at_step(&secret, step_now() - 1)}),
-    );
-    assert_eq!(confirm.send().await.unwrap().status(), 200);
-    let login = client
-        .post(server.url("/auth/login"))
-        .json(&json!({"email": "alice@example.com", "password": PASSWORD}));
-    let challenge: Value = login.send().await.unwrap().json().await.unwrap();
-    let body =
-        json!({"mfa_token": challenge["mfa_token"], "code": code_at_step(&secret, step_now())});
-    let verify = client.post(server.url("/auth/mfa/verify")).json(&body);
+    let (owner, verify) = alice_challenged(&server, point).await;
 
     let before = times_held(&server, point);
     let held = tokio::spawn(verify.send());

@@ -300,23 +300,7 @@ async fn enrollment_then_a_login_needs_the_second_factor(db: Db) {
             .await,
         1
     );
-    let listed: Value = app
-        .client
-        .get(app.url("/auth/sessions"))
-        .bearer_auth(&session.access_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let current = listed["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["current"] == true)
-        .unwrap()
-        .clone();
+    let current = app.current_session(&session.access_token).await;
     assert_eq!(current["amr"], json!(["pwd", "otp"]));
     // The refreshed session keeps how it signed in.
     let refreshed = Session::from_response(app.refresh(&session.refresh_token).await).await;

@@ -191,21 +191,7 @@ async fn a_passkey_registers_and_signs_in_without_a_password(db: Db) {
             .await,
         0
     );
-    let sessions = app
-        .client
-        .get(app.url("/auth/sessions"))
-        .bearer_auth(&session.access_token)
-        .send()
-        .await
-        .unwrap();
-    let sessions: Value = sessions.json().await.unwrap();
-    let current = sessions["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["current"] == true)
-        .unwrap()
-        .clone();
+    let current = app.current_session(&session.access_token).await;
     assert_eq!(current["amr"], json!(["hwk"]));
 
     // Refresh keeps how the session signed in.

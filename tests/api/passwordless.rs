@@ -541,23 +541,7 @@ async fn an_account_with_a_second_factor_gets_the_challenge_not_a_session(db: Db
     let claims = TestApp::claims(&refreshed.access_token);
     assert_eq!(claims["amr"], json!(["otp", "mfa"]));
     assert_eq!(claims["aal"], 2);
-    let listed: Value = app
-        .client
-        .get(app.url("/auth/sessions"))
-        .bearer_auth(&refreshed.access_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let current = listed["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["current"] == true)
-        .unwrap()
-        .clone();
+    let current = app.current_session(&refreshed.access_token).await;
     assert_eq!(current["amr"], json!(["otp", "mfa"]));
 }
 

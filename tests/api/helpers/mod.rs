@@ -349,6 +349,23 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The entry of `GET /auth/sessions` for the session of `access_token` (`current: true`).
+    pub async fn current_session(&self, access_token: &str) -> Value {
+        let listed: Value = self
+            .client
+            .get(self.url("/auth/sessions"))
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let sessions = listed["sessions"].as_array().expect("sessions");
+        let current = sessions.iter().find(|s| s["current"] == true);
+        current.expect("the current session").clone()
+    }
+
     pub async fn me(&self, access_token: &str) -> reqwest::Response {
         self.client
             .get(self.url("/auth/me"))
