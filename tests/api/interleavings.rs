@@ -22,6 +22,7 @@ db_tests!(
     an_mfa_verification_abandoned_or_raced_by_a_password_change_opens_no_session,
     a_passkey_login_abandoned_or_raced_by_the_passkeys_removal_opens_no_session,
     the_factors_removal_committing_while_a_verification_is_held_leaves_no_session,
+    a_passkey_registration_abandoned_before_its_commit_adds_nothing,
 );
 
 const NEW_PASSWORD: &str = "another horse battery staple";
@@ -750,5 +751,45 @@ async fn the_factors_removal_committing_while_a_verification_is_held_leaves_no_s
         "the signup's only"
     );
     assert_eq!(count(&pool, "SELECT COUNT(*) FROM mfa_totp").await, 0);
+    pool.close().await;
+}
+
+/// A passkey registration held before its commit while its client hangs up: it rolls back, no
+/// passkey is stored, the ceremony stays unspent, and the same answer registers it afterwards.
+async fn a_passkey_registration_abandoned_before_its_commit_adds_nothing(db: Db) {
+    use crate::helpers::authenticator::Authenticator;
+    let point = "passkeys.register.before_commit";
+    let test_db = TestDb::new(db).await;
+    let server = server_with(&test_db, &[point]).await;
+    let pool = test_db.pool().await;
+    let client = &server.client;
+    let owner = session_of(server.signup("alice@example.com").await, point).await;
+    let started = client
+        .post(server.url("/auth/passkeys/register/start"))
+        .bearer_auth(&owner.access_token)
+        .send()
+        .await
+        .unwrap();
+    let started: Value = started.json().await.unwrap();
+    let mut phone = Authenticator::new(PUBLIC_URL);
+    let body = json!({
+        "ceremony": started["ceremony"],
+        "credential": phone.create(&started["publicKey"]),
+    });
+    let finish = client
+        .post(server.url("/auth/passkeys/register/finish"))
+        .bearer_auth(&owner.access_token)
+        .json(&body);
+    abandon_and_roll_back(&server, finish.try_clone().unwrap(), point).await;
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM passkeys").await,
+        0,
+        "nothing stored"
+    );
+    let unspent = "SELECT COUNT(*) FROM passkey_ceremonies WHERE kind = 'register'";
+    assert_eq!(count(&pool, unspent).await, 1, "the ceremony is unspent");
+    let again = finish.send().await.unwrap();
+    assert_eq!(again.status(), 201, "the same answer again");
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM passkeys").await, 1);
     pool.close().await;
 }
