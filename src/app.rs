@@ -70,6 +70,8 @@ pub struct StateInner {
     /// The passkeys' relying party, from the public URL; `None` when its host is an IP address
     /// (WebAuthn needs a domain name), and the passkey endpoints answer 404.
     pub passkeys: Option<Arc<webauthn_rs::Webauthn>>,
+    /// The OpenID Connect providers and their cached discovery documents (see `oidc`).
+    pub oidc: Arc<crate::oidc::Oidc>,
     /// The embedding application's hooks (library mode; none in the standalone server).
     pub(crate) hooks: Arc<dyn DynHooks>,
     /// Set on SIGTERM: `/readyz` answers 503 for the drain period while requests are served.
@@ -127,6 +129,7 @@ impl AppState {
         let metadata = Arc::new(MetadataRules::load(settings.profile_schema.as_deref())?);
         let webhooks = Webhooks::new(&settings)?;
         let passkeys = passkeys_of(&settings.public_url);
+        let oidc = Arc::new(crate::oidc::Oidc::new(&settings.oidc_providers)?);
         let kek = Kek::from_setting(settings.key_encryption_key.as_ref())?;
         let store = match pool {
             None => {
@@ -171,6 +174,7 @@ impl AppState {
             metrics,
             pages,
             passkeys,
+            oidc,
             hooks,
             draining: Arc::new(AtomicBool::new(false)),
         })))

@@ -454,6 +454,10 @@ pub struct Overrides {
     /// Endpoints with their own secret and filter: `[[webhooks]]` tables of the TOML file.
     #[arg(skip)]
     pub webhooks: Option<Vec<EndpointSetting>>,
+    /// OpenID Connect providers to sign in with: `[[oidc_providers]]` tables of the TOML file
+    /// (see `oidc::settings`).
+    #[arg(skip)]
+    pub oidc_providers: Option<Vec<crate::oidc::ProviderSetting>>,
     /// Delivery attempts of a webhook before it is marked dead.
     #[arg(long, env = "LATCHKEY_WEBHOOK_MAX_ATTEMPTS", global = true)]
     pub webhook_max_attempts: Option<u32>,
@@ -547,6 +551,7 @@ impl Overrides {
             webhook_secret: self.webhook_secret.or(lower.webhook_secret),
             webhook_events: self.webhook_events.or(lower.webhook_events),
             webhooks: self.webhooks.or(lower.webhooks),
+            oidc_providers: self.oidc_providers.or(lower.oidc_providers),
             webhook_max_attempts: self.webhook_max_attempts.or(lower.webhook_max_attempts),
             webhook_retry_base_ms: self.webhook_retry_base_ms.or(lower.webhook_retry_base_ms),
             webhook_timeout: self.webhook_timeout.or(lower.webhook_timeout),
@@ -660,6 +665,8 @@ pub struct Settings {
     /// Where webhook events go, each with its secrets (redacted here) and filter.
     pub webhooks: Vec<Endpoint>,
     pub webhook_max_attempts: u32,
+    /// The OpenID Connect providers of the login page's buttons, in their configured order.
+    pub oidc_providers: Vec<crate::oidc::Provider>,
     #[serde(serialize_with = "show::millis", rename = "webhook_retry_base_ms")]
     pub webhook_retry_base: Duration,
     #[serde(serialize_with = "show::secs")]
@@ -796,6 +803,7 @@ impl Settings {
                 o.webhooks,
             )?,
             webhook_max_attempts: o.webhook_max_attempts.unwrap_or(12),
+            oidc_providers: crate::oidc::settings::resolve(o.oidc_providers, o.insecure_dev)?,
             webhook_retry_base: Duration::from_millis(o.webhook_retry_base_ms.unwrap_or(30_000)),
             webhook_timeout: secs(o.webhook_timeout.unwrap_or(10)),
             insecure_dev: o.insecure_dev,

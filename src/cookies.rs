@@ -6,6 +6,11 @@
 //! | `__Secure-lk_refresh` | HttpOnly; Secure; SameSite=Strict; Path=/auth; Max-Age = until idle  |
 //!
 //! | `__Host-lk_device`    | HttpOnly; Secure; SameSite=Lax; Path=/; Max-Age = 180 days           |
+//! | `__Host-lk_oidc`      | HttpOnly; Secure; SameSite=Lax; Path=/; Max-Age = 10 minutes         |
+//!
+//! The OIDC cookie (see `crate::oidc::pending`) carries a sign-in with a provider from its start
+//! to its callback, sealed; `Lax`, because the callback is a top-level navigation from the
+//! provider's site. The callback clears it, whatever its outcome.
 //!
 //! The device cookie (see `crate::device`) is set by a successful login and never cleared by a
 //! logout: it remembers that this browser signed in to the account before.
@@ -100,6 +105,39 @@ pub fn set_device(jar: CookieJar, secure: bool, value: String) -> CookieJar {
 
 pub fn device_token(jar: &CookieJar, secure: bool) -> Option<String> {
     jar.get(device_name(secure))
+        .map(|c| c.value().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+pub fn oidc_name(secure: bool) -> &'static str {
+    if secure { "__Host-lk_oidc" } else { "lk_oidc" }
+}
+
+fn oidc_cookie(secure: bool, value: String, max_age: Duration) -> Cookie<'static> {
+    build(
+        oidc_name(secure),
+        "/",
+        SameSite::Lax,
+        secure,
+        value,
+        max_age,
+    )
+}
+
+/// Sets the OIDC cookie: a sign-in with a provider started.
+pub fn set_oidc(jar: CookieJar, secure: bool, sealed: String) -> CookieJar {
+    jar.add(oidc_cookie(secure, sealed, crate::oidc::pending::TTL))
+}
+
+/// Clears the OIDC cookie, with the attributes it was set with.
+pub fn clear_oidc(jar: CookieJar, secure: bool) -> CookieJar {
+    let mut cookie = oidc_cookie(secure, String::new(), Duration::ZERO);
+    cookie.make_removal();
+    jar.add(cookie)
+}
+
+pub fn oidc_pending(jar: &CookieJar, secure: bool) -> Option<String> {
+    jar.get(oidc_name(secure))
         .map(|c| c.value().to_owned())
         .filter(|v| !v.is_empty())
 }

@@ -52,6 +52,7 @@ pub enum ErrorCode {
     EmailTaken,
     Conflict,
     MfaRequired,
+    OidcFailed,
     PayloadTooLarge,
     UnsupportedMediaType,
     ValidationFailed,
@@ -88,6 +89,10 @@ pub enum ApiError {
     /// with it (`aal` 2).
     #[error("second factor required")]
     MfaRequired,
+    /// A sign-in with an OpenID provider that did not verify (the reason is logged where it was
+    /// found: see `routes::oidc`).
+    #[error("sign-in with the provider failed")]
+    OidcFailed,
     #[error("payload too large")]
     PayloadTooLarge,
     #[error("unsupported media type")]
@@ -158,6 +163,11 @@ impl ApiError {
                 StatusCode::FORBIDDEN,
                 ErrorCode::MfaRequired,
                 "Sign in again with your second factor to do this.",
+            ),
+            OidcFailed => (
+                StatusCode::BAD_REQUEST,
+                ErrorCode::OidcFailed,
+                "Signing in with this provider did not work. Please try again.",
             ),
             MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,

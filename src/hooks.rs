@@ -69,6 +69,8 @@ pub enum Source {
     Import,
     /// A passwordless sign-in of an address without an account, with `passwordless_signup` on.
     Passwordless,
+    /// A first sign-in with an OpenID Connect provider's account that no user has.
+    Oidc,
 }
 
 /// A signup about to happen: the request, parsed and checked, before its password is hashed.

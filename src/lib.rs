@@ -180,6 +180,9 @@ pub mod mfa;
 /// Middleware shared by every route: request ids, cache headers, timeouts, CSRF checks.
 #[doc(hidden)]
 pub mod middleware;
+/// Sign-in with OpenID Connect providers: discovery, the code flow with PKCE, ID tokens.
+#[doc(hidden)]
+pub mod oidc;
 /// The hosted pages: HTML forms for every flow, built on the same use cases as the JSON API.
 #[doc(hidden)]
 pub mod pages;

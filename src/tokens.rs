@@ -103,6 +103,13 @@ pub enum SignIn {
     EmailOtpAndOtp,
     /// An emailed code or link, then a passkey as the second factor: `["otp", "hwk"]`.
     EmailOtpAndPasskey,
+    /// An OpenID Connect provider's ID token (`["oidc"]`, as the contract names it; the
+    /// provider's own factors are its business).
+    Oidc,
+    /// A provider's sign-in, then a code (TOTP or recovery): `["oidc", "mfa"]`.
+    OidcAndOtp,
+    /// A provider's sign-in, then a passkey: `["oidc", "hwk"]`.
+    OidcAndPasskey,
 }
 
 impl SignIn {
@@ -116,6 +123,9 @@ impl SignIn {
             SignIn::EmailOtp => "otp",
             SignIn::EmailOtpAndOtp => "otp mfa",
             SignIn::EmailOtpAndPasskey => "otp hwk",
+            SignIn::Oidc => "oidc",
+            SignIn::OidcAndOtp => "oidc mfa",
+            SignIn::OidcAndPasskey => "oidc hwk",
         }
     }
 
@@ -128,6 +138,9 @@ impl SignIn {
             "otp" => SignIn::EmailOtp,
             "otp mfa" => SignIn::EmailOtpAndOtp,
             "otp hwk" => SignIn::EmailOtpAndPasskey,
+            "oidc" => SignIn::Oidc,
+            "oidc mfa" => SignIn::OidcAndOtp,
+            "oidc hwk" => SignIn::OidcAndPasskey,
             _ => SignIn::Password,
         }
     }
@@ -140,13 +153,15 @@ impl SignIn {
     /// The `aal` claim.
     pub fn aal(self) -> u8 {
         match self {
-            SignIn::Password | SignIn::EmailOtp => 1,
+            SignIn::Password | SignIn::EmailOtp | SignIn::Oidc => 1,
             // A passkey is verified with user verification required: multi-factor by itself.
             SignIn::PasswordAndOtp
             | SignIn::Passkey
             | SignIn::PasswordAndPasskey
             | SignIn::EmailOtpAndOtp
-            | SignIn::EmailOtpAndPasskey => 2,
+            | SignIn::EmailOtpAndPasskey
+            | SignIn::OidcAndOtp
+            | SignIn::OidcAndPasskey => 2,
         }
     }
 
@@ -158,6 +173,12 @@ impl SignIn {
             }
             (SignIn::EmailOtp | SignIn::EmailOtpAndOtp | SignIn::EmailOtpAndPasskey, true) => {
                 SignIn::EmailOtpAndPasskey
+            }
+            (SignIn::Oidc | SignIn::OidcAndOtp | SignIn::OidcAndPasskey, false) => {
+                SignIn::OidcAndOtp
+            }
+            (SignIn::Oidc | SignIn::OidcAndOtp | SignIn::OidcAndPasskey, true) => {
+                SignIn::OidcAndPasskey
             }
             (_, false) => SignIn::PasswordAndOtp,
             (_, true) => SignIn::PasswordAndPasskey,

@@ -27,17 +27,53 @@ pub(super) struct EntryPage {
     pub return_query: String,
     /// Whether the login page offers "Sign in with a passkey".
     pub passkeys_on: bool,
+    /// The "Continue with …" buttons of the configured OpenID providers.
+    pub providers: Vec<ProviderLink>,
+}
+
+/// A button that starts signing in with an OpenID provider.
+#[derive(Serialize)]
+pub(super) struct ProviderLink {
+    pub label: String,
+    pub href: String,
 }
 
 impl EntryPage {
     fn new(state: &AppState, form: Form, return_to: Option<String>) -> EntryPage {
+        let return_query = return_to::query(return_to.as_deref());
+        let label = state.pages.string("login.provider");
+        let providers = state
+            .oidc
+            .providers()
+            .iter()
+            .map(|p| ProviderLink {
+                label: label.replace("{name}", &p.name),
+                href: format!("/auth/oidc/{}/start{return_query}", p.id),
+            })
+            .collect();
         EntryPage {
-            return_query: return_to::query(return_to.as_deref()),
+            return_query,
             form,
             return_to,
             passkeys_on: state.passkeys.is_some(),
+            providers,
         }
     }
+}
+
+/// A sign-in with an OpenID provider that was refused (its start or its callback): the login
+/// page with the error, at the error's status. An address that an account has already is told
+/// how to link the provider instead.
+pub(crate) fn oidc_refused(
+    state: &AppState,
+    err: &ApiError,
+    return_to: Option<String>,
+) -> Response {
+    let pages = &state.pages;
+    let taken = [(ErrorCode::EmailTaken, "email", "oidc_email_taken")];
+    let form = login_form(pages).fail(pages, err, &taken);
+    let page = EntryPage::new(state, form, return_to);
+    fail_page(pages, "login.html", err, &page)
 }
 
 pub(super) fn signup_form(pages: &Pages) -> Form {
@@ -49,7 +85,7 @@ pub(super) fn login_form(pages: &Pages) -> Form {
 }
 
 /// Where a page goes after signing in: the allowed `return_to`, else the account page.
-pub(super) fn destination(return_to: Option<&str>) -> &str {
+pub(crate) fn destination(return_to: Option<&str>) -> &str {
     return_to.unwrap_or("/account")
 }
 

@@ -214,6 +214,16 @@ impl Form {
         }
         self
     }
+
+    /// `fail`, with the catalogue's `errors.{key}` as the form's message when `err` is `code`
+    /// (a form without fields, whose outcome needs its own words).
+    pub fn fail_as(self, pages: &Pages, err: &ApiError, (code, key): (ErrorCode, &str)) -> Form {
+        let mut form = self.fail(pages, err, &[]);
+        if err.parts().1 == code {
+            form.banner = Some(pages.string(&format!("errors.{key}")));
+        }
+        form
+    }
 }
 
 /// The query of a page's GET: where to go afterwards, a notice to show, an emailed link's token.

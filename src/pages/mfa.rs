@@ -46,7 +46,7 @@ impl MfaPage {
 }
 
 /// The answer of the login page to a right password for an account with a second factor.
-pub(super) fn challenge_page(
+pub(crate) fn challenge_page(
     state: &AppState,
     challenge: &MfaChallengeBody,
     return_to: Option<String>,

@@ -19,15 +19,15 @@
 //! module per group of pages.
 
 mod account;
-mod auth;
+pub(crate) mod auth;
 mod email;
 mod form;
-mod mfa;
+pub(crate) mod mfa;
 mod password;
 mod passwordless;
-mod render;
+pub(crate) mod render;
 mod resume;
-mod return_to;
+pub(crate) mod return_to;
 mod security;
 
 use axum::Router;
@@ -78,6 +78,14 @@ pub fn router(state: &AppState) -> Router<AppState> {
             "/account/security/passkeys/remove",
             post(security::remove_passkey),
         )
+        .route(
+            "/account/security/identities/link",
+            post(security::link_identity),
+        )
+        .route(
+            "/account/security/identities/remove",
+            post(security::remove_identity),
+        )
         .route("/auth/resume", get(resume::resume))
         .route("/pages/style.css", get(render::stylesheet))
         .route("/pages/passkeys.js", get(render::passkeys_script))
@@ -106,6 +114,10 @@ fn samples(pages: &Pages) -> Vec<(&'static str, serde_json::Value)> {
         return_to: Some("/account".to_owned()),
         return_query: "?return_to=%2Faccount".to_owned(),
         passkeys_on: true,
+        providers: vec![auth::ProviderLink {
+            label: "Continue with Example".to_owned(),
+            href: "/auth/oidc/example/start".to_owned(),
+        }],
     };
     let json = |value: Result<serde_json::Value, serde_json::Error>| value.unwrap_or_default();
     let mut forms = account::Forms::new(pages, Some("Ada"));
@@ -213,6 +225,17 @@ fn samples(pages: &Pages) -> Vec<(&'static str, serde_json::Value)> {
                     name: "Phone".to_owned(),
                     created_at: "2026-12-01 12:00 UTC".to_owned(),
                     last_used_at: None,
+                }],
+                identities: vec![security::IdentityRow {
+                    id: "0".to_owned(),
+                    provider_name: "Example".to_owned(),
+                    email: Some("a@example.com".to_owned()),
+                    created_at: "2026-12-01 12:00 UTC".to_owned(),
+                    last_login_at: None,
+                }],
+                providers: vec![security::ProviderRow {
+                    id: "example".to_owned(),
+                    name: "Example".to_owned(),
                 }],
                 forms: {
                     let mut forms = security::Forms::new(pages);

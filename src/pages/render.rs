@@ -50,7 +50,9 @@ pub struct Pages {
     strings: toml::Table,
     stylesheet: String,
     /// `form-action` lists the allowed origins too: browsers apply it to the redirect after a
-    /// form's POST, and `return_to` may lead to an allowed origin.
+    /// form's POST, and `return_to` may lead to an allowed origin; and the OpenID providers'
+    /// issuers, where the security page's "Link" forms lead (their authorization endpoints are
+    /// on the issuer's origin at every provider we know).
     csp: HeaderValue,
 }
 
@@ -66,11 +68,17 @@ impl Pages {
         let templates = Templates::load("page", TEMPLATES, dir)?;
         let strings = catalogue(dir)?;
         let stylesheet = templates::read("page", dir, "style.css", STYLESHEET)?;
+        let mut form_action = settings.allowed_origins.clone();
+        for provider in &settings.oidc_providers {
+            if let Ok(url) = url::Url::parse(provider.issuer.as_str()) {
+                form_action.push(url.origin().ascii_serialization());
+            }
+        }
         let csp = format!(
             "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; \
              img-src 'self' data:; form-action 'self' {}; \
              frame-ancestors 'none'; base-uri 'none'",
-            settings.allowed_origins.join(" ")
+            form_action.join(" ")
         );
         let pages = Pages {
             templates,

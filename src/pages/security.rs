@@ -6,7 +6,8 @@
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
+use axum_extra::extract::CookieJar;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use secrecy::SecretString;
@@ -22,6 +23,8 @@ use crate::extract::{Authenticated, ClientInfo};
 use crate::routes::mfa::{
     CodeRequest, PasswordRequest, TotpState, confirm_flow, disable_flow, enroll_flow, totp_state,
 };
+use crate::routes::oidc::list_flow as identities_flow;
+use crate::routes::oidc::{IdentityView, link_start_flow, unlink_flow};
 use crate::routes::passkeys::{PasskeyView, list_flow, remove_flow};
 
 const PATH: &str = "/account/security";
@@ -33,6 +36,7 @@ pub(super) struct Forms {
     pub confirm: Form,
     pub remove: Form,
     pub passkeys: Form,
+    pub identities: Form,
 }
 
 impl Forms {
@@ -42,6 +46,7 @@ impl Forms {
             confirm: Form::new(pages, &[TOTP_CODE]),
             remove: Form::new(pages, &[LOGIN_PASSWORD]),
             passkeys: Form::new(pages, &[super::form::PASSKEY_NAME]),
+            identities: Form::new(pages, &[]),
         }
     }
 }
@@ -75,6 +80,35 @@ impl From<PasskeyView> for PasskeyRow {
     }
 }
 
+/// A linked identity as the page lists it.
+#[derive(Serialize)]
+pub(super) struct IdentityRow {
+    pub id: String,
+    pub provider_name: String,
+    pub email: Option<String>,
+    pub created_at: String,
+    pub last_login_at: Option<String>,
+}
+
+impl From<IdentityView> for IdentityRow {
+    fn from(i: IdentityView) -> IdentityRow {
+        IdentityRow {
+            id: i.id,
+            provider_name: i.provider_name,
+            email: i.email,
+            created_at: minutes(&i.created_at),
+            last_login_at: i.last_login_at.as_deref().map(minutes),
+        }
+    }
+}
+
+/// A configured provider, to link.
+#[derive(Serialize)]
+pub(super) struct ProviderRow {
+    pub id: String,
+    pub name: String,
+}
+
 /// The context of the security page.
 #[derive(Serialize)]
 pub(super) struct SecurityPage {
@@ -86,6 +120,8 @@ pub(super) struct SecurityPage {
     /// Whether passkeys work here (the public URL is a domain name).
     pub passkeys_on: bool,
     pub passkeys: Vec<PasskeyRow>,
+    pub identities: Vec<IdentityRow>,
+    pub providers: Vec<ProviderRow>,
     pub forms: Forms,
 }
 
@@ -114,12 +150,27 @@ async fn render(
         Ok(list) => list.into_iter().map(PasskeyRow::from).collect(),
         Err(err) => return pages.error(&err),
     };
+    let identities = match identities_flow(state, auth).await {
+        Ok(list) => list.into_iter().map(IdentityRow::from).collect(),
+        Err(err) => return pages.error(&err),
+    };
+    let providers = state
+        .oidc
+        .providers()
+        .iter()
+        .map(|p| ProviderRow {
+            id: p.id.clone(),
+            name: p.name.clone(),
+        })
+        .collect();
     let page = SecurityPage {
         totp,
         pending,
         recovery_codes,
         passkeys_on: state.passkeys.is_some(),
         passkeys,
+        identities,
+        providers,
         forms,
     };
     pages.render("security.html", status, notice, &page)
@@ -265,6 +316,68 @@ pub async fn remove_passkey(
         Err(err) => {
             let mut forms = Forms::new(&state.pages);
             forms.passkeys = forms.passkeys.fail(&state.pages, &err, &[]);
+            failed(&state, auth, &err, forms).await
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LinkFields {
+    provider: Option<String>,
+}
+
+/// POST /account/security/identities/link: to the provider, to link the account that signs in
+/// there to this one (the callback comes back here).
+pub async fn link_identity(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    PageForm(fields): PageForm<LinkFields>,
+) -> Response {
+    let auth = match session_for(&state, &headers, PATH).await {
+        Ok(auth) => auth,
+        Err(response) => return response,
+    };
+    let provider = fields
+        .provider
+        .as_deref()
+        .and_then(|id| state.oidc.provider(id));
+    let started = match provider {
+        Some(provider) => link_start_flow(&state, auth, jar, &provider, None).await,
+        None => Err(ApiError::NotFound),
+    };
+    match started {
+        Ok((jar, url)) => (jar, see_other(url.as_str())).into_response(),
+        Err(err) => {
+            let mut forms = Forms::new(&state.pages);
+            forms.identities = forms.identities.fail(&state.pages, &err, &[]);
+            failed(&state, auth, &err, forms).await
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct IdentityFields {
+    identity_id: Option<String>,
+}
+
+/// POST /account/security/identities/remove: unlinks one, unless it is the last way in.
+pub async fn remove_identity(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    client: ClientInfo,
+    PageForm(fields): PageForm<IdentityFields>,
+) -> Response {
+    let auth = match session_for(&state, &headers, PATH).await {
+        Ok(auth) => auth,
+        Err(response) => return response,
+    };
+    match unlink_flow(&state, auth, &client, fields.identity_id.as_deref()).await {
+        Ok(()) => back("identity_removed"),
+        Err(err) => {
+            let mut forms = Forms::new(&state.pages);
+            let last = (ErrorCode::Conflict, "last_way");
+            forms.identities = forms.identities.fail_as(&state.pages, &err, last);
             failed(&state, auth, &err, forms).await
         }
     }

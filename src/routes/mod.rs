@@ -23,6 +23,7 @@ pub(crate) mod logout;
 pub(crate) mod me;
 mod metrics;
 pub(crate) mod mfa;
+pub(crate) mod oidc;
 pub(crate) mod openapi;
 pub(crate) mod passkeys;
 pub(crate) mod password;
@@ -59,6 +60,7 @@ pub fn router(with_metrics: bool) -> Router<AppState> {
         .merge(me::router())
         .merge(mfa::router())
         .merge(passkeys::router())
+        .merge(oidc::router())
         .merge(jwks::router())
         .merge(health::router())
         .merge(openapi::router());

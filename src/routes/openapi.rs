@@ -32,8 +32,8 @@ use self::responses::{
     ValidationFailed,
 };
 use super::{
-    account, admin, email, email_change, health, jwks, login, logout, me, metrics, mfa, passkeys,
-    password, passwordless, refresh, sessions, signup,
+    account, admin, email, email_change, health, jwks, login, logout, me, metrics, mfa, oidc,
+    passkeys, password, passwordless, refresh, sessions, signup,
 };
 use crate::app::AppState;
 use crate::error::ErrorBody;
@@ -88,6 +88,11 @@ pub(super) async fn openapi() -> Json<&'static utoipa::openapi::OpenApi> {
         passkeys::remove,
         passkeys::login_start,
         passkeys::login_finish,
+        oidc::start,
+        oidc::callback,
+        oidc::link,
+        oidc::list,
+        oidc::unlink,
         password::forgot,
         password::reset,
         password::change,

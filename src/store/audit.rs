@@ -55,6 +55,9 @@ pub enum Kind {
     PasswordlessRequested,
     /// A wrong, unknown or dead passwordless code.
     PasswordlessFailed,
+    /// An OpenID provider's account linked to the user (signed in) or unlinked from it.
+    IdentityLinked,
+    IdentityUnlinked,
 }
 
 impl Kind {
@@ -97,6 +100,8 @@ impl Kind {
             Kind::PasskeyRemoved => "passkey_removed",
             Kind::PasswordlessRequested => "passwordless_requested",
             Kind::PasswordlessFailed => "passwordless_failed",
+            Kind::IdentityLinked => "identity_linked",
+            Kind::IdentityUnlinked => "identity_unlinked",
         }
     }
 }

@@ -11,6 +11,8 @@ pub enum Constraint {
     UserEmail,
     /// One registration per authenticator credential (`passkeys.credential_id`).
     PasskeyCredential,
+    /// One user per provider account (`identities (provider, subject)`).
+    Identity,
 }
 
 impl Constraint {
@@ -18,6 +20,7 @@ impl Constraint {
         match self {
             Constraint::UserEmail => "users_email_normalized_key",
             Constraint::PasskeyCredential => "passkeys_credential_id_key",
+            Constraint::Identity => "identities_provider_subject_key",
         }
     }
 
@@ -25,6 +28,7 @@ impl Constraint {
         match self {
             Constraint::UserEmail => "users.email_normalized",
             Constraint::PasskeyCredential => "passkeys.credential_id",
+            Constraint::Identity => "identities.provider, identities.subject",
         }
     }
 

@@ -24,6 +24,7 @@ pub mod admin_keys;
 pub mod audit;
 pub mod directory;
 pub mod email_keys;
+pub mod identities;
 pub mod keys;
 pub mod liveness;
 pub mod mail_throttle;

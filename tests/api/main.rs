@@ -28,6 +28,9 @@ mod me;
 mod metadata;
 mod metrics;
 mod mfa;
+mod oidc;
+#[cfg(feature = "failpoints")]
+mod oidc_interleavings;
 mod openapi;
 mod operations;
 mod outage;

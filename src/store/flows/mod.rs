@@ -19,6 +19,7 @@ mod events;
 pub mod import;
 pub mod login;
 pub mod mfa;
+pub mod oidc;
 pub mod passkeys;
 pub mod password;
 pub mod passwordless;

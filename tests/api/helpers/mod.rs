@@ -8,6 +8,7 @@
 //! transaction at SERIALIZABLE isolation (a CI variant, see `.ci/run`).
 
 pub mod authenticator;
+pub mod oidc;
 mod process;
 mod receiver;
 mod smtp;

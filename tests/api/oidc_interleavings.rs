@@ -1,0 +1,291 @@
+//! Sign-in with an OpenID provider under failures and interleavings (`--features failpoints`),
+//! against the real provider of `helpers::oidc`: a failure in the callback's transaction before
+//! its commit (`return`, `panic`), for a first sign-in that creates the account and for a later
+//! one; a browser that goes away while the callback is held before its commit; and an unlink, a
+//! disable or a signup of the address committing between the callback's checks and its
+//! transaction. Each case runs the real binary (the `fail` crate's configuration is global to a
+//! process) on a fresh database.
+
+use sqlx::AnyPool;
+
+use crate::db_tests;
+use crate::helpers::oidc::{self, Browser, ConfigFile, Provider};
+use crate::helpers::*;
+use crate::interleavings::{abandon_and_roll_back, held_server, times_held};
+
+db_tests!(
+    a_callback_failing_before_its_commit_writes_nothing_and_the_next_sign_in_works,
+    a_callback_abandoned_before_its_commit_writes_nothing,
+    an_unlink_or_a_disable_committing_while_a_callback_is_held_opens_no_session,
+    a_signup_of_the_address_committing_while_a_first_sign_in_is_held_wins,
+);
+
+const REDIRECT_URI: &str = "http://localhost:8080/auth/oidc/testop/callback";
+
+/// users, profiles, identities, sessions, audit events.
+async fn written(pool: &AnyPool) -> [i64; 5] {
+    let mut counts = [0; 5];
+    for (i, table) in [
+        "users",
+        "profiles",
+        "identities",
+        "sessions",
+        "audit_events",
+    ]
+    .iter()
+    .enumerate()
+    {
+        counts[i] = count(pool, &format!("SELECT COUNT(*) FROM {table}")).await;
+    }
+    counts
+}
+
+/// No session cookie on the answer.
+fn no_session(response: &reqwest::Response, why: &str) {
+    let cookies = set_cookies(response.headers());
+    assert!(
+        !cookies.contains_key("__Host-lk_access") && !cookies.contains_key("__Secure-lk_refresh"),
+        "{why}: {cookies:?}"
+    );
+}
+
+fn signed_in(response: &reqwest::Response, why: &str) -> String {
+    assert_eq!(response.status(), 303, "{why}");
+    set_cookies(response.headers())["__Host-lk_access"]
+        .value
+        .clone()
+}
+
+/// The provider, its configuration file, and the binary with `env` configured for it.
+async fn server(
+    test_db: &TestDb,
+    provider: &Provider,
+    held: Option<&str>,
+    env: &[(&str, &str)],
+) -> (ServerProcess, ConfigFile, String) {
+    let config = provider.config_file();
+    let kek = latchkey::keys::Kek::generate_encoded();
+    let with_config = [("LATCHKEY_CONFIG", config.path())];
+    let env = [env, &with_config[..]].concat();
+    let server = match held {
+        Some(point) => held_server(test_db, &kek, &[point], &env).await,
+        None => ServerProcess::serve(test_db, &kek, &env).await,
+    };
+    (server, config, kek)
+}
+
+async fn a_callback_failing_before_its_commit_writes_nothing_and_the_next_sign_in_works(db: Db) {
+    if !oidc::available() {
+        return;
+    }
+    for action in ["return", "panic"] {
+        let context = format!("oidc.callback.before_commit={action} ({db:?})");
+        let test_db = TestDb::new(db).await;
+        let provider = Provider::start(REDIRECT_URI);
+        // The first creation fails, the second works; the first login after it fails.
+        let failpoints = format!("oidc.callback.before_commit=1*{action}->1*off->1*{action}");
+        let env = [("FAILPOINTS", failpoints.as_str())];
+        let (server, _config, _kek) = server(&test_db, &provider, None, &env).await;
+        let pool = test_db.pool().await;
+        provider
+            .will_sign_in("sub-ann", "ann@example.com", false)
+            .await;
+
+        let failed = Browser::default().sign_in(&server).await;
+        assert_eq!(failed.status(), 500, "{context}: creation");
+        no_session(&failed, &context);
+        assert_eq!(written(&pool).await, [0; 5], "{context}: nothing written");
+        let mail = "SELECT COUNT(*) FROM outbox";
+        assert_eq!(
+            count(&pool, mail).await,
+            0,
+            "{context}: no verification email"
+        );
+        server.assert_serving(&context).await;
+
+        // A new sign-in (the failed one's code is spent at the provider) creates the account.
+        let created = Browser::default().sign_in(&server).await;
+        signed_in(&created, &format!("{context}: created after"));
+        assert_eq!(written(&pool).await, [1, 1, 1, 1, 1], "{context}");
+        assert_eq!(
+            count(&pool, mail).await,
+            1,
+            "{context}: its verification email"
+        );
+
+        let failed = Browser::default().sign_in(&server).await;
+        assert_eq!(failed.status(), 500, "{context}: login");
+        no_session(&failed, &context);
+        assert_eq!(
+            written(&pool).await,
+            [1, 1, 1, 1, 1],
+            "{context}: no session, no event"
+        );
+        let used = "SELECT COUNT(*) FROM identities WHERE last_login_at IS NOT NULL";
+        assert_eq!(
+            count(&pool, used).await,
+            0,
+            "{context}: the login not recorded"
+        );
+
+        let logged_in = Browser::default().sign_in(&server).await;
+        signed_in(&logged_in, &format!("{context}: login after"));
+        assert_eq!(written(&pool).await, [1, 1, 1, 2, 2], "{context}");
+        assert_eq!(count(&pool, ORPHANS).await, 0, "{context}");
+        pool.close().await;
+    }
+}
+
+async fn a_callback_abandoned_before_its_commit_writes_nothing(db: Db) {
+    if !oidc::available() {
+        return;
+    }
+    let test_db = TestDb::new(db).await;
+    let provider = Provider::start(REDIRECT_URI);
+    let point = "oidc.callback.before_commit";
+    let (server, _config, _kek) = server(&test_db, &provider, Some(point), &[]).await;
+    let pool = test_db.pool().await;
+    provider
+        .will_sign_in("sub-bo", "bo@example.com", true)
+        .await;
+
+    let mut browser = Browser::default();
+    let at = browser.start(&server, "").await;
+    let cookie = oidc_cookie(&browser);
+    let request = server
+        .client
+        .get(server.url(&at.path_and_query))
+        .header("cookie", cookie);
+    abandon_and_roll_back(&server, request, point).await;
+    assert_eq!(written(&pool).await, [0; 5], "nothing written");
+    let response = Browser::default().sign_in(&server).await;
+    signed_in(&response, "a new sign-in after");
+    assert_eq!(written(&pool).await, [1, 1, 1, 1, 1]);
+    pool.close().await;
+}
+
+fn oidc_cookie(browser: &Browser) -> String {
+    format!("__Host-lk_oidc={}", browser.cookies["__Host-lk_oidc"])
+}
+
+/// Starts a callback and waits until it is held between its checks and its transaction.
+async fn held_callback(server: &ServerProcess) -> tokio::task::JoinHandle<reqwest::Response> {
+    let point = "oidc.callback.after_check";
+    let mut browser = Browser::default();
+    let at = browser.start(server, "").await;
+    let before = times_held(server, point);
+    let request = server
+        .client
+        .get(server.url(&at.path_and_query))
+        .header("cookie", oidc_cookie(&browser));
+    let held = tokio::spawn(async move { request.send().await.unwrap() });
+    while times_held(server, point) == before {
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    held
+}
+
+async fn an_unlink_or_a_disable_committing_while_a_callback_is_held_opens_no_session(db: Db) {
+    if !oidc::available() {
+        return;
+    }
+    for race in ["unlink", "disable"] {
+        let test_db = TestDb::new(db).await;
+        let provider = Provider::start(REDIRECT_URI);
+        // The first callback (the account's creation) goes through; the second is held.
+        let env = [
+            (
+                "FAILPOINTS",
+                "oidc.callback.after_check=1*off->1*return(sleep:1200)",
+            ),
+            ("LATCHKEY_DATABASE_TIMEOUT", "10s"),
+        ];
+        let (server, _config, kek) = server(&test_db, &provider, None, &env).await;
+        let pool = test_db.pool().await;
+        provider
+            .will_sign_in("sub-cy", "cy@example.com", true)
+            .await;
+        // The account, with a password so that its identity may go.
+        let first = Browser::default().sign_in(&server).await;
+        let access = signed_in(&first, race);
+        let hash = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$\
+                    K1nNcIa7FS1Mfp2zUjpTMM3wSgb9jgyOIjg2sbtfpyQ";
+        sqlx::query("UPDATE users SET password_hash = $1")
+            .bind(hash)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let before = written(&pool).await;
+
+        let held = held_callback(&server).await;
+        match race {
+            "unlink" => {
+                let id = count_text(&pool, "SELECT id FROM identities").await;
+                let unlinked = server
+                    .client
+                    .delete(server.url(&format!("/auth/identities/{id}")))
+                    .bearer_auth(&access)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(unlinked.status(), 204, "the unlink commits while held");
+            }
+            _ => {
+                let user_id = count_text(&pool, "SELECT id FROM users").await;
+                let (url, kek) = (test_db.url.clone(), kek.clone());
+                let disabled = tokio::task::spawn_blocking(move || {
+                    let args = ["users", "disable", &user_id, "--database-url", &url];
+                    let args = [&args[..], &["--key-encryption-key", &kek]].concat();
+                    run(&args, &std::env::temp_dir())
+                })
+                .await
+                .unwrap();
+                assert!(
+                    disabled.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&disabled.stderr)
+                );
+            }
+        }
+        let response = held.await.unwrap();
+        assert_eq!(response.status(), 400, "{race}");
+        no_session(&response, race);
+        let after = written(&pool).await;
+        assert_eq!(after[3], before[3], "{race}: no session opened");
+        let used = "SELECT COUNT(*) FROM identities WHERE last_login_at IS NOT NULL";
+        assert_eq!(count(&pool, used).await, 0, "{race}: no login recorded");
+        pool.close().await;
+    }
+}
+
+async fn count_text(pool: &AnyPool, sql: &str) -> String {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+async fn a_signup_of_the_address_committing_while_a_first_sign_in_is_held_wins(db: Db) {
+    if !oidc::available() {
+        return;
+    }
+    let test_db = TestDb::new(db).await;
+    let provider = Provider::start(REDIRECT_URI);
+    let point = "oidc.callback.after_check";
+    let (server, _config, _kek) = server(&test_db, &provider, Some(point), &[]).await;
+    let pool = test_db.pool().await;
+    provider
+        .will_sign_in("sub-di", "di@example.com", true)
+        .await;
+
+    let held = held_callback(&server).await;
+    assert_eq!(server.signup("di@example.com").await.status(), 201);
+    let response = held.await.unwrap();
+    assert_eq!(response.status(), 409, "the signup won the address");
+    no_session(&response, "raced");
+    assert_eq!(
+        written(&pool).await[..4],
+        [1, 1, 0, 1],
+        "the signup's rows only"
+    );
+    let html: String = response.text().await.unwrap();
+    assert!(html.contains("An account with this address exists already."));
+    pool.close().await;
+}
