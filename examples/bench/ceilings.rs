@@ -10,10 +10,10 @@ use latchkey::config::SqliteSynchronous;
 use latchkey::domain::Email;
 use latchkey::keys::{Kek, KeyRing};
 use latchkey::password::argon2id::{self, Argon2id, Cost};
-use latchkey::store::flows::login::{Login, NewChallenge, NewLogin};
+use latchkey::store::flows::login::{Login, NewLogin};
 use latchkey::store::flows::refresh::{NewRotation, Rotation};
 use latchkey::store::flows::signup::{NewSignup, Signup};
-use latchkey::store::flows::{NewLink, NewMail, NewSession, Throttle};
+use latchkey::store::flows::{NewChallenge, NewLink, NewMail, NewSession, Throttle};
 use latchkey::store::{Store, audit};
 use latchkey::tokens::{self, Purpose};
 use secrecy::SecretString;
@@ -243,7 +243,6 @@ async fn add_idle_sessions(store: &Store, run: &str, n: usize) -> anyhow::Result
             // The filler account has no second factor: never written.
             challenge: NewChallenge {
                 token_hash: token_hash(),
-                credential: String::new(),
                 expires_at: now,
             },
             actor: audit::Actor::user(user_id),

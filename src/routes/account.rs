@@ -269,9 +269,11 @@ pub struct ExportBody {
     pub sessions: Vec<SessionRecord>,
     /// Every audit event about the user, oldest first.
     pub audit_events: Vec<AuditRecord>,
+    /// The OpenID providers' accounts that sign in to the user, oldest first.
+    pub identities: Vec<super::oidc::IdentityView>,
 }
 
-/// Everything stored about the caller: user, profile, sessions and audit events.
+/// Everything stored about the caller: user, profile, sessions, audit events and identities.
 #[utoipa::path(
     get,
     path = "/auth/me/export",
@@ -297,12 +299,14 @@ pub(super) async fn export(
         .ok_or(ApiError::Unauthenticated)?;
     let sessions = store::directory::sessions_of(db, auth.user_id, None).await?;
     let audit_events = store::directory::audit_of(db, auth.user_id).await?;
+    let identities = super::oidc::list_flow(&state, auth).await?;
     let AccountBody { user, profile } = account.into();
     Ok(Json(ExportBody {
         user,
         profile,
         sessions: sessions.into_iter().map(SessionRecord::from).collect(),
         audit_events: audit_events.into_iter().map(AuditRecord::from).collect(),
+        identities,
     }))
 }
 

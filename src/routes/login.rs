@@ -33,7 +33,8 @@ use crate::failpoint::failpoint;
 use crate::metrics::Metrics;
 use crate::password::HashError;
 use crate::store;
-use crate::store::flows::login::{Login, NewChallenge, NewLogin};
+use crate::store::flows::NewChallenge;
+use crate::store::flows::login::{Login, NewLogin};
 use crate::tokens::{self, Purpose};
 use crate::{cookies, device, mfa};
 
@@ -160,7 +161,6 @@ pub(crate) async fn login_flow(
     let mfa_token = tokens::new_opaque();
     let challenge = NewChallenge {
         token_hash: tokens::hash_opaque(Purpose::MfaChallenge, &mfa_token),
-        credential: mfa::challenge::credential(&verified_hash),
         expires_at: mfa::challenge::expires_at(now),
     };
     let new = NewLogin {

@@ -36,12 +36,11 @@ use crate::extract::{ApiJsonOrEmpty, Authenticated, ClientInfo};
 use crate::failpoint::failpoint;
 use crate::hooks::{SignupAttempt, Source};
 use crate::limits::Limit;
-use crate::mail::Kind;
-use crate::mail::links::{self, LinkKind};
 use crate::metrics::Metrics;
 use crate::oidc::{CallbackQuery, LinkTo, Pending, Provider, Verified, pending};
 use crate::password::imported::UNUSABLE;
 use crate::store;
+use crate::store::flows::NewChallenge;
 use crate::store::flows::SessionRef;
 use crate::store::flows::accounts::NewAccountRows;
 use crate::store::flows::oidc::OidcUnlink;
@@ -177,7 +176,8 @@ fn refused(state: &AppState, err: ApiError, return_to: Option<String>) -> Respon
     ),
     responses(
         (status = 303, description = "Signed in (`amr` `[\"oidc\"]`, `aal` 1; an account is \
-            created for a provider account that no user has and whose address no account has): \
+            created for a provider account that no user has, whose address the provider verified \
+            and no account has): \
             both session cookies set, the OIDC cookie cleared, to `return_to`. After a link, \
             to `return_to` with no new session.",
             headers(("Location" = String), ("Set-Cookie" = String))),
@@ -187,7 +187,8 @@ fn refused(state: &AppState, err: ApiError, return_to: Option<String>) -> Respon
         (status = 400, description = "`oidc_failed`: no or another browser's sign-in (the \
             cookie), a wrong `state` or `iss`, the provider's refusal, a code that does not \
             exchange (replayed, expired), an ID token that does not verify (signature, issuer, \
-            audience, authorized party, expiry, nonce), no address, a disabled account; \
+            audience, authorized party, expiry, nonce), no address (or, for a new account, one the \
+            provider did not verify), a disabled account; \
             nothing is written.", content((ErrorBody = "application/json"), (String = "text/html"))),
         (status = 401, description = "`unauthenticated`: a link whose session ended.",
             content((ErrorBody = "application/json"), (String = "text/html"))),
@@ -281,7 +282,7 @@ async fn callback_flow(
     };
     let user_id = match &to {
         SignInTo::Existing(id) => *id,
-        SignInTo::New { rows, .. } => rows.user_id,
+        SignInTo::New(rows) => rows.user_id,
     };
     crate::telemetry::record_user(user_id);
     let now = state.clock.now();
@@ -289,10 +290,10 @@ async fn callback_flow(
     prepared.rows.sign_in = SignIn::Oidc;
     // Prepared for every sign-in, used only for an account with a second factor.
     let mfa_token = tokens::new_opaque();
-    let challenge = (
-        tokens::hash_opaque(Purpose::MfaChallenge, &mfa_token),
-        crate::mfa::challenge::expires_at(now),
-    );
+    let challenge = NewChallenge {
+        token_hash: tokens::hash_opaque(Purpose::MfaChallenge, &mfa_token),
+        expires_at: crate::mfa::challenge::expires_at(now),
+    };
     // Between the checks and the transaction: where an unlink, a disable or another account's
     // signup with the address can commit (the transaction re-checks them all).
     failpoint!("oidc.callback.after_check");
@@ -308,7 +309,6 @@ async fn callback_flow(
         OidcSignIn::Opened { account, created } => {
             if created {
                 state.metrics.signups.inc();
-                state.mailer.wake();
             }
             account
         }
@@ -328,8 +328,12 @@ async fn callback_flow(
 
 /// The account for a provider account that no user has: a signup in every respect (its limit,
 /// the application's `before_signup` hook, `create_account` in the transaction), with no
-/// password (`UNUSABLE`: a reset sets one). The address is verified when the provider says so;
-/// else the account gets a signup's verification email. An address that an account has is
+/// password (`UNUSABLE`: a reset sets one) and the address verified.
+///
+/// Only for an address the provider vouches for (`email_verified`): an account made from an
+/// address nobody proved would be the pre-account takeover the other way round (whoever claims
+/// your address at some provider creates the account; you later reset its password and use it,
+/// and the stranger's identity still signs in). An address that an account has is
 /// `email_taken`: the provider's word does not prove the existing account.
 async fn new_account(
     state: &AppState,
@@ -338,14 +342,15 @@ async fn new_account(
     verified: &Verified,
 ) -> Result<SignInTo, ApiError> {
     let raw = verified.email.as_deref().unwrap_or_default();
-    let email = Email::parse(raw).map_err(|problem| {
-        failed(
-            provider,
-            format_args!("the provider's address {raw:?}: {problem}"),
-        )
-    })?;
+    // The reason without the address (logs carry no addresses).
+    let email = Email::parse(raw)
+        .map_err(|problem| failed(provider, format_args!("the provider's address {problem}")))?;
     if store::users::email_taken(state.store.reader(), &email).await? {
         return Err(ApiError::EmailTaken);
+    }
+    if !verified.email_verified {
+        let reason = "a new account's address is not verified by the provider";
+        return Err(failed(provider, reason));
     }
     state
         .limits
@@ -363,14 +368,6 @@ async fn new_account(
         source: Source::Oidc,
     };
     state.hooks.before_signup(&attempt).await?;
-    let now = state.clock.now();
-    let verification = match verified.email_verified {
-        true => None,
-        false => Some(Box::new((
-            links::prepare(state, LinkKind::EmailVerification, &email, now)?,
-            links::throttle(state, Kind::EmailVerification, &email),
-        ))),
-    };
     let rows = NewAccountRows {
         user_id: Uuid::now_v7(),
         email,
@@ -378,12 +375,9 @@ async fn new_account(
         display_name,
         metadata,
         app_metadata: None,
-        email_verified: verified.email_verified,
+        email_verified: true,
     };
-    Ok(SignInTo::New {
-        rows: Box::new(rows),
-        verification,
-    })
+    Ok(SignInTo::New(Box::new(rows)))
 }
 
 async fn link_flow(
@@ -478,7 +472,7 @@ pub(crate) async fn link_start_flow(
 }
 
 /// An identity: a provider's account that signs in to this user.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct IdentityView {
     #[schema(format = "uuid")]
     pub(crate) id: String,

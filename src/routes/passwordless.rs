@@ -37,6 +37,7 @@ use crate::metrics::Metrics;
 use crate::password::imported::UNUSABLE;
 use crate::store;
 use crate::store::audit;
+use crate::store::flows::NewChallenge;
 use crate::store::flows::accounts::NewAccountRows;
 use crate::store::flows::passwordless::{NewPasswordless, NewPasswordlessRequest, Passwordless};
 use crate::store::passwordless::{By, Live};
@@ -291,10 +292,10 @@ async fn sign_in(
     prepared.rows.sign_in = SignIn::EmailOtp;
     // Prepared for every sign-in, used only for an account with a second factor.
     let mfa_token = tokens::new_opaque();
-    let challenge = (
-        tokens::hash_opaque(Purpose::MfaChallenge, &mfa_token),
-        crate::mfa::challenge::expires_at(now),
-    );
+    let challenge = NewChallenge {
+        token_hash: tokens::hash_opaque(Purpose::MfaChallenge, &mfa_token),
+        expires_at: crate::mfa::challenge::expires_at(now),
+    };
     let new = NewPasswordless {
         token_hash: live.token_hash,
         by,

@@ -551,7 +551,11 @@ async fn the_export_holds_everything_stored_about_the_caller(db: Db) {
     assert_eq!(response.headers()["cache-control"], "no-store");
     let export: Value = response.json().await.unwrap();
     let keys: Vec<&String> = export.as_object().unwrap().keys().collect();
-    assert_eq!(keys, ["audit_events", "profile", "sessions", "user"]);
+    assert_eq!(
+        keys,
+        ["audit_events", "identities", "profile", "sessions", "user"]
+    );
+    assert_eq!(export["identities"], json!([]), "none linked");
     let me: Value = app.me(&alice.access_token).await.json().await.unwrap();
     assert_eq!(export["user"], me["user"]);
     assert_eq!(export["profile"]["created_at"], me["profile"]["created_at"]);

@@ -14,7 +14,7 @@ use crate::helpers::*;
 
 db_tests!(
     a_first_sign_in_creates_the_account_and_the_next_logs_in,
-    an_address_the_provider_does_not_vouch_for_is_verified_by_email,
+    an_address_the_provider_does_not_vouch_for_creates_no_account,
     an_existing_address_is_never_taken_over_and_its_owner_links_the_provider,
     a_tampered_state_a_replayed_code_and_another_browser_are_refused,
     id_tokens_that_do_not_verify_are_refused_and_a_rotated_key_is_fetched,
@@ -36,22 +36,8 @@ async fn setup(db: Db) -> Option<(Provider, TestApp)> {
     Some((provider, app))
 }
 
-/// What a sign-in writes, counted: users, profiles, identities, sessions, audit events.
 async fn written(app: &TestApp) -> [i64; 5] {
-    let mut counts = [0; 5];
-    for (i, table) in [
-        "users",
-        "profiles",
-        "identities",
-        "sessions",
-        "audit_events",
-    ]
-    .iter()
-    .enumerate()
-    {
-        counts[i] = app.count(&format!("SELECT COUNT(*) FROM {table}")).await;
-    }
-    counts
+    oidc::written(app.pool()).await
 }
 
 /// A refused callback: the login page with `code`'s message at `status`, the OIDC cookie
@@ -199,7 +185,9 @@ async fn a_first_sign_in_creates_the_account_and_the_next_logs_in(db: Db) {
     assert_eq!(app.count(used).await, 1);
 }
 
-async fn an_address_the_provider_does_not_vouch_for_is_verified_by_email(db: Db) {
+/// Whoever claims an address at some provider does not get an account with it: the owner of
+/// the address could sign up later, reset "their" password, and share the account unknowingly.
+async fn an_address_the_provider_does_not_vouch_for_creates_no_account(db: Db) {
     let Some((provider, app)) = setup(db).await else {
         return;
     };
@@ -207,14 +195,21 @@ async fn an_address_the_provider_does_not_vouch_for_is_verified_by_email(db: Db)
         .will_sign_in("sub-bob", "bob@example.com", false)
         .await;
     let response = Browser::default().sign_in(&app).await;
-    let access = signed_in(&response, "/account", "unverified address");
-    let me: Value = app.me(&access).await.json().await.unwrap();
-    assert_eq!(me["user"]["email_verified"], false);
-    let mail = "SELECT COUNT(*) FROM outbox WHERE kind = 'email_verification' \
-                AND recipient = 'bob@example.com'";
-    assert_eq!(app.count(mail).await, 1, "the signup's verification email");
-    let link = "SELECT COUNT(*) FROM one_time_tokens WHERE purpose = 'email_verification'";
-    assert_eq!(app.count(link).await, 1);
+    assert_refused(response, 400, FAILED, "unverified address").await;
+    assert_eq!(written(&app).await, [0, 0, 0, 0, 0]);
+    assert_eq!(app.count("SELECT COUNT(*) FROM outbox").await, 0);
+    // No address at all: the same.
+    provider
+        .will_sign_in("sub-bob", "bob@example.com", true)
+        .await;
+    provider.tamper(json!({"email": null}), "k1").await;
+    let response = Browser::default().sign_in(&app).await;
+    assert_refused(response, 400, FAILED, "no address").await;
+    assert_eq!(written(&app).await, [0, 0, 0, 0, 0]);
+    // Once the provider vouches for it, the account is made.
+    let response = Browser::default().sign_in(&app).await;
+    signed_in(&response, "/account", "verified");
+    assert_eq!(written(&app).await, [1, 1, 1, 1, 1]);
 }
 
 async fn an_existing_address_is_never_taken_over_and_its_owner_links_the_provider(db: Db) {
@@ -240,23 +235,7 @@ async fn an_existing_address_is_never_taken_over_and_its_owner_links_the_provide
     provider
         .will_sign_in("sub-carol", "carol@work.example", true)
         .await;
-    let linking = app
-        .client
-        .post(app.url(&format!("/auth/oidc/{PROVIDER}/link")))
-        .bearer_auth(&owner.access_token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(linking.status(), 200);
-    let mut browser = Browser::default();
-    let cookie = set_cookies(linking.headers())["__Host-lk_oidc"]
-        .value
-        .clone();
-    browser.cookies.insert("__Host-lk_oidc".into(), cookie);
-    let body: Value = linking.json().await.unwrap();
-    let to = body["authorization_url"].as_str().unwrap().to_owned();
-    let at = browser.through_provider(&app, to).await;
-    let linked = browser.callback(&app, &at).await;
+    let linked = Browser::default().link(&app, &owner.access_token).await;
     assert_eq!(linked.status(), 303);
     assert_eq!(
         linked.headers()["location"],
@@ -285,23 +264,7 @@ async fn an_existing_address_is_never_taken_over_and_its_owner_links_the_provide
 
     // Linking it to another account is a conflict, and changes nothing.
     let other = app.signed_up("dave@example.com").await;
-    let linking = app
-        .client
-        .post(app.url(&format!("/auth/oidc/{PROVIDER}/link")))
-        .bearer_auth(&other.access_token)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    let mut browser = Browser::default();
-    let cookie = set_cookies(linking.headers())["__Host-lk_oidc"]
-        .value
-        .clone();
-    browser.cookies.insert("__Host-lk_oidc".into(), cookie);
-    let body: Value = linking.json().await.unwrap();
-    let to = body["authorization_url"].as_str().unwrap().to_owned();
-    let at = browser.through_provider(&app, to).await;
-    let refused = browser.callback(&app, &at).await;
+    let refused = Browser::default().link(&app, &other.access_token).await;
     assert_refused(
         refused,
         409,
@@ -507,24 +470,10 @@ async fn an_account_with_a_second_factor_still_needs_it(db: Db) {
     provider
         .will_sign_in("sub-hana", "hana@example.com", true)
         .await;
-    let linking = app
-        .client
-        .post(app.url(&format!("/auth/oidc/{PROVIDER}/link")))
-        .bearer_auth(&enrolled.session.access_token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(linking.status(), 200);
-    let mut browser = Browser::default();
-    let cookie = set_cookies(linking.headers())["__Host-lk_oidc"]
-        .value
-        .clone();
-    browser.cookies.insert("__Host-lk_oidc".into(), cookie);
-    let body: Value = linking.json().await.unwrap();
-    let at = browser
-        .through_provider(&app, body["authorization_url"].as_str().unwrap().to_owned())
+    let linked = Browser::default()
+        .link(&app, &enrolled.session.access_token)
         .await;
-    assert_eq!(browser.callback(&app, &at).await.status(), 303);
+    assert_eq!(linked.status(), 303);
 
     // A sign-in with the provider gets the challenge page, no session.
     let sessions = app.count("SELECT COUNT(*) FROM sessions").await;
@@ -599,6 +548,17 @@ async fn identities_are_listed_and_unlinked_but_never_the_last_way_in(db: Db) {
             "provider_name"
         ]
     );
+
+    // The export holds it too.
+    let export = app
+        .client
+        .get(app.url("/auth/me/export"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    let export: Value = export.json().await.unwrap();
+    assert_eq!(export["identities"], json!([identity]));
 
     let unlink = |id: String| {
         app.client

@@ -6,17 +6,16 @@
 
 use uuid::Uuid;
 
-use super::{NewSession, events, open_session};
+use super::{NewChallenge, NewSession, challenge_instead, open_login};
 use crate::clock::Millis;
 use crate::failpoint::failpoint;
+use crate::store::Store;
 use crate::store::audit::{self, Actor};
 use crate::store::rate_limits::{self, Refund};
 use crate::store::tx::{Conn, Done};
 use crate::store::users::{self, Account};
 use crate::store::webhooks::Routes;
-use crate::store::{Store, mfa};
 use crate::tokens::SignIn;
-use crate::webhooks::event::EventType;
 
 /// Everything a login writes, prepared before the transaction.
 #[derive(Debug)]
@@ -33,15 +32,6 @@ pub struct NewLogin {
     pub challenge: NewChallenge,
     pub actor: Actor,
     pub now: Millis,
-}
-
-/// A login challenge, prepared before the transaction: its `mfa_token`'s hash, and a fingerprint
-/// of the password hash that was verified (`mfa::challenge::credential`).
-#[derive(Debug, Clone)]
-pub struct NewChallenge {
-    pub token_hash: String,
-    pub credential: String,
-    pub expires_at: Millis,
 }
 
 #[derive(Debug)]
@@ -92,38 +82,15 @@ async fn login(c: &mut Conn, new: &NewLogin, hooks: &Routes) -> Result<Done<Logi
     if let Some(refund) = &new.refund {
         rate_limits::apply_refund(&mut *c, refund).await?;
     }
-    // Decided here, in the transaction that holds the account's row: an enrollment confirmed or
-    // removed meanwhile is seen or not, never half.
-    if mfa::has_factor(&mut *c, new.user_id).await? {
-        let ch = &new.challenge;
-        let (hash, credential) = (&ch.token_hash, &ch.credential);
-        mfa::insert_challenge(
-            &mut *c,
-            hash,
-            new.user_id,
-            credential,
-            (ch.expires_at, SignIn::Password),
-            new.now,
-        )
-        .await?;
-        // No session was opened: the event names none.
-        let actor = Actor {
-            session_id: None,
-            ..new.actor.clone()
-        };
-        audit::record(&mut *c, audit::Kind::MfaChallenged, &actor, new.now).await?;
+    let credential = crate::mfa::challenge::credential(&new.verified_hash);
+    let first = (credential.as_str(), SignIn::Password);
+    if challenge_instead(c, new.user_id, &new.challenge, first, &new.actor, new.now).await? {
         return Ok(Done::Commit(Login::MfaRequired));
     }
-    open_session(c, new.user_id, &new.session, new.now).await?;
-    users::record_login(&mut *c, new.user_id, new.now).await?;
     if let Some(hash) = &new.rehash {
         users::set_password_hash(&mut *c, new.user_id, hash, new.now).await?;
     }
-    audit::record(&mut *c, audit::Kind::Login, &new.actor, new.now).await?;
-    let account = events::find(c, new.user_id).await?;
-    let session = new.session.id.to_string();
-    let event = EventType::UserLogin;
-    events::about(c, hooks, event, &account, Some(&session), None, new.now).await?;
+    let account = open_login(c, hooks, new.user_id, &new.session, &new.actor, new.now).await?;
     failpoint!("login.before_commit");
     Ok(Done::Commit(Login::Opened(account)))
 }

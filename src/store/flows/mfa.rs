@@ -4,7 +4,7 @@
 use uuid::Uuid;
 
 use super::passkeys::{PasskeyUse, use_passkey};
-use super::{NewSession, events, open_session};
+use super::{NewSession, open_login};
 use crate::clock::Millis;
 use crate::failpoint::failpoint;
 use crate::mfa::challenge::MAX_FAILURES;
@@ -16,7 +16,6 @@ use crate::store::users::{self, Account};
 use crate::store::webhooks::Routes;
 use crate::store::{Store, mfa, passkeys, sessions};
 use crate::tokens::SignIn;
-use crate::webhooks::event::EventType;
 
 /// What the second factor of a verification is.
 #[derive(Debug, Clone)]
@@ -218,16 +217,10 @@ async fn verify(
     if !accepted {
         return Ok(Done::Rollback(Verification::Replayed));
     }
-    open_session(c, new.user_id, &new.session, new.now).await?;
-    users::record_login(&mut *c, new.user_id, new.now).await?;
     if let Some(refund) = &new.refund {
         rate_limits::apply_refund(&mut *c, refund).await?;
     }
-    audit::record(&mut *c, audit::Kind::Login, &new.actor, new.now).await?;
-    let account = events::find(c, new.user_id).await?;
-    let session = new.session.id.to_string();
-    let event = EventType::UserLogin;
-    events::about(c, hooks, event, &account, Some(&session), None, new.now).await?;
+    let account = open_login(c, hooks, new.user_id, &new.session, &new.actor, new.now).await?;
     failpoint!("mfa.verify.before_commit");
     Ok(Done::Commit(Verification::Opened(account)))
 }

@@ -30,10 +30,14 @@ pub mod signup;
 
 use uuid::Uuid;
 
+use super::audit::{self, Actor};
 use super::tx::Conn;
+use super::users::{self, Account};
+use super::webhooks::Routes;
 use super::{mail_throttle, one_time_tokens, outbox, sessions};
 use crate::clock::Millis;
 use crate::tokens::{Purpose, SignIn};
+use crate::webhooks::event::EventType;
 
 /// A session to open: its id and its first refresh token's hash, chosen by the caller.
 #[derive(Debug, Clone)]
@@ -105,6 +109,60 @@ async fn open_session(
 ) -> Result<(), sqlx::Error> {
     sessions::insert_session(&mut *c, user_id, s, now).await?;
     sessions::insert_refresh_token(&mut *c, &s.refresh_token_hash, s.id, now).await
+}
+
+/// What every sign-in writes once its factors are proved: the session, the last login, the
+/// `login` audit event and `user.login`. The account as the event shows it.
+async fn open_login(
+    c: &mut Conn,
+    hooks: &Routes,
+    user_id: Uuid,
+    session: &NewSession,
+    actor: &Actor,
+    now: Millis,
+) -> Result<Account, sqlx::Error> {
+    open_session(c, user_id, session, now).await?;
+    users::record_login(&mut *c, user_id, now).await?;
+    audit::record(&mut *c, audit::Kind::Login, actor, now).await?;
+    let account = events::find(c, user_id).await?;
+    let session = session.id.to_string();
+    let event = EventType::UserLogin;
+    events::about(c, hooks, event, &account, Some(&session), None, now).await?;
+    Ok(account)
+}
+
+/// The second factor's challenge of a sign-in, prepared for every sign-in (its `mfa_token`'s
+/// hash and expiry) and written only for an account with a factor.
+#[derive(Debug, Clone)]
+pub struct NewChallenge {
+    pub token_hash: String,
+    pub expires_at: Millis,
+}
+
+/// Writes the challenge instead of a session when the account has a second factor (decided in
+/// the transaction that holds the account's row: an enrollment confirmed or removed meanwhile is
+/// seen or not, never half); whether it did. `credential` binds the challenge to the password
+/// hash as it is now (`mfa::challenge::credential`), `first` is the factor it follows.
+async fn challenge_instead(
+    c: &mut Conn,
+    user_id: Uuid,
+    challenge: &NewChallenge,
+    (credential, first): (&str, SignIn),
+    actor: &Actor,
+    now: Millis,
+) -> Result<bool, sqlx::Error> {
+    if !super::mfa::has_factor(&mut *c, user_id).await? {
+        return Ok(false);
+    }
+    let (hash, after) = (&challenge.token_hash, (challenge.expires_at, first));
+    super::mfa::insert_challenge(&mut *c, hash, user_id, credential, after, now).await?;
+    // No session was opened: the event names none.
+    let actor = Actor {
+        session_id: None,
+        ..actor.clone()
+    };
+    audit::record(&mut *c, audit::Kind::MfaChallenged, &actor, now).await?;
+    Ok(true)
 }
 
 /// Takes the throttle slot; `Err(last_sent_at)` when it is taken.

@@ -7,8 +7,8 @@
 use uuid::Uuid;
 
 use super::accounts::{Created, NewAccountRows, create_account};
-use super::{NewLink, NewSession, SessionRef, Throttle, claim, events, issue_link};
-use super::{lock_live_session, open_session};
+use super::{NewChallenge, NewSession, SessionRef, challenge_instead, events};
+use super::{lock_live_session, open_login, open_session};
 use crate::clock::Millis;
 use crate::failpoint::failpoint;
 use crate::hooks::{DynHooks, HookError, Source};
@@ -19,7 +19,7 @@ use crate::store::identities::{self, NewIdentity};
 use crate::store::tx::{Conn, Done};
 use crate::store::users::{self, Account};
 use crate::store::webhooks::Routes;
-use crate::store::{Store, mfa, passkeys};
+use crate::store::{Store, passkeys};
 use crate::tokens::SignIn;
 use crate::webhooks::event::EventType;
 
@@ -29,9 +29,8 @@ pub struct NewOidcSignIn {
     pub identity: NewIdentity,
     pub to: SignInTo,
     pub session: NewSession,
-    /// The `mfa_token`'s hash and expiry of the challenge written instead of the session when
-    /// the account has a second factor.
-    pub challenge: (String, Millis),
+    /// The challenge written instead of the session when the account has a second factor.
+    pub challenge: NewChallenge,
     pub actor: Actor,
     pub now: Millis,
 }
@@ -41,12 +40,9 @@ pub struct NewOidcSignIn {
 pub enum SignInTo {
     /// The identity's user.
     Existing(Uuid),
-    /// No user has the identity nor the address: the account to create, and its verification
-    /// email when the provider did not vouch for the address.
-    New {
-        rows: Box<NewAccountRows>,
-        verification: Option<Box<(NewLink, Throttle)>>,
-    },
+    /// No user has the identity nor the address (which the provider verified): the account to
+    /// create.
+    New(Box<NewAccountRows>),
 }
 
 #[derive(Debug)]
@@ -166,15 +162,13 @@ async fn sign_in(
             Some(outcome) => outcome,
             None => return Ok(Done::Rollback(OidcSignIn::Stale)),
         },
-        SignInTo::New { rows, verification } => {
-            match created(c, new, rows, verification.as_deref(), app, hooks).await? {
-                Ok(account) => OidcSignIn::Opened {
-                    account,
-                    created: true,
-                },
-                Err(outcome) => return Ok(Done::Rollback(outcome)),
-            }
-        }
+        SignInTo::New(rows) => match created(c, new, rows, app, hooks).await? {
+            Ok(account) => OidcSignIn::Opened {
+                account,
+                created: true,
+            },
+            Err(outcome) => return Ok(Done::Rollback(outcome)),
+        },
     };
     failpoint!("oidc.callback.before_commit");
     Ok(Done::Commit(outcome))
@@ -197,25 +191,12 @@ async fn existing(
     }
     // The provider proves its account only: an account with a second factor still needs it,
     // as after a password.
-    if mfa::has_factor(&mut *c, user_id).await? {
-        let (token_hash, expires_at) = &new.challenge;
-        let credential = crate::mfa::challenge::credential(&hash);
-        let after = (*expires_at, SignIn::Oidc);
-        mfa::insert_challenge(&mut *c, token_hash, user_id, &credential, after, new.now).await?;
-        let actor = Actor {
-            session_id: None,
-            ..new.actor.clone()
-        };
-        audit::record(&mut *c, audit::Kind::MfaChallenged, &actor, new.now).await?;
+    let credential = crate::mfa::challenge::credential(&hash);
+    let first = (credential.as_str(), SignIn::Oidc);
+    if challenge_instead(c, user_id, &new.challenge, first, &new.actor, new.now).await? {
         return Ok(Some(OidcSignIn::MfaRequired));
     }
-    open_session(c, user_id, &new.session, new.now).await?;
-    users::record_login(&mut *c, user_id, new.now).await?;
-    audit::record(&mut *c, audit::Kind::Login, &new.actor, new.now).await?;
-    let account = events::find(c, user_id).await?;
-    let session = new.session.id.to_string();
-    let event = EventType::UserLogin;
-    events::about(c, hooks, event, &account, Some(&session), None, new.now).await?;
+    let account = open_login(c, hooks, user_id, &new.session, &new.actor, new.now).await?;
     Ok(Some(OidcSignIn::Opened {
         account,
         created: false,
@@ -229,7 +210,6 @@ async fn created(
     c: &mut Conn,
     new: &NewOidcSignIn,
     rows: &NewAccountRows,
-    verification: Option<&(NewLink, Throttle)>,
     app: &dyn DynHooks,
     hooks: &Routes,
 ) -> Result<Result<Account, OidcSignIn>, sqlx::Error> {
@@ -243,11 +223,6 @@ async fn created(
     open_session(c, user_id, &new.session, new.now).await?;
     users::record_login(&mut *c, user_id, new.now).await?;
     audit::record(&mut *c, audit::Kind::Signup, &new.actor, new.now).await?;
-    // An address the provider did not vouch for is verified as a signup's is.
-    if let Some((link, throttle)) = verification {
-        let _ = claim(c, throttle, new.now).await?;
-        issue_link(c, user_id, link, new.now).await?;
-    }
     let account = events::find(c, user_id).await?;
     let session = new.session.id.to_string();
     let event = EventType::UserCreated;

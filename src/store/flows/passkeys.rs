@@ -6,7 +6,7 @@
 
 use uuid::Uuid;
 
-use super::{NewSession, SessionRef, events, lock_live_session, open_session};
+use super::{NewSession, SessionRef, lock_live_session, open_login};
 use crate::clock::Millis;
 use crate::failpoint::failpoint;
 use crate::mfa::passkey::{CeremonyKind, MAX_PER_USER};
@@ -19,7 +19,6 @@ use crate::store::tx::{Conn, Done};
 use crate::store::users::{self, Account};
 use crate::store::webhooks::Routes;
 use crate::tokens::SignIn;
-use crate::webhooks::event::EventType;
 
 /// A registration to finish, prepared (and its attestation verified) before the transaction.
 #[derive(Debug)]
@@ -184,13 +183,7 @@ async fn login(
         Some(false) => return Ok(Done::Rollback(PasskeyLogin::Stale)),
         Some(true) => {}
     }
-    open_session(c, new.user_id, &new.session, new.now).await?;
-    users::record_login(&mut *c, new.user_id, new.now).await?;
-    audit::record(&mut *c, audit::Kind::Login, &new.actor, new.now).await?;
-    let account = events::find(c, new.user_id).await?;
-    let session = new.session.id.to_string();
-    let event = EventType::UserLogin;
-    events::about(c, hooks, event, &account, Some(&session), None, new.now).await?;
+    let account = open_login(c, hooks, new.user_id, &new.session, &new.actor, new.now).await?;
     failpoint!("passkeys.login.before_commit");
     Ok(Done::Commit(PasskeyLogin::Opened(account)))
 }

@@ -9,10 +9,12 @@
 use uuid::Uuid;
 
 use super::accounts::{Created, NewAccountRows, create_account};
-use super::{NewMail, NewSession, Throttle, claim, enqueue, events, open_session};
+use super::{NewChallenge, NewMail, NewSession, Throttle, challenge_instead, claim, enqueue};
+use super::{events, open_login, open_session};
 use crate::clock::Millis;
 use crate::failpoint::failpoint;
 use crate::hooks::{DynHooks, HookError, Source};
+use crate::store::Store;
 use crate::store::audit::{self, Actor};
 use crate::store::passwordless::{self, By, Live, NewCode};
 use crate::store::rate_limits::{self, Refund};
@@ -20,7 +22,6 @@ use crate::store::reset_requests::{self, RequestKind};
 use crate::store::tx::{Conn, Done};
 use crate::store::users::{self, Account};
 use crate::store::webhooks::Routes;
-use crate::store::{Store, mfa};
 use crate::tokens::SignIn;
 use crate::webhooks::event::EventType;
 
@@ -44,9 +45,8 @@ pub struct NewPasswordless {
     /// For a new address: the account to create (`passwordless_signup`), else `None`.
     pub new_account: Option<NewAccountRows>,
     pub session: NewSession,
-    /// The `mfa_token`'s hash and expiry of the challenge written instead of the session when
-    /// the account has a second factor.
-    pub challenge: (String, Millis),
+    /// The challenge written instead of the session when the account has a second factor.
+    pub challenge: NewChallenge,
     /// The attempt's login counters, taken back: the code was right.
     pub refund: Option<Refund>,
     pub actor: Actor,
@@ -198,26 +198,12 @@ async fn existing(
     users::mark_email_verified(&mut *c, user_id, email_normalized, new.now).await?;
     // The code proves the mailbox only: an account with a second factor still needs it, as
     // after a password. The challenge is bound to the password hash as a login's is.
-    if mfa::has_factor(&mut *c, user_id).await? {
-        let (token_hash, expires_at) = &new.challenge;
-        let credential = crate::mfa::challenge::credential(&hash);
-        let (expires_at, now) = (*expires_at, new.now);
-        let after = (expires_at, SignIn::EmailOtp);
-        mfa::insert_challenge(&mut *c, token_hash, user_id, &credential, after, now).await?;
-        let actor = Actor {
-            session_id: None,
-            ..new.actor.clone()
-        };
-        audit::record(&mut *c, audit::Kind::MfaChallenged, &actor, new.now).await?;
+    let credential = crate::mfa::challenge::credential(&hash);
+    let first = (credential.as_str(), SignIn::EmailOtp);
+    if challenge_instead(c, user_id, &new.challenge, first, &new.actor, new.now).await? {
         return Ok(Some(Passwordless::MfaRequired));
     }
-    open_session(c, user_id, &new.session, new.now).await?;
-    users::record_login(&mut *c, user_id, new.now).await?;
-    audit::record(&mut *c, audit::Kind::Login, &new.actor, new.now).await?;
-    let account = events::find(c, user_id).await?;
-    let session = new.session.id.to_string();
-    let event = EventType::UserLogin;
-    events::about(c, hooks, event, &account, Some(&session), None, new.now).await?;
+    let account = open_login(c, hooks, user_id, &new.session, &new.actor, new.now).await?;
     Ok(Some(Passwordless::Opened {
         account,
         created: false,

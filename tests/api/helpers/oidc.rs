@@ -211,6 +211,24 @@ impl Drop for ConfigFile {
     }
 }
 
+/// What a sign-in writes, counted: users, profiles, identities, sessions, audit events.
+pub async fn written(pool: &sqlx::AnyPool) -> [i64; 5] {
+    let mut counts = [0; 5];
+    for (i, table) in [
+        "users",
+        "profiles",
+        "identities",
+        "sessions",
+        "audit_events",
+    ]
+    .iter()
+    .enumerate()
+    {
+        counts[i] = super::count(pool, &format!("SELECT COUNT(*) FROM {table}")).await;
+    }
+    counts
+}
+
 /// A browser without a page: the cookies of latchkey and of the provider, each kept for its
 /// own side.
 #[derive(Default)]
@@ -339,6 +357,24 @@ impl Browser {
     /// The callback, followed with this browser's cookies.
     pub async fn callback(&mut self, app: &impl Served, at: &AtCallback) -> reqwest::Response {
         self.get(app, &at.path_and_query).await
+    }
+
+    /// A link of the provider's account that signs in next to the session of `access_token`:
+    /// the JSON API's start (its cookie kept), the provider, the callback's answer.
+    pub async fn link(&mut self, app: &impl Served, access_token: &str) -> reqwest::Response {
+        let linking = app
+            .http()
+            .post(app.at(&format!("/auth/oidc/{PROVIDER}/link")))
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(linking.status(), 200, "the link's start");
+        keep_cookies(&mut self.cookies, &linking);
+        let body: Value = linking.json().await.unwrap();
+        let to = body["authorization_url"].as_str().unwrap().to_owned();
+        let at = self.through_provider(app, to).await;
+        self.callback(app, &at).await
     }
 
     /// A whole sign-in: start, provider, callback.
