@@ -27,22 +27,20 @@ use super::account::require_second_factor;
 use super::mfa::MfaChallengeBody;
 use super::openapi::responses::{MfaRequired, RateLimited, Unauthenticated};
 use super::session;
+use super::signup::account_without_password;
 use crate::app::AppState;
 use crate::clock::rfc3339;
 use crate::cookies;
-use crate::domain::{Email, Metadata};
+use crate::domain::Email;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJsonOrEmpty, Authenticated, ClientInfo};
 use crate::failpoint::failpoint;
-use crate::hooks::{SignupAttempt, Source};
-use crate::limits::Limit;
+use crate::hooks::Source;
 use crate::metrics::Metrics;
 use crate::oidc::{CallbackQuery, LinkTo, Pending, Provider, Verified, pending};
-use crate::password::imported::UNUSABLE;
 use crate::store;
 use crate::store::flows::NewChallenge;
 use crate::store::flows::SessionRef;
-use crate::store::flows::accounts::NewAccountRows;
 use crate::store::flows::oidc::OidcUnlink;
 use crate::store::flows::oidc::{NewOidcLink, NewOidcSignIn, OidcLink, OidcSignIn, SignInTo};
 use crate::store::identities::{NewIdentity, StoredIdentity};
@@ -326,9 +324,8 @@ async fn callback_flow(
     Ok(Callback::Session(jar))
 }
 
-/// The account for a provider account that no user has: a signup in every respect (its limit,
-/// the application's `before_signup` hook, `create_account` in the transaction), with no
-/// password (`UNUSABLE`: a reset sets one) and the address verified.
+/// The account for a provider account that no user has (see `account_without_password`), with
+/// the provider's `name` as its display name.
 ///
 /// Only for an address the provider vouches for (`email_verified`): an account made from an
 /// address nobody proved would be the pre-account takeover the other way round (whoever claims
@@ -352,31 +349,11 @@ async fn new_account(
         let reason = "a new account's address is not verified by the provider";
         return Err(failed(provider, reason));
     }
-    state
-        .limits
-        .check(Limit::Signup, &client.rate_key())
-        .await?;
-    let metadata = Metadata::empty();
     let display_name = verified
         .name
         .as_deref()
         .and_then(|n| crate::domain::DisplayName::parse(n).ok().flatten());
-    let attempt = SignupAttempt {
-        email: email.as_str(),
-        display_name: display_name.as_ref().map(|n| n.as_str()),
-        metadata: metadata.value(),
-        source: Source::Oidc,
-    };
-    state.hooks.before_signup(&attempt).await?;
-    let rows = NewAccountRows {
-        user_id: Uuid::now_v7(),
-        email,
-        password_hash: UNUSABLE.to_owned(),
-        display_name,
-        metadata,
-        app_metadata: None,
-        email_verified: true,
-    };
+    let rows = account_without_password(state, client, email, display_name, Source::Oidc).await?;
     Ok(SignInTo::New(Box::new(rows)))
 }
 

@@ -17,24 +17,23 @@ use axum_extra::extract::CookieJar;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use super::body::MessageBody;
 use super::login::{LoggedIn, LoginBody};
 use super::mfa::MfaChallengeBody;
 use super::openapi::responses::RateLimited;
 use super::session;
+use super::signup::account_without_password;
 use crate::app::AppState;
-use crate::domain::{Email, Metadata, required};
+use crate::domain::{Email, required};
 use crate::error::{ApiError, ErrorBody, FieldErrors};
 use crate::extract::{ApiJson, ClientInfo};
 use crate::failpoint::failpoint;
-use crate::hooks::{SignupAttempt, Source};
+use crate::hooks::Source;
 use crate::limits::Limit;
 use crate::mail::Kind;
 use crate::mail::links;
 use crate::metrics::Metrics;
-use crate::password::imported::UNUSABLE;
 use crate::store;
 use crate::store::audit;
 use crate::store::flows::NewChallenge;
@@ -331,9 +330,8 @@ async fn sign_in(
     Ok(LoggedIn::Session(jar, Box::new(body)))
 }
 
-/// The account a code for an address without one creates: a signup in every respect (its limit,
-/// the application's `before_signup` hook, `create_account` in the transaction), with no
-/// password (`UNUSABLE`: a reset sets one) and the address verified by the code.
+/// The account a code for an address without one creates (`passwordless_signup`): see
+/// `account_without_password`; the code proved the address.
 async fn new_account(
     state: &AppState,
     client: &ClientInfo,
@@ -345,25 +343,5 @@ async fn new_account(
     }
     let email = Email::parse(&live.email)
         .map_err(|problem| ApiError::Internal(anyhow::anyhow!("stored email: {problem}")))?;
-    state
-        .limits
-        .check(Limit::Signup, &client.rate_key())
-        .await?;
-    let metadata = Metadata::empty();
-    let attempt = SignupAttempt {
-        email: email.as_str(),
-        display_name: None,
-        metadata: metadata.value(),
-        source: Source::Passwordless,
-    };
-    state.hooks.before_signup(&attempt).await?;
-    Ok(NewAccountRows {
-        user_id: Uuid::now_v7(),
-        email,
-        password_hash: UNUSABLE.to_owned(),
-        display_name: None,
-        metadata,
-        app_metadata: None,
-        email_verified: true,
-    })
+    account_without_password(state, client, email, None, Source::Passwordless).await
 }

@@ -27,7 +27,7 @@ use super::password::stored_email;
 use super::session;
 use crate::app::AppState;
 use crate::clock::Millis;
-use crate::domain::{Email, Metadata, NewAccount};
+use crate::domain::{DisplayName, Email, Metadata, NewAccount};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ClientInfo};
 use crate::failpoint::failpoint;
@@ -35,7 +35,9 @@ use crate::hooks::{SignupAttempt, Source};
 use crate::limits::Limit;
 use crate::mail::Kind;
 use crate::mail::links::{self, LinkKind};
+use crate::password::imported::UNUSABLE;
 use crate::store;
+use crate::store::flows::accounts::NewAccountRows;
 use crate::store::flows::signup::{NewSignup, Signup};
 
 pub fn router() -> Router<AppState> {
@@ -206,4 +208,39 @@ async fn account_exists(state: &AppState, email: &Email, now: Millis) -> Result<
         state.mailer.wake();
     }
     Ok(())
+}
+
+/// The account a first sign-in without a password creates (a passwordless code, an OpenID
+/// provider): a signup in every respect but the password. Its limit and the application's
+/// `before_signup` hook run here, before any writing; `create_account` (with `account_created`)
+/// runs in the sign-in's transaction. No password is stored (`UNUSABLE`: a reset sets one), and
+/// the address is verified: the caller's proof of it is the code, or the provider's word.
+pub(crate) async fn account_without_password(
+    state: &AppState,
+    client: &ClientInfo,
+    email: Email,
+    display_name: Option<DisplayName>,
+    source: Source,
+) -> Result<NewAccountRows, ApiError> {
+    state
+        .limits
+        .check(Limit::Signup, &client.rate_key())
+        .await?;
+    let metadata = Metadata::empty();
+    let attempt = SignupAttempt {
+        email: email.as_str(),
+        display_name: display_name.as_ref().map(|n| n.as_str()),
+        metadata: metadata.value(),
+        source,
+    };
+    state.hooks.before_signup(&attempt).await?;
+    Ok(NewAccountRows {
+        user_id: Uuid::now_v7(),
+        email,
+        password_hash: UNUSABLE.to_owned(),
+        display_name,
+        metadata,
+        app_metadata: None,
+        email_verified: true,
+    })
 }
