@@ -6,7 +6,7 @@
 
 use uuid::Uuid;
 
-use super::{NewChallenge, NewSession, challenge_instead, open_login};
+use super::{NewChallenge, NewSession, Opening, challenge_instead, open_login};
 use crate::clock::Millis;
 use crate::failpoint::failpoint;
 use crate::store::Store;
@@ -90,7 +90,15 @@ async fn login(c: &mut Conn, new: &NewLogin, hooks: &Routes) -> Result<Done<Logi
     if let Some(hash) = &new.rehash {
         users::set_password_hash(&mut *c, new.user_id, hash, new.now).await?;
     }
-    let account = open_login(c, hooks, new.user_id, &new.session, &new.actor, new.now).await?;
+    let account = open_login(
+        c,
+        (hooks, Opening::Login),
+        new.user_id,
+        &new.session,
+        &new.actor,
+        new.now,
+    )
+    .await?;
     failpoint!("login.before_commit");
     Ok(Done::Commit(Login::Opened(account)))
 }

@@ -4,7 +4,7 @@
 use uuid::Uuid;
 
 use super::passkeys::{PasskeyUse, use_passkey};
-use super::{NewSession, open_login};
+use super::{NewSession, Opening, open_login};
 use crate::clock::Millis;
 use crate::failpoint::failpoint;
 use crate::mfa::challenge::MAX_FAILURES;
@@ -220,7 +220,15 @@ async fn verify(
     if let Some(refund) = &new.refund {
         rate_limits::apply_refund(&mut *c, refund).await?;
     }
-    let account = open_login(c, hooks, new.user_id, &new.session, &new.actor, new.now).await?;
+    let account = open_login(
+        c,
+        (hooks, Opening::Login),
+        new.user_id,
+        &new.session,
+        &new.actor,
+        new.now,
+    )
+    .await?;
     failpoint!("mfa.verify.before_commit");
     Ok(Done::Commit(Verification::Opened(account)))
 }

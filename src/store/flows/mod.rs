@@ -111,22 +111,34 @@ async fn open_session(
     sessions::insert_refresh_token(&mut *c, &s.refresh_token_hash, s.id, now).await
 }
 
+/// What a sign-in opens: a session of an account, or the first session of the account it has
+/// just created (a passwordless code or an OpenID provider for a new address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opening {
+    Login,
+    Signup,
+}
+
 /// What every sign-in writes once its factors are proved: the session, the last login, the
-/// `login` audit event and `user.login`. The account as the event shows it.
+/// audit event and the webhook event (`login` and `user.login`; for a new account `signup` and
+/// `user.created`). The account as the event shows it.
 async fn open_login(
     c: &mut Conn,
-    hooks: &Routes,
+    (hooks, opening): (&Routes, Opening),
     user_id: Uuid,
     session: &NewSession,
     actor: &Actor,
     now: Millis,
 ) -> Result<Account, sqlx::Error> {
+    let (kind, event) = match opening {
+        Opening::Login => (audit::Kind::Login, EventType::UserLogin),
+        Opening::Signup => (audit::Kind::Signup, EventType::UserCreated),
+    };
     open_session(c, user_id, session, now).await?;
     users::record_login(&mut *c, user_id, now).await?;
-    audit::record(&mut *c, audit::Kind::Login, actor, now).await?;
+    audit::record(&mut *c, kind, actor, now).await?;
     let account = events::find(c, user_id).await?;
     let session = session.id.to_string();
-    let event = EventType::UserLogin;
     events::about(c, hooks, event, &account, Some(&session), None, now).await?;
     Ok(account)
 }

@@ -7,8 +7,8 @@
 use uuid::Uuid;
 
 use super::accounts::{Created, NewAccountRows, create_account};
-use super::{NewChallenge, NewSession, SessionRef, challenge_instead, events};
-use super::{lock_live_session, open_login, open_session};
+use super::{NewChallenge, NewSession, Opening, SessionRef, challenge_instead};
+use super::{lock_live_session, open_login};
 use crate::clock::Millis;
 use crate::failpoint::failpoint;
 use crate::hooks::{DynHooks, HookError, Source};
@@ -21,7 +21,6 @@ use crate::store::users::{self, Account};
 use crate::store::webhooks::Routes;
 use crate::store::{Store, passkeys};
 use crate::tokens::SignIn;
-use crate::webhooks::event::EventType;
 
 /// A sign-in with a provider's account, prepared before the transaction.
 #[derive(Debug)]
@@ -196,7 +195,15 @@ async fn existing(
     if challenge_instead(c, user_id, &new.challenge, first, &new.actor, new.now).await? {
         return Ok(Some(OidcSignIn::MfaRequired));
     }
-    let account = open_login(c, hooks, user_id, &new.session, &new.actor, new.now).await?;
+    let account = open_login(
+        c,
+        (hooks, Opening::Login),
+        user_id,
+        &new.session,
+        &new.actor,
+        new.now,
+    )
+    .await?;
     Ok(Some(OidcSignIn::Opened {
         account,
         created: false,
@@ -220,13 +227,8 @@ async fn created(
     }
     let user_id = rows.user_id;
     identities::insert(&mut *c, user_id, &new.identity, new.now).await?;
-    open_session(c, user_id, &new.session, new.now).await?;
-    users::record_login(&mut *c, user_id, new.now).await?;
-    audit::record(&mut *c, audit::Kind::Signup, &new.actor, new.now).await?;
-    let account = events::find(c, user_id).await?;
-    let session = new.session.id.to_string();
-    let event = EventType::UserCreated;
-    events::about(c, hooks, event, &account, Some(&session), None, new.now).await?;
+    let opening = (hooks, Opening::Signup);
+    let account = open_login(c, opening, user_id, &new.session, &new.actor, new.now).await?;
     Ok(Ok(account))
 }
 

@@ -6,7 +6,7 @@
 
 use uuid::Uuid;
 
-use super::{NewSession, SessionRef, lock_live_session, open_login};
+use super::{NewSession, Opening, SessionRef, lock_live_session, open_login};
 use crate::clock::Millis;
 use crate::failpoint::failpoint;
 use crate::mfa::passkey::{CeremonyKind, MAX_PER_USER};
@@ -183,7 +183,15 @@ async fn login(
         Some(false) => return Ok(Done::Rollback(PasskeyLogin::Stale)),
         Some(true) => {}
     }
-    let account = open_login(c, hooks, new.user_id, &new.session, &new.actor, new.now).await?;
+    let account = open_login(
+        c,
+        (hooks, Opening::Login),
+        new.user_id,
+        &new.session,
+        &new.actor,
+        new.now,
+    )
+    .await?;
     failpoint!("passkeys.login.before_commit");
     Ok(Done::Commit(PasskeyLogin::Opened(account)))
 }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::accounts::{Created, NewAccountRows, create_account};
 use super::{NewChallenge, NewMail, NewSession, Throttle, challenge_instead, claim, enqueue};
-use super::{events, open_login, open_session};
+use super::{Opening, open_login};
 use crate::clock::Millis;
 use crate::failpoint::failpoint;
 use crate::hooks::{DynHooks, HookError, Source};
@@ -23,7 +23,6 @@ use crate::store::tx::{Conn, Done};
 use crate::store::users::{self, Account};
 use crate::store::webhooks::Routes;
 use crate::tokens::SignIn;
-use crate::webhooks::event::EventType;
 
 /// A passwordless request: the address as typed (valid), its throttle slot, and who asked.
 #[derive(Debug)]
@@ -203,7 +202,15 @@ async fn existing(
     if challenge_instead(c, user_id, &new.challenge, first, &new.actor, new.now).await? {
         return Ok(Some(Passwordless::MfaRequired));
     }
-    let account = open_login(c, hooks, user_id, &new.session, &new.actor, new.now).await?;
+    let account = open_login(
+        c,
+        (hooks, Opening::Login),
+        user_id,
+        &new.session,
+        &new.actor,
+        new.now,
+    )
+    .await?;
     Ok(Some(Passwordless::Opened {
         account,
         created: false,
@@ -225,13 +232,7 @@ async fn created(
         Created::EmailTaken => return Ok(Err(Passwordless::Invalid)),
         Created::Refused(refused) => return Ok(Err(Passwordless::Refused(refused))),
     }
-    let user_id = rows.user_id;
-    open_session(c, user_id, &new.session, new.now).await?;
-    users::record_login(&mut *c, user_id, new.now).await?;
-    audit::record(&mut *c, audit::Kind::Signup, &new.actor, new.now).await?;
-    let account = events::find(c, user_id).await?;
-    let session = new.session.id.to_string();
-    let event = EventType::UserCreated;
-    events::about(c, hooks, event, &account, Some(&session), None, new.now).await?;
+    let opening = (hooks, Opening::Signup);
+    let account = open_login(c, opening, rows.user_id, &new.session, &new.actor, new.now).await?;
     Ok(Ok(account))
 }
