@@ -103,10 +103,15 @@ pub fn set_device(jar: CookieJar, secure: bool, value: String) -> CookieJar {
     ))
 }
 
-pub fn device_token(jar: &CookieJar, secure: bool) -> Option<String> {
-    jar.get(device_name(secure))
+/// A cookie's value, when the request has the cookie and it is not empty (a cleared one).
+fn value(jar: &CookieJar, name: &str) -> Option<String> {
+    jar.get(name)
         .map(|c| c.value().to_owned())
         .filter(|v| !v.is_empty())
+}
+
+pub fn device_token(jar: &CookieJar, secure: bool) -> Option<String> {
+    value(jar, device_name(secure))
 }
 
 pub fn oidc_name(secure: bool) -> &'static str {
@@ -137,9 +142,7 @@ pub fn clear_oidc(jar: CookieJar, secure: bool) -> CookieJar {
 }
 
 pub fn oidc_pending(jar: &CookieJar, secure: bool) -> Option<String> {
-    jar.get(oidc_name(secure))
-        .map(|c| c.value().to_owned())
-        .filter(|v| !v.is_empty())
+    value(jar, oidc_name(secure))
 }
 
 /// Sets both session cookies.
@@ -173,14 +176,9 @@ pub fn clear_session(jar: CookieJar, secure: bool) -> CookieJar {
 }
 
 pub fn access_token(jar: &CookieJar, secure: bool) -> Option<String> {
-    jar.get(access_name(secure))
-        .map(|c| c.value().to_owned())
-        .filter(|v| !v.is_empty())
+    value(jar, access_name(secure))
 }
 
 pub fn refresh_token(jar: &CookieJar, secure: bool) -> Option<SecretString> {
-    jar.get(refresh_name(secure))
-        .map(|c| c.value().to_owned())
-        .filter(|v| !v.is_empty())
-        .map(SecretString::from)
+    value(jar, refresh_name(secure)).map(SecretString::from)
 }
