@@ -388,19 +388,7 @@ async fn a_disable_committing_while_a_login_verifies_leaves_no_live_session(db: 
 
     let login = held_login(&server, PASSWORD);
     until_held().await;
-    let url = test_db.url.clone();
-    let disabled = tokio::task::spawn_blocking(move || {
-        let args = ["users", "disable", &user_id, "--database-url", &url];
-        let args = [&args[..], &["--key-encryption-key", &kek]].concat();
-        run(&args, &std::env::temp_dir())
-    })
-    .await
-    .unwrap();
-    assert!(
-        disabled.status.success(),
-        "disable: {}",
-        String::from_utf8_lossy(&disabled.stderr)
-    );
+    disable_with_cli(&test_db, &kek, &user_id).await;
 
     assert_refused(
         login.await.unwrap(),

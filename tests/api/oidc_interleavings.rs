@@ -203,19 +203,7 @@ async fn an_unlink_or_a_disable_committing_while_a_callback_is_held_opens_no_ses
             }
             _ => {
                 let user_id = count_text(&pool, "SELECT id FROM users").await;
-                let (url, kek) = (test_db.url.clone(), kek.clone());
-                let disabled = tokio::task::spawn_blocking(move || {
-                    let args = ["users", "disable", &user_id, "--database-url", &url];
-                    let args = [&args[..], &["--key-encryption-key", &kek]].concat();
-                    run(&args, &std::env::temp_dir())
-                })
-                .await
-                .unwrap();
-                assert!(
-                    disabled.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&disabled.stderr)
-                );
+                disable_with_cli(&test_db, &kek, &user_id).await;
             }
         }
         let response = held.await.unwrap();

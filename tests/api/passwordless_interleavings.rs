@@ -302,20 +302,7 @@ async fn a_disable_committing_while_a_code_is_checked_opens_no_session(db: Db) {
     let code = emailed(&server, "alice@example.com", 0).await;
 
     let held = held_verification(&server, &code).await;
-    let url = test_db.url.clone();
-    let kek_arg = kek.clone();
-    let disabled = tokio::task::spawn_blocking(move || {
-        let args = ["users", "disable", &user_id, "--database-url", &url];
-        let args = [&args[..], &["--key-encryption-key", &kek_arg]].concat();
-        run(&args, &std::env::temp_dir())
-    })
-    .await
-    .unwrap();
-    assert!(
-        disabled.status.success(),
-        "disable: {}",
-        String::from_utf8_lossy(&disabled.stderr)
-    );
+    disable_with_cli(&test_db, &kek, &user_id).await;
 
     assert_refused_without_session(held.await.unwrap(), &pool, "after a disable").await;
     let unused = "SELECT COUNT(*) FROM passwordless_codes WHERE used_at IS NULL";

@@ -60,6 +60,13 @@ pub fn admin_url() -> String {
 
 static POSTGRES: OnceCell<bool> = OnceCell::const_new();
 
+/// Whether tests that need a peer (PostgreSQL, a browser, an OpenID provider) must fail instead
+/// of being skipped without it: `var=1`, or `CI` set.
+pub fn required(var: &str) -> bool {
+    std::env::var(var).is_ok_and(|v| v == "1")
+        || std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false")
+}
+
 /// Whether the PostgreSQL variants run; panics when PostgreSQL is required and unreachable.
 pub async fn postgres_available() -> bool {
     let available = *POSTGRES
@@ -70,8 +77,7 @@ pub async fn postgres_available() -> bool {
             matches!(probe, Ok(Ok(_)))
         })
         .await;
-    let required = std::env::var("LATCHKEY_TEST_REQUIRE_POSTGRES").is_ok_and(|v| v == "1")
-        || std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+    let required = required("LATCHKEY_TEST_REQUIRE_POSTGRES");
     if !available {
         assert!(
             !required,
@@ -523,6 +529,8 @@ pub fn attrs(list: &[&str]) -> Vec<String> {
 }
 
 pub use futures_util::future::join_all;
+#[cfg(feature = "failpoints")]
+pub use process::disable_with_cli;
 pub use process::{ServerProcess, run};
 pub use receiver::{Delivery, Receiver, WEBHOOK_SECRET, WEBHOOK_SECRET_2, verify_signature};
 pub use smtp::{Mail, SmtpSink};

@@ -39,8 +39,7 @@ pub fn available() -> bool {
         .status()
         .is_ok_and(|s| s.success());
     let installed = dir().join("node_modules/oidc-provider").exists();
-    let required = std::env::var("LATCHKEY_TEST_REQUIRE_OIDC").is_ok_and(|v| v == "1")
-        || std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+    let required = super::required("LATCHKEY_TEST_REQUIRE_OIDC");
     if !(node && installed) {
         assert!(
             !required,

@@ -319,6 +319,25 @@ fn listening_address(line: &str) -> Option<String> {
 
 /// Runs a `latchkey` command to completion (`migrate`, `keys rotate`), without the test run's
 /// `LATCHKEY_*` environment, and returns its output.
+/// `latchkey users disable` of `user_id` on `db` (as an operator would, from another process),
+/// which must succeed.
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+pub async fn disable_with_cli(db: &TestDb, kek: &str, user_id: &str) {
+    let (url, kek, user_id) = (db.url.clone(), kek.to_owned(), user_id.to_owned());
+    let disabled = tokio::task::spawn_blocking(move || {
+        let args = ["users", "disable", &user_id, "--database-url", &url];
+        let args = [&args[..], &["--key-encryption-key", &kek]].concat();
+        run(&args, &std::env::temp_dir())
+    })
+    .await
+    .unwrap();
+    assert!(
+        disabled.status.success(),
+        "disable: {}",
+        String::from_utf8_lossy(&disabled.stderr)
+    );
+}
+
 pub fn run(args: &[&str], dir: &Path) -> std::process::Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_latchkey"));
     for (name, _) in std::env::vars_os() {

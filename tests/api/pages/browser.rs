@@ -29,8 +29,7 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// Whether the browser tests run; panics when they are required and Chromium is missing.
 fn browser_available() -> bool {
     let available = Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists();
-    let required = std::env::var("LATCHKEY_TEST_REQUIRE_BROWSER").is_ok_and(|v| v == "1")
-        || std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+    let required = crate::helpers::required("LATCHKEY_TEST_REQUIRE_BROWSER");
     if !available {
         assert!(
             !required,
