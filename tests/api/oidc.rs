@@ -4,10 +4,12 @@
 //! tampered `state`, a replayed code, another browser, and ID tokens that do not verify
 //! (audience, authorized party, expiry, nonce, issuer, an unknown key) are refused with nothing
 //! written; a rotated key is fetched; a second factor is still asked for; identities are listed,
-//! linked and unlinked (never the last way in).
+//! linked and unlinked (never the last way in), and a link whose session ended before the
+//! provider sent the browser back links nothing.
 
 use serde_json::{Value, json};
 
+use crate::admin_api::admin_key;
 use crate::db_tests;
 use crate::helpers::oidc::{self, Browser, PROVIDER, Provider};
 use crate::helpers::*;
@@ -21,6 +23,7 @@ db_tests!(
     the_providers_refusal_an_unknown_provider_and_a_disabled_account_are_refused,
     an_account_with_a_second_factor_still_needs_it,
     identities_are_listed_and_unlinked_but_never_the_last_way_in,
+    a_link_whose_session_ended_before_its_callback_links_nothing,
     the_pages_show_the_providers_and_the_linked_accounts,
 );
 
@@ -632,6 +635,66 @@ async fn identities_are_listed_and_unlinked_but_never_the_last_way_in(db: Db) {
         .await
         .unwrap();
     assert_eq!(anonymous.status(), 401);
+}
+
+/// The window between a link's start and its callback is the time the person spends at the
+/// provider: a logout, a logout everywhere from another session, or the account being disabled
+/// in it ends the link's session, and the callback then links nothing.
+async fn a_link_whose_session_ended_before_its_callback_links_nothing(db: Db) {
+    let Some((provider, app)) = setup(db).await else {
+        return;
+    };
+    for ending in ["logout", "logout-all", "disable"] {
+        let user = app.signed_up(&format!("{ending}@example.com")).await;
+        let subject = format!("sub-{ending}");
+        provider
+            .will_sign_in(&subject, &format!("{ending}@work.example"), true)
+            .await;
+        let mut browser = Browser::default();
+        let at = browser.start_link(&app, &user.access_token).await;
+        match ending {
+            "logout" => {
+                let out = app
+                    .client
+                    .post(app.url("/auth/logout"))
+                    .bearer_auth(&user.access_token)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(out.status(), 204);
+            }
+            "logout-all" => {
+                let login = app.login(&format!("{ending}@example.com"), PASSWORD).await;
+                let other = Session::from_response(login).await;
+                let out = app
+                    .client
+                    .post(app.url("/auth/logout-all"))
+                    .bearer_auth(&other.access_token)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(out.status(), 204);
+            }
+            _ => {
+                let (_, key) = admin_key(&app).await;
+                let disabled = app
+                    .client
+                    .patch(app.url(&format!("/admin/v1/users/{}", user.user_id())))
+                    .bearer_auth(&key)
+                    .json(&json!({"disabled": true}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(disabled.status(), 200);
+            }
+        }
+        let before = written(&app).await;
+        let response = browser.callback(&app, &at).await;
+        assert_refused(response, 401, "Please log in to continue.", ending).await;
+        assert_eq!(written(&app).await, before, "{ending}: nothing written");
+        let linked = format!("SELECT COUNT(*) FROM identities WHERE subject = '{subject}'");
+        assert_eq!(app.count(&linked).await, 0, "{ending}");
+    }
 }
 
 async fn the_pages_show_the_providers_and_the_linked_accounts(db: Db) {

@@ -3,7 +3,8 @@
 //! its commit (`return`, `panic`), for a first sign-in that creates the account and for a later
 //! one; a browser that goes away while the callback is held before its commit; and an unlink, a
 //! disable or a signup of the address committing between the callback's checks and its
-//! transaction. Each case runs the real binary (the `fail` crate's configuration is global to a
+//! transaction; a link and an unlink failing before their commits (`return`, `panic`) or whose
+//! browser goes away there. Each case runs the real binary (the `fail` crate's configuration is global to a
 //! process) on a fresh database.
 
 use sqlx::AnyPool;
@@ -18,6 +19,8 @@ db_tests!(
     a_callback_abandoned_before_its_commit_writes_nothing,
     an_unlink_or_a_disable_committing_while_a_callback_is_held_opens_no_session,
     a_signup_of_the_address_committing_while_a_first_sign_in_is_held_wins,
+    a_link_or_an_unlink_failing_before_its_commit_changes_nothing_and_works_after,
+    a_link_or_an_unlink_abandoned_before_its_commit_changes_nothing,
 );
 
 const REDIRECT_URI: &str = "http://localhost:8080/auth/oidc/testop/callback";
@@ -42,7 +45,7 @@ fn signed_in(response: &reqwest::Response, why: &str) -> String {
 async fn server(
     test_db: &TestDb,
     provider: &Provider,
-    held: Option<&str>,
+    held: &[&str],
     env: &[(&str, &str)],
 ) -> (ServerProcess, ConfigFile, String) {
     let config = provider.config_file();
@@ -50,8 +53,8 @@ async fn server(
     let with_config = [("LATCHKEY_CONFIG", config.path())];
     let env = [env, &with_config[..]].concat();
     let server = match held {
-        Some(point) => held_server(test_db, &kek, &[point], &env).await,
-        None => ServerProcess::serve(test_db, &kek, &env).await,
+        [] => ServerProcess::serve(test_db, &kek, &env).await,
+        points => held_server(test_db, &kek, points, &env).await,
     };
     (server, config, kek)
 }
@@ -67,7 +70,7 @@ async fn a_callback_failing_before_its_commit_writes_nothing_and_the_next_sign_i
         // The first creation fails, the second works; the first login after it fails.
         let failpoints = format!("oidc.callback.before_commit=1*{action}->1*off->1*{action}");
         let env = [("FAILPOINTS", failpoints.as_str())];
-        let (server, _config, _kek) = server(&test_db, &provider, None, &env).await;
+        let (server, _config, _kek) = server(&test_db, &provider, &[], &env).await;
         let pool = test_db.pool().await;
         provider
             .will_sign_in("sub-ann", "ann@example.com", true)
@@ -114,7 +117,7 @@ async fn a_callback_abandoned_before_its_commit_writes_nothing(db: Db) {
     let test_db = TestDb::new(db).await;
     let provider = Provider::start(REDIRECT_URI);
     let point = "oidc.callback.before_commit";
-    let (server, _config, _kek) = server(&test_db, &provider, Some(point), &[]).await;
+    let (server, _config, _kek) = server(&test_db, &provider, &[point], &[]).await;
     let pool = test_db.pool().await;
     provider
         .will_sign_in("sub-bo", "bo@example.com", true)
@@ -171,7 +174,7 @@ async fn an_unlink_or_a_disable_committing_while_a_callback_is_held_opens_no_ses
             ),
             ("LATCHKEY_DATABASE_TIMEOUT", "10s"),
         ];
-        let (server, _config, kek) = server(&test_db, &provider, None, &env).await;
+        let (server, _config, kek) = server(&test_db, &provider, &[], &env).await;
         let pool = test_db.pool().await;
         provider
             .will_sign_in("sub-cy", "cy@example.com", true)
@@ -228,7 +231,7 @@ async fn a_signup_of_the_address_committing_while_a_first_sign_in_is_held_wins(d
     let test_db = TestDb::new(db).await;
     let provider = Provider::start(REDIRECT_URI);
     let point = "oidc.callback.after_check";
-    let (server, _config, _kek) = server(&test_db, &provider, Some(point), &[]).await;
+    let (server, _config, _kek) = server(&test_db, &provider, &[point], &[]).await;
     let pool = test_db.pool().await;
     provider
         .will_sign_in("sub-di", "di@example.com", true)
@@ -246,5 +249,100 @@ async fn a_signup_of_the_address_committing_while_a_first_sign_in_is_held_wins(d
     );
     let html: String = response.text().await.unwrap();
     assert!(html.contains("An account with this address exists already."));
+    pool.close().await;
+}
+
+/// The identities, and the audit events of links and unlinks: `[identities, linked, unlinked]`.
+async fn links(pool: &AnyPool) -> [i64; 3] {
+    let audited = |kind: &str| format!("SELECT COUNT(*) FROM audit_events WHERE kind = '{kind}'");
+    [
+        count(pool, "SELECT COUNT(*) FROM identities").await,
+        count(pool, &audited("identity_linked")).await,
+        count(pool, &audited("identity_unlinked")).await,
+    ]
+}
+
+/// Ann's account, with a password, and her session's access token; her provider account is
+/// `sub-ann`.
+async fn ann(server: &ServerProcess, provider: &Provider) -> String {
+    let signed_up = server.signup("ann@example.com").await;
+    assert_eq!(signed_up.status(), 201);
+    provider
+        .will_sign_in("sub-ann", "ann@work.example", true)
+        .await;
+    Session::from_response(signed_up).await.access_token
+}
+
+fn unlink(server: &ServerProcess, access: &str, id: &str) -> reqwest::RequestBuilder {
+    server
+        .client
+        .delete(server.url(&format!("/auth/identities/{id}")))
+        .bearer_auth(access)
+}
+
+async fn a_link_or_an_unlink_failing_before_its_commit_changes_nothing_and_works_after(db: Db) {
+    if !oidc::available() {
+        return;
+    }
+    for action in ["return", "panic"] {
+        let context = format!("{action} ({db:?})");
+        let test_db = TestDb::new(db).await;
+        let provider = Provider::start(REDIRECT_URI);
+        let failpoints =
+            format!("oidc.link.before_commit=1*{action};oidc.unlink.before_commit=1*{action}");
+        let env = [("FAILPOINTS", failpoints.as_str())];
+        let (server, _config, _kek) = server(&test_db, &provider, &[], &env).await;
+        let pool = test_db.pool().await;
+        let access = ann(&server, &provider).await;
+
+        let failed = Browser::default().link(&server, &access).await;
+        assert_eq!(failed.status(), 500, "{context}: the link");
+        no_session(&failed, &context);
+        assert_eq!(links(&pool).await, [0, 0, 0], "{context}: nothing linked");
+        server.assert_serving(&context).await;
+        let linked = Browser::default().link(&server, &access).await;
+        assert_eq!(linked.status(), 303, "{context}: linked after");
+        assert_eq!(links(&pool).await, [1, 1, 0], "{context}");
+
+        let id = count_text(&pool, "SELECT id FROM identities").await;
+        let failed = unlink(&server, &access, &id).send().await.unwrap();
+        assert_eq!(failed.status(), 500, "{context}: the unlink");
+        assert_eq!(links(&pool).await, [1, 1, 0], "{context}: still linked");
+        let unlinked = unlink(&server, &access, &id).send().await.unwrap();
+        assert_eq!(unlinked.status(), 204, "{context}: unlinked after");
+        assert_eq!(links(&pool).await, [0, 1, 1], "{context}");
+        pool.close().await;
+    }
+}
+
+async fn a_link_or_an_unlink_abandoned_before_its_commit_changes_nothing(db: Db) {
+    if !oidc::available() {
+        return;
+    }
+    let test_db = TestDb::new(db).await;
+    let provider = Provider::start(REDIRECT_URI);
+    let (link, unlink_point) = ("oidc.link.before_commit", "oidc.unlink.before_commit");
+    let (server, _config, _kek) = server(&test_db, &provider, &[link, unlink_point], &[]).await;
+    let pool = test_db.pool().await;
+    let access = ann(&server, &provider).await;
+
+    let mut browser = Browser::default();
+    let at = browser.start_link(&server, &access).await;
+    let request = server
+        .client
+        .get(server.url(&at.path_and_query))
+        .header("cookie", oidc_cookie(&browser));
+    abandon_and_roll_back(&server, request, link).await;
+    assert_eq!(links(&pool).await, [0, 0, 0], "nothing linked");
+    let linked = Browser::default().link(&server, &access).await;
+    assert_eq!(linked.status(), 303, "linked after");
+    assert_eq!(links(&pool).await, [1, 1, 0]);
+
+    let id = count_text(&pool, "SELECT id FROM identities").await;
+    abandon_and_roll_back(&server, unlink(&server, &access, &id), unlink_point).await;
+    assert_eq!(links(&pool).await, [1, 1, 0], "still linked");
+    let unlinked = unlink(&server, &access, &id).send().await.unwrap();
+    assert_eq!(unlinked.status(), 204, "unlinked after");
+    assert_eq!(links(&pool).await, [0, 1, 1]);
     pool.close().await;
 }

@@ -361,6 +361,12 @@ impl Browser {
     /// A link of the provider's account that signs in next to the session of `access_token`:
     /// the JSON API's start (its cookie kept), the provider, the callback's answer.
     pub async fn link(&mut self, app: &impl Served, access_token: &str) -> reqwest::Response {
+        let at = self.start_link(app, access_token).await;
+        self.callback(app, &at).await
+    }
+
+    /// A link's start and the provider, up to the callback.
+    pub async fn start_link(&mut self, app: &impl Served, access_token: &str) -> AtCallback {
         let linking = app
             .http()
             .post(app.at(&format!("/auth/oidc/{PROVIDER}/link")))
@@ -372,8 +378,7 @@ impl Browser {
         keep_cookies(&mut self.cookies, &linking);
         let body: Value = linking.json().await.unwrap();
         let to = body["authorization_url"].as_str().unwrap().to_owned();
-        let at = self.through_provider(app, to).await;
-        self.callback(app, &at).await
+        self.through_provider(app, to).await
     }
 
     /// A whole sign-in: start, provider, callback.
