@@ -186,7 +186,7 @@ pub mod oidc;
 /// The hosted pages: HTML forms for every flow, built on the same use cases as the JSON API.
 #[doc(hidden)]
 pub mod pages;
-/// Argon2id hashing and verification on a bounded blocking pool behind a bounded queue.
+/// Argon2id hashing and verification on threads of its own behind a bounded queue.
 #[doc(hidden)]
 pub mod password;
 /// Passwordless sign-in: the emailed link's token and 6-digit code.

@@ -1,9 +1,9 @@
 //! Argon2id hashing and verification, off the async runtime.
 //!
 //! Hashing is deliberately expensive (m=19456 KiB, t=2, p=1 by default), so it never runs on an
-//! async worker: each hash runs on tokio's blocking pool, and a semaphore sized to the hashing
-//! threads keeps at most that many running at once. Callers hash *before* they open a transaction,
-//! so no connection or lock is ever held while a hash is computed.
+//! async worker: each hash runs on one of the hasher's own threads (`Pool`), as many as
+//! `hash_threads`, which take jobs from one queue in order. Callers hash *before* they open a
+//! transaction, so no connection or lock is ever held while a hash is computed.
 //!
 //! Load shedding: the queue in front of those threads is bounded. A job is admitted only while
 //! fewer than `threads + queue` jobs are running or waiting; past that, `reserve` fails at once
@@ -20,7 +20,7 @@
 pub mod argon2id;
 pub mod imported;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, mpsc};
 
 use anyhow::{Context, anyhow};
 use argon2::password_hash::PasswordHash;
@@ -28,7 +28,7 @@ use argon2::{Params, Version};
 use secrecy::{ExposeSecret, SecretString};
 
 use self::argon2id::{Argon2id, Cost};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 /// The outcome of checking a password against a stored hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,8 +58,7 @@ pub struct Hasher {
     /// Jobs running or waiting: `capacity` (`threads + queue`) permits, taken without waiting.
     admitted: Arc<Semaphore>,
     capacity: usize,
-    /// Jobs running: `threads` permits.
-    running: Arc<Semaphore>,
+    pool: Pool,
     dummy_hash: Arc<str>,
 }
 
@@ -80,7 +79,7 @@ impl Hasher {
             threads,
             admitted: Arc::new(Semaphore::new(threads.saturating_mul(5))),
             capacity: threads.saturating_mul(5),
-            running: Arc::new(Semaphore::new(threads)),
+            pool: Pool::start(threads)?,
             dummy_hash: dummy_hash.into(),
         })
     }
@@ -167,40 +166,76 @@ impl HashSlot {
         self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
-        let running = Arc::clone(&self.hasher.running)
-            .acquire_owned()
-            .await
-            .context("hasher closed")?;
+        let (done, result) = oneshot::channel();
         let admitted = self.admitted;
-        // Both permits go with the job: a request that gives up (timeout, closed connection)
-        // cannot free its place while its hash still occupies a thread.
-        let job = tokio::task::spawn_blocking(move || {
-            let _permits = (admitted, running);
-            lower_this_threads_priority();
-            work()
-        });
-        Ok(job.await.context("hashing task failed")?)
+        // The place goes with the job: a request that gives up (timeout, closed connection)
+        // cannot free it while its hash still occupies a thread.
+        self.hasher.pool.run(Box::new(move || {
+            let _admitted = admitted;
+            let _ = done.send(work());
+        }))?;
+        Ok(result.await.context("hashing job failed")?)
     }
 }
 
-/// Hashing threads run at a lower CPU priority (nice 10) than the async workers. With one hashing
-/// thread per core, a flood of signups keeps every core busy hashing; the requests that never
-/// hash (GET /auth/me, refresh, JWKS) must still be scheduled at once, and hashing still gets
-/// every cycle they leave. Only hashing uses tokio's blocking pool here, so a thread lowered
-/// once stays a hashing thread. Measured in the README's "Performance" (mixed load).
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The hashing threads, started with the hasher and ended when its last clone is dropped. They
+/// are the process's only threads at a lower CPU priority (`lower_this_threads_priority`), and
+/// they run nothing but hashes (tokio's blocking pool also resolves names and reads files).
+#[derive(Clone)]
+struct Pool {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Pool {
+    fn start(threads: usize) -> anyhow::Result<Pool> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..threads {
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name(format!("latchkey-hash-{n}"))
+                .spawn(move || {
+                    lower_this_threads_priority();
+                    loop {
+                        // One thread waits on the queue at a time, the others for the lock.
+                        let job = match queue.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(_) => break,
+                        };
+                        // Every sender gone: the hasher was dropped.
+                        let Ok(job) = job else { break };
+                        // A panicking job drops its answer's sender (its caller sees the
+                        // failure) and leaves the thread serving.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
+                })
+                .context("cannot start a hashing thread")?;
+        }
+        Ok(Pool { jobs })
+    }
+
+    fn run(&self, job: Job) -> Result<(), HashError> {
+        self.jobs
+            .send(job)
+            .map_err(|_| HashError::Failed(anyhow!("the hashing threads are gone")))
+    }
+}
+
+/// Hashing threads run at the lowest nice value, 19, below the async workers (0). With one
+/// hashing thread per core, a flood of signups keeps every core busy hashing; the requests that
+/// never hash (GET /auth/me, refresh, JWKS) must still be scheduled the moment they wake, and
+/// hashing gets every cycle they leave. Nice 19 rather than nice 10 cut `GET /auth/me`'s p99
+/// under a signup flood by about a tenth; `SCHED_IDLE` did no better than nice 19 and would
+/// leave logins almost nothing (a weight of 3 against 1024) while other requests keep the cores
+/// busy. Measured in the README's "Performance" (mixed load).
 fn lower_this_threads_priority() {
     #[cfg(target_os = "linux")]
-    {
-        use std::cell::Cell;
-        thread_local!(static LOWERED: Cell<bool> = const { Cell::new(false) });
-        if !LOWERED.replace(true) {
-            // SAFETY: plain system call without pointers; on Linux, `who = 0` with
-            // PRIO_PROCESS names the calling thread alone. A failure leaves the priority as it
-            // was, which is harmless.
-            unsafe {
-                libc::setpriority(libc::PRIO_PROCESS, 0, 10);
-            }
-        }
+    // SAFETY: a plain system call without pointers; on Linux, `who = 0` with PRIO_PROCESS names
+    // the calling thread alone. A failure leaves the priority as it was, which is harmless.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
     }
 }
 
@@ -249,6 +284,41 @@ mod tests {
 
     fn secret(s: &str) -> SecretString {
         SecretString::from(s)
+    }
+
+    /// What a job sees of the thread it runs on: its name and its nice value.
+    fn where_it_runs() -> (Option<String>, i32) {
+        let name = std::thread::current().name().map(str::to_owned);
+        // SAFETY: a plain system call; `who = 0` names the calling thread.
+        (name, unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) })
+    }
+
+    #[tokio::test]
+    async fn jobs_run_on_the_pools_own_lowered_threads_and_a_panic_fails_only_its_job() {
+        let before = where_it_runs().1;
+        let pool = Pool::start(1).unwrap();
+        let (done, failed) = oneshot::channel::<()>();
+        pool.run(Box::new(move || {
+            let _done = done;
+            panic!("a hash went wrong");
+        }))
+        .unwrap();
+        assert!(
+            failed.await.is_err(),
+            "the panicking job's caller sees it fail"
+        );
+        let (done, answer) = oneshot::channel();
+        pool.run(Box::new(move || {
+            let _ = done.send(where_it_runs());
+        }))
+        .unwrap();
+        let expected = (Some("latchkey-hash-0".to_owned()), 19);
+        assert_eq!(answer.await.unwrap(), expected, "the same thread serves on");
+        assert_eq!(
+            where_it_runs().1,
+            before,
+            "the caller's thread is left as it was"
+        );
     }
 
     #[tokio::test]

@@ -79,8 +79,8 @@ pub struct Argon2Rust;
 /// cost a fifth of a signup's CPU in page faults and the kernel clearing pages (measured with perf,
 /// see the README's "Performance"). There are never more arenas than hashes that ran at once,
 /// which the service bounds to its hashing threads: the memory budget counts 19 MiB per hashing
-/// thread anyway. An arena is wiped after every use (`zeroize-memory`). Per pool rather than per
-/// thread, because tokio's blocking pool may run consecutive hashes on ever new threads.
+/// thread anyway. An arena is wiped after every use (`zeroize-memory`). Per process rather than
+/// per thread: the hasher's threads share them with the benchmark's and the tests' own threads.
 static ARENAS: Mutex<Vec<argon2_rust::Hasher>> = Mutex::new(Vec::new());
 
 impl Argon2Rust {
