@@ -700,6 +700,10 @@ impl Run {
         for line in &worse {
             println!("REGRESSION (>10 % worse than the previous latest.json): {line}");
         }
+        if let Some(note) = previous.as_ref().and_then(|p| machine_changed(p, &current)) {
+            println!("{note}");
+            let _ = writeln!(md, "\n{note}");
+        }
         let json = serde_json::to_string_pretty(&current)? + "\n";
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let mut written = Vec::new();
@@ -735,6 +739,30 @@ pub fn git_commit() -> String {
         true => format!("{commit}+dirty"),
         false => commit,
     }
+}
+
+/// A note when the machine itself measured more than 10 % slower or faster than in `previous`
+/// (the chosen hasher on one thread, one EdDSA verification: code that no change to the service
+/// touches), so that the scenarios flagged against it are read as a different machine's speed.
+fn machine_changed(previous: &Value, current: &Value) -> Option<String> {
+    let hashes = |run: &Value| {
+        run["hashers"]
+            .as_array()?
+            .iter()
+            .find(|h| h["chosen"] == true)?["hashes_per_sec_one_thread"]
+            .as_f64()
+    };
+    let verify = |run: &Value| run["eddsa_verify_us"].as_f64();
+    let (h0, h1) = (hashes(previous)?, hashes(current)?);
+    let (v0, v1) = (verify(previous)?, verify(current)?);
+    let off = |ratio: f64| !(0.9..=1.1).contains(&ratio);
+    (off(h1 / h0) || off(v0 / v1)).then(|| {
+        format!(
+            "The machine itself differs from the previous run's: Argon2 on one thread {h1:.1} \
+             hashes/s (was {h0:.1}), one EdDSA verification {v1:.1} µs (was {v0:.1}). Scenarios \
+             flagged against that run compare machine speeds as much as code."
+        )
+    })
 }
 
 /// The scenarios of `current` more than 10 % worse than the same in `previous` (fewer req/s, or
