@@ -167,14 +167,34 @@ impl HashSlot {
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
         let (done, result) = oneshot::channel();
-        let admitted = self.admitted;
-        // The place goes with the job: a request that gives up (timeout, closed connection)
-        // cannot free it while its hash still occupies a thread.
+        // The place in the queue is the caller's while the job waits, and goes with the job
+        // once a thread takes it: a request that gives up (timeout, closed connection) before
+        // then frees its place at once and its job is skipped, so abandoned requests neither
+        // burn hashing time nor keep the queue full; one that gives up later cannot free the
+        // place while its hash still occupies a thread.
+        let place = Place(Arc::new(Mutex::new(Some(self.admitted))));
+        let taken = Arc::clone(&place.0);
         self.hasher.pool.run(Box::new(move || {
-            let _admitted = admitted;
+            let Some(_admitted) = taken.lock().ok().and_then(|mut p| p.take()) else {
+                return;
+            };
             let _ = done.send(work());
         }))?;
-        Ok(result.await.context("hashing job failed")?)
+        let outcome = result.await;
+        drop(place);
+        Ok(outcome.context("hashing job failed")?)
+    }
+}
+
+/// A waiting job's place in the queue, given up when its caller is dropped before a thread took
+/// the job.
+struct Place(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if let Ok(mut place) = self.0.lock() {
+            place.take();
+        }
     }
 }
 
@@ -291,6 +311,51 @@ mod tests {
         let name = std::thread::current().name().map(str::to_owned);
         // SAFETY: a plain system call; `who = 0` names the calling thread.
         (name, unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) })
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_caller_went_away_before_a_thread_took_it_frees_its_place_and_is_skipped() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let hasher = Hasher::new(1024, 1, 1).unwrap().with_queue(1);
+        // The one thread is busy until `release`.
+        let (release, busy) = mpsc::channel::<()>();
+        hasher
+            .pool
+            .run(Box::new(move || {
+                let _ = busy.recv();
+            }))
+            .unwrap();
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&ran);
+        let queued = hasher
+            .reserve()
+            .unwrap()
+            .run(move || flag.store(true, Ordering::SeqCst));
+        let mut queued = Box::pin(queued);
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(20), &mut queued).await;
+        assert!(waited.is_err(), "queued behind the busy thread");
+        assert_eq!(
+            hasher.jobs_in_flight(),
+            1,
+            "its place is held while it waits"
+        );
+        drop(queued);
+        assert_eq!(
+            hasher.jobs_in_flight(),
+            0,
+            "given up: the place is free at once"
+        );
+        release.send(()).unwrap();
+        // The thread reaches the abandoned job and skips it: the next one runs after it.
+        let (done, next) = oneshot::channel();
+        hasher
+            .pool
+            .run(Box::new(move || {
+                let _ = done.send(());
+            }))
+            .unwrap();
+        next.await.unwrap();
+        assert!(!ran.load(Ordering::SeqCst), "the abandoned job never ran");
     }
 
     #[tokio::test]
