@@ -12,7 +12,8 @@
 //!   `iss` of the answer checked when sent (RFC 9207, against mix-up), the code exchanged with
 //!   the verifier, and the ID token verified: signature, `iss`, `aud` (no other audience), `azp`
 //!   (when present it is us), `exp` against the service's clock, and
-//!   `nonce`. What comes out is the provider's word on who signed in (`Verified`); what the
+//!   `nonce`. An ID token without the address, or without `email_verified`, is completed from
+//!   the userinfo endpoint (for the same `sub`). What comes out is the provider's word on who signed in (`Verified`); what the
 //!   service does with it (sign in, create, link) is `routes::oidc` and `store::flows::oidc`.
 //!
 //! Every failure is logged with its reason and answered with the one `oidc_failed`: the browser
@@ -27,11 +28,12 @@ use std::time::{Duration, Instant};
 
 use openidconnect::core::{
     CoreAuthenticationFlow, CoreClient, CoreIdTokenClaims, CoreJsonWebKeySet, CoreProviderMetadata,
+    CoreUserInfoClaims,
 };
 use openidconnect::{
-    AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, Nonce,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, SignatureVerificationError,
-    TokenResponse as _,
+    AccessToken, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken,
+    Nonce, OAuth2TokenResponse as _, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+    SignatureVerificationError, SubjectIdentifier, TokenResponse as _,
 };
 use secrecy::ExposeSecret as _;
 use subtle::ConstantTimeEq as _;
@@ -271,13 +273,13 @@ impl Oidc {
                 SignatureVerificationError::NoMatchingKey,
             )) => {
                 metadata = self.refetch_keys(provider, metadata).await?;
-                verify(metadata)
+                verify(metadata.clone())
             }
             verified => verified,
         }
         .map_err(|e| fail(format_args!("ID token: {e}")))?;
         authorized_party(&claims, &provider.client_id)?;
-        Ok(Verified {
+        let mut verified = Verified {
             subject: claims.subject().as_str().to_owned(),
             email: claims.email().map(|e| e.as_str().to_owned()),
             email_verified: claims.email_verified().unwrap_or(false),
@@ -285,7 +287,59 @@ impl Oidc {
                 .name()
                 .and_then(|n| n.get(None))
                 .map(|n| n.as_str().to_owned()),
-        })
+        };
+        // OpenID Connect Core 5.4: when an access token is issued, a provider may give the
+        // scopes' claims at its userinfo endpoint only (the conformant behaviour, and the
+        // default of some). The address is read there when the ID token has none, or does not
+        // say whether it is verified.
+        if verified.email.is_none() || claims.email_verified().is_none() {
+            let client = client(provider, metadata, redirect_uri);
+            let info = user_info(&self.http, &client, tokens.access_token(), claims.subject());
+            if let Some(info) = info.await {
+                verified.with_user_info(&info);
+            }
+        }
+        Ok(verified)
+    }
+}
+
+impl Verified {
+    /// The address and whether it is verified come together from the userinfo answer when it
+    /// has an address (never the ID token's address with the endpoint's `email_verified`); the
+    /// name only when the ID token had none.
+    fn with_user_info(&mut self, info: &CoreUserInfoClaims) {
+        if let Some(email) = info.email() {
+            self.email = Some(email.as_str().to_owned());
+            self.email_verified = info.email_verified().unwrap_or(false);
+        }
+        if self.name.is_none() {
+            self.name = info
+                .name()
+                .and_then(|n| n.get(None))
+                .map(|n| n.as_str().to_owned());
+        }
+    }
+}
+
+/// The provider's userinfo answer for the ID token's subject (OpenID Connect Core 5.3; the crate
+/// refuses an answer about another `sub`). `None`, logged, when the provider has no such
+/// endpoint or its answer is refused: the ID token alone still signs in a known identity, and
+/// an account is never made without a verified address.
+async fn user_info(
+    http: &reqwest::Client,
+    client: &Client,
+    access_token: &AccessToken,
+    subject: &SubjectIdentifier,
+) -> Option<CoreUserInfoClaims> {
+    let request = client
+        .user_info(access_token.clone(), Some(subject.clone()))
+        .ok()?;
+    match request.request_async(http).await {
+        Ok(claims) => Some(claims),
+        Err(err) => {
+            tracing::warn!(error = %err, "the provider's userinfo answer was refused");
+            None
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use crate::helpers::*;
 db_tests!(
     a_first_sign_in_creates_the_account_and_the_next_logs_in,
     an_address_the_provider_does_not_vouch_for_creates_no_account,
+    an_address_only_at_the_userinfo_endpoint_is_read_there,
     an_existing_address_is_never_taken_over_and_its_owner_links_the_provider,
     a_tampered_state_a_replayed_code_and_another_browser_are_refused,
     id_tokens_that_do_not_verify_are_refused_and_a_rotated_key_is_fetched,
@@ -214,18 +215,55 @@ async fn an_address_the_provider_does_not_vouch_for_creates_no_account(db: Db) {
     assert_refused(response, 400, FAILED, "unverified address").await;
     assert_eq!(written(&app).await, [0, 0, 0, 0, 0]);
     assert_eq!(app.count("SELECT COUNT(*) FROM outbox").await, 0);
-    // No address at all: the same.
-    provider
-        .will_sign_in("sub-bob", "bob@example.com", true)
-        .await;
+    // The ID token without the address, and the userinfo endpoint saying it is not verified:
+    // the same.
     provider.tamper(json!({"email": null}), "k1").await;
+    let response = Browser::default().sign_in(&app).await;
+    assert_refused(response, 400, FAILED, "unverified at userinfo").await;
+    // No address at all, in the ID token or at the userinfo endpoint: the same.
+    provider.will_sign_in_without_address("sub-bob").await;
     let response = Browser::default().sign_in(&app).await;
     assert_refused(response, 400, FAILED, "no address").await;
     assert_eq!(written(&app).await, [0, 0, 0, 0, 0]);
     // Once the provider vouches for it, the account is made.
+    provider
+        .will_sign_in("sub-bob", "bob@example.com", true)
+        .await;
     let response = Browser::default().sign_in(&app).await;
     signed_in(&response, "/account", "verified");
     assert_eq!(written(&app).await, [1, 1, 1, 1, 1]);
+}
+
+/// A provider that gives the scopes' claims at its userinfo endpoint only (OpenID Connect Core
+/// 5.4), or leaves `email_verified` out of the ID token: the address and its verification are
+/// read there, for the same `sub`, and the account is made with them.
+async fn an_address_only_at_the_userinfo_endpoint_is_read_there(db: Db) {
+    let Some((provider, app)) = setup(db).await else {
+        return;
+    };
+    for (sub, removed) in [
+        (
+            "sub-eve",
+            json!({"email": null, "email_verified": null, "name": null}),
+        ),
+        ("sub-fay", json!({"email_verified": null})),
+    ] {
+        let email = format!("{}@example.com", &sub[4..]);
+        provider.will_sign_in(sub, &email, true).await;
+        provider.tamper(removed, "k1").await;
+        let response = Browser::default().sign_in(&app).await;
+        let access = signed_in(&response, "/account", sub);
+        let me: Value = app.me(&access).await.json().await.unwrap();
+        assert_eq!(me["user"]["email"], email.as_str(), "{sub}");
+        assert_eq!(
+            me["user"]["email_verified"], true,
+            "{sub}: verified at userinfo"
+        );
+        assert_eq!(me["profile"]["display_name"], "Ann Example", "{sub}");
+        let identity = format!("SELECT COUNT(*) FROM identities WHERE subject = '{sub}'");
+        assert_eq!(app.count(&identity).await, 1, "{sub}");
+    }
+    assert_eq!(written(&app).await, [2, 2, 2, 2, 2]);
 }
 
 async fn an_existing_address_is_never_taken_over_and_its_owner_links_the_provider(db: Db) {

@@ -132,6 +132,13 @@ impl Provider {
         self.control("/test/login", body).await;
     }
 
+    /// The account the next sign-in at the provider is, with no address at all (neither in the
+    /// ID token nor at the userinfo endpoint).
+    pub async fn will_sign_in_without_address(&self, sub: &str) {
+        let body = json!({"sub": sub, "name": "Ann Example"});
+        self.control("/test/login", body).await;
+    }
+
     /// The next ID token gets these claims (`null` removes one), signed with `key`: `k1` (the
     /// published key), `k2` (published only after `publish("k2")`) or `stranger`.
     pub async fn tamper(&self, claims: Value, key: &str) {
