@@ -378,6 +378,18 @@ impl Backend {
                 ),
                 h.writes_ok(),
             ));
+            // The requests answered before their client hung up: other clients of a server
+            // that abandoned work keeps busy (a hash queue full of dead jobs) would get 5xx.
+            let answered = h.total(|t| t.answered);
+            let failed = h.total(|t| t.answered_5xx);
+            t.push((
+                format!(
+                    "no 5xx among the requests answered during the hang-ups (rate limits {})",
+                    on_off(*limits)
+                ),
+                format!("{failed} of {answered}"),
+                failed == 0,
+            ));
         }
         let budget = 64.0 + self.hash_threads as f64 * 19.0;
         let peak = self
