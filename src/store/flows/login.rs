@@ -82,8 +82,7 @@ async fn login(c: &mut Conn, new: &NewLogin, hooks: &Routes) -> Result<Done<Logi
     if let Some(refund) = &new.refund {
         rate_limits::apply_refund(&mut *c, refund).await?;
     }
-    let credential = crate::mfa::challenge::credential(&new.verified_hash);
-    let first = (credential.as_str(), SignIn::Password);
+    let first = (new.verified_hash.as_str(), SignIn::Password);
     if challenge_instead(c, new.user_id, &new.challenge, first, &new.actor, new.now).await? {
         return Ok(Done::Commit(Login::MfaRequired));
     }

@@ -153,21 +153,23 @@ pub struct NewChallenge {
 
 /// Writes the challenge instead of a session when the account has a second factor (decided in
 /// the transaction that holds the account's row: an enrollment confirmed or removed meanwhile is
-/// seen or not, never half); whether it did. `credential` binds the challenge to the password
-/// hash as it is now (`mfa::challenge::credential`), `first` is the factor it follows.
+/// seen or not, never half); whether it did. The challenge is bound to `password_hash`, the
+/// account's password hash as it is now (through `mfa::challenge::credential`); `first` is the
+/// factor it follows.
 async fn challenge_instead(
     c: &mut Conn,
     user_id: Uuid,
     challenge: &NewChallenge,
-    (credential, first): (&str, SignIn),
+    (password_hash, first): (&str, SignIn),
     actor: &Actor,
     now: Millis,
 ) -> Result<bool, sqlx::Error> {
     if !super::mfa::has_factor(&mut *c, user_id).await? {
         return Ok(false);
     }
+    let credential = crate::mfa::challenge::credential(password_hash);
     let (hash, after) = (&challenge.token_hash, (challenge.expires_at, first));
-    super::mfa::insert_challenge(&mut *c, hash, user_id, credential, after, now).await?;
+    super::mfa::insert_challenge(&mut *c, hash, user_id, &credential, after, now).await?;
     // No session was opened: the event names none.
     let actor = Actor {
         session_id: None,

@@ -190,8 +190,7 @@ async fn existing(
     }
     // The provider proves its account only: an account with a second factor still needs it,
     // as after a password.
-    let credential = crate::mfa::challenge::credential(&hash);
-    let first = (credential.as_str(), SignIn::Oidc);
+    let first = (hash.as_str(), SignIn::Oidc);
     if challenge_instead(c, user_id, &new.challenge, first, &new.actor, new.now).await? {
         return Ok(Some(OidcSignIn::MfaRequired));
     }

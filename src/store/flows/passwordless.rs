@@ -197,8 +197,7 @@ async fn existing(
     users::mark_email_verified(&mut *c, user_id, email_normalized, new.now).await?;
     // The code proves the mailbox only: an account with a second factor still needs it, as
     // after a password. The challenge is bound to the password hash as a login's is.
-    let credential = crate::mfa::challenge::credential(&hash);
-    let first = (credential.as_str(), SignIn::EmailOtp);
+    let first = (hash.as_str(), SignIn::EmailOtp);
     if challenge_instead(c, user_id, &new.challenge, first, &new.actor, new.now).await? {
         return Ok(Some(Passwordless::MfaRequired));
     }
