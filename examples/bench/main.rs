@@ -261,7 +261,7 @@ async fn run_backend(
     let mut backend = Backend {
         name,
         refresh_ceiling,
-        argon2_ceiling: f64::NAN,
+        argon2_ceilings: Vec::new(),
         eddsa_us,
         hash_threads,
         rows: Vec::new(),
@@ -322,9 +322,9 @@ async fn pass(
     // It listens before its database is migrated and its keys loaded (503 `unavailable` meanwhile).
     server::wait_ready(&client, &server.base).await?;
     let rows = &mut backend.rows;
-    let mut measure = async |op: Op, c: usize, sessions: &mut Vec<load::Session>| {
+    let mut measure = async |op: Op, c: usize, sessions: &mut Vec<load::Session>, ceiling| {
         server.reset_peak_rss();
-        let cpu_before = server.cpu_seconds()?;
+        let before = server.usage()?;
         let sample = load::run(
             &client,
             &server.base,
@@ -334,8 +334,9 @@ async fn pass(
             sessions,
         )
         .await;
-        let cpu = server.cpu_seconds()? - cpu_before;
-        let row = Row::new(op, c, limits, &sample, cpu, server.peak_rss_mib()?);
+        let used = server.usage()? - before;
+        let mut row = Row::new(op, c, limits, &sample, used, server.peak_rss_mib()?);
+        row.argon2_ceiling = ceiling;
         println!("{}", row.line());
         rows.push(row);
         anyhow::Ok(())
@@ -343,7 +344,8 @@ async fn pass(
 
     let mut sessions = load::sessions(&client, &server.base, 64, clients).await?;
     let known: Vec<String> = sessions.iter().map(|s| s.email.clone()).collect();
-    let mut argon2_ceiling = backend.argon2_ceiling;
+    // The Argon2 ceiling of the pass's latest signup or login scenario.
+    let mut argon2_ceiling = None;
     for op in [
         Op::Healthz,
         Op::Jwks,
@@ -355,22 +357,37 @@ async fn pass(
         if !wanted(op.key()) {
             continue;
         }
-        if matches!(op, Op::Signup | Op::Login) && argon2_ceiling.is_nan() {
-            // Measured right before the endpoints it bounds, while the server idles: on a shared
-            // machine the speed of the cores drifts over a run.
-            argon2_ceiling = tokio::task::block_in_place(|| {
+        if matches!(op, Op::Signup | Op::Login) {
+            // Measured right before each endpoint it bounds, in each pass, while the server
+            // idles: on a shared machine the speed of the cores drifts within a minute.
+            let ceiling = tokio::task::block_in_place(|| {
                 ceilings::argon2_ceiling(cost, cores, args.duration)
             });
-            println!("Argon2 ceiling: {argon2_ceiling:.1} hashes/s on {cores} threads");
+            println!("Argon2 ceiling: {ceiling:.1} hashes/s on {cores} threads");
+            backend.argon2_ceilings.push(ceiling);
+            argon2_ceiling = Some(ceiling);
         }
         for c in LEVELS {
-            measure(op, c, &mut sessions).await?;
+            let ceiling = argon2_ceiling.filter(|_| matches!(op, Op::Signup | Op::Login));
+            measure(op, c, &mut sessions, ceiling).await?;
         }
     }
-    backend.argon2_ceiling = argon2_ceiling;
 
     if wanted("mixed") {
-        let m = mixed(&server, &client, args.duration, &mut sessions, clients).await?;
+        let ceiling = match argon2_ceiling {
+            Some(ceiling) => ceiling,
+            None => {
+                tokio::task::block_in_place(|| ceilings::argon2_ceiling(cost, cores, args.duration))
+            }
+        };
+        let m = mixed(
+            &server,
+            &client,
+            args.duration,
+            (&mut sessions, clients),
+            ceiling,
+        )
+        .await?;
         match limits {
             false => backend.mixed = Some(m),
             true => backend.mixed_limits = Some(m),
@@ -422,8 +439,8 @@ async fn mixed(
     server: &server::Server,
     client: &reqwest::Client,
     duration: Duration,
-    sessions: &mut Vec<load::Session>,
-    clients: Clients,
+    (sessions, clients): (&mut Vec<load::Session>, Clients),
+    argon2_ceiling: f64,
 ) -> anyhow::Result<report::Mixed> {
     let me_workers = 8;
     let me_duration = duration.saturating_sub(Duration::from_millis(600));
@@ -463,7 +480,8 @@ async fn mixed(
         },
     );
     let workers = (me_workers, FLOOD);
-    let mixed = report::Mixed::new(workers, &idle, &under, &flood, server.peak_rss_mib()?);
+    let measured = (server.peak_rss_mib()?, argon2_ceiling);
+    let mixed = report::Mixed::new(workers, &idle, &under, &flood, measured);
     println!("{}", mixed.line());
     Ok(mixed)
 }
@@ -474,10 +492,17 @@ impl Row {
         concurrency: usize,
         limits: bool,
         s: &Sample,
-        cpu_seconds: f64,
+        used: server::Usage,
         peak_rss_mib: f64,
     ) -> Row {
         let answered = s.ok + s.errors + s.limited;
+        let per_request = |v: f64| {
+            if answered > 0 {
+                v / answered as f64
+            } else {
+                0.0
+            }
+        };
         Row {
             op,
             concurrency,
@@ -488,12 +513,11 @@ impl Row {
             per_sec: s.rate(),
             p50_ms: s.percentile_ms(50.0),
             p99_ms: s.percentile_ms(99.0),
-            cpu_us_per_request: if answered > 0 {
-                cpu_seconds * 1e6 / answered as f64
-            } else {
-                0.0
-            },
+            cpu_us_per_request: per_request(used.cpu_seconds * 1e6),
+            hashing_us_per_request: per_request(used.hashing_seconds * 1e6),
+            switches_per_request: per_request(used.switches as f64),
             peak_rss_mib,
+            argon2_ceiling: None,
         }
     }
 }

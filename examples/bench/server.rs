@@ -29,6 +29,40 @@ pub fn build_release_binary() -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
+/// What the server used between two readings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    /// User + system CPU time of the whole process.
+    pub cpu_seconds: f64,
+    /// The part of it on the hashing threads (`latchkey-hash-N`).
+    pub hashing_seconds: f64,
+    /// Context switches of its threads, voluntary and not.
+    pub switches: u64,
+}
+
+impl std::ops::Sub for Usage {
+    type Output = Usage;
+
+    fn sub(self, before: Usage) -> Usage {
+        Usage {
+            cpu_seconds: self.cpu_seconds - before.cpu_seconds,
+            hashing_seconds: self.hashing_seconds - before.hashing_seconds,
+            switches: self.switches.saturating_sub(before.switches),
+        }
+    }
+}
+
+/// The command name and `utime + stime` (in clock ticks) of a `/proc/…/stat` line.
+fn parse_stat(stat: &str) -> anyhow::Result<(&str, f64)> {
+    let (head, rest) = stat.rsplit_once(')').context("odd /proc stat")?;
+    let name = head.split_once('(').map_or("", |(_, n)| n);
+    // Fields after the command name (which may hold spaces) start at field 3 (state).
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11).context("no utime")?.parse()?;
+    let stime: f64 = fields.get(12).context("no stime")?.parse()?;
+    Ok((name, utime + stime))
+}
+
 /// A fresh temporary directory for this run's SQLite files and server log.
 pub fn scratch_dir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("latchkey-bench-{}", std::process::id()));
@@ -156,15 +190,39 @@ impl Server {
         })
     }
 
-    /// User + system CPU time the server has used so far.
-    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
-        // Fields after the command name (which may hold spaces) start at field 3 (state).
-        let rest = stat.rsplit_once(')').context("odd /proc stat")?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let utime: f64 = fields.get(11).context("no utime")?.parse()?;
-        let stime: f64 = fields.get(12).context("no stime")?.parse()?;
-        Ok((utime + stime) / self.ticks_per_second)
+    /// The CPU the server has used so far: the whole process's, its hashing threads' part, and
+    /// its threads' context switches.
+    pub fn usage(&self) -> anyhow::Result<Usage> {
+        let process = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
+        let (_, cpu_ticks) = parse_stat(&process)?;
+        let mut usage = Usage {
+            cpu_seconds: cpu_ticks / self.ticks_per_second,
+            ..Usage::default()
+        };
+        // A thread that ends between two readings takes its switches along (sqlx and tokio keep
+        // theirs for the server's life; the hashing threads always do).
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid))? {
+            let task = task?.path();
+            let (Ok(stat), Ok(status)) = (
+                std::fs::read_to_string(task.join("stat")),
+                std::fs::read_to_string(task.join("status")),
+            ) else {
+                continue;
+            };
+            let (name, ticks) = parse_stat(&stat)?;
+            if name.starts_with("latchkey-hash") {
+                usage.hashing_seconds += ticks / self.ticks_per_second;
+            }
+            usage.switches += status
+                .lines()
+                .filter_map(|l| {
+                    l.strip_prefix("voluntary_ctxt_switches:")
+                        .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                })
+                .filter_map(|v| v.trim().parse::<u64>().ok())
+                .sum::<u64>();
+        }
+        Ok(usage)
     }
 
     /// Resets the peak resident set size (Linux ≥ 4.0).
