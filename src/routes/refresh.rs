@@ -152,7 +152,11 @@ async fn rotate(
     let session_id = store::parse_id(&known.session_id)?;
     let user_id = store::parse_id(&known.user_id)?;
     crate::telemetry::record_user(user_id);
-    let spent_at = known.spent_at.unwrap_or(now);
+    let Some(spent_at) = known.spent_at else {
+        // Not spent, yet the rotation refused it: its session cannot go on (its account was
+        // disabled without its sessions being revoked). Not a reuse: nothing to revoke.
+        return Err(ApiError::SessionRevoked);
+    };
     let within_grace = now - spent_at < millis(state.settings.refresh_grace_period);
     if within_grace
         && store::sessions::is_current_token(

@@ -12,6 +12,16 @@ use uuid::Uuid;
 use super::liveness;
 use crate::clock::Millis;
 
+/// The condition, in a statement on `sessions`, that the session's account is not disabled.
+/// Every way to disable an account revokes its sessions in the same transaction; this holds the
+/// line when `disabled_at` was set some other way (SQL by hand, a restore), so that such an
+/// account's sessions authenticate, refresh and lock nothing wherever the database is read.
+macro_rules! account_not_disabled {
+    () => {
+        "EXISTS (SELECT 1 FROM users u WHERE u.id = sessions.user_id AND u.disabled_at IS NULL)"
+    };
+}
+
 /// Why a session ended: stored in `sessions.revoked_reason` and used as the metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
@@ -121,14 +131,15 @@ pub(in crate::store) async fn extend_live<'e>(
     now: Millis,
     idle_until: Millis,
 ) -> Result<Option<Extended>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(concat!(
         "UPDATE sessions SET last_used_at = $1, \
-             idle_expires_at = CASE WHEN absolute_expires_at < $2 THEN absolute_expires_at \
-                                    ELSE $2 END \
-         WHERE id = $3 AND revoked_at IS NULL AND idle_expires_at > $1 \
-         AND absolute_expires_at > $1 \
-         RETURNING user_id, idle_expires_at, amr",
-    )
+                 idle_expires_at = CASE WHEN absolute_expires_at < $2 THEN absolute_expires_at \
+                                        ELSE $2 END \
+             WHERE id = $3 AND revoked_at IS NULL AND idle_expires_at > $1 \
+             AND absolute_expires_at > $1 AND ",
+        account_not_disabled!(),
+        " RETURNING user_id, idle_expires_at, amr"
+    ))
     .bind(now)
     .bind(idle_until)
     .bind(session_id)
@@ -144,11 +155,12 @@ pub(in crate::store) async fn lock_live<'e>(
     user_id: Uuid,
     now: Millis,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query(concat!(
         "UPDATE sessions SET last_used_at = last_used_at \
-         WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL \
-         AND idle_expires_at > $3 AND absolute_expires_at > $3",
-    )
+             WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL \
+             AND idle_expires_at > $3 AND absolute_expires_at > $3 AND ",
+        account_not_disabled!()
+    ))
     .bind(session_id.to_string())
     .bind(user_id.to_string())
     .bind(now)
@@ -263,10 +275,12 @@ pub async fn live_until<'e>(
     user_id: Uuid,
     now: Millis,
 ) -> Result<Option<Millis>, sqlx::Error> {
-    let found: Option<(i64, i64)> = sqlx::query_as(
-        "SELECT idle_expires_at, absolute_expires_at FROM sessions WHERE id = $1 AND user_id = $2 \
-         AND revoked_at IS NULL AND idle_expires_at > $3 AND absolute_expires_at > $3",
-    )
+    let found: Option<(i64, i64)> = sqlx::query_as(concat!(
+        "SELECT idle_expires_at, absolute_expires_at FROM sessions WHERE id = $1 \
+             AND user_id = $2 AND revoked_at IS NULL AND idle_expires_at > $3 \
+             AND absolute_expires_at > $3 AND ",
+        account_not_disabled!()
+    ))
     .bind(session_id.to_string())
     .bind(user_id.to_string())
     .bind(now)

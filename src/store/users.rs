@@ -109,7 +109,7 @@ pub async fn find_live_account<'e>(
                 p.metadata, u.app_metadata, s.idle_expires_at, s.absolute_expires_at \
          FROM sessions s JOIN users u ON u.id = s.user_id JOIN profiles p ON p.user_id = u.id \
          WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL \
-         AND s.idle_expires_at > $3 AND s.absolute_expires_at > $3",
+         AND s.idle_expires_at > $3 AND s.absolute_expires_at > $3 AND u.disabled_at IS NULL",
     )
     .bind(session_id.to_string())
     .bind(user_id.to_string())

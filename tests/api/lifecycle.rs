@@ -19,6 +19,7 @@ db_tests!(
     email_change_and_deletion_send_their_webhook_events,
     a_password_change_or_reset_voids_a_pending_email_change,
     with_concealment_a_taken_address_answers_like_a_free_one,
+    an_account_disabled_behind_the_services_back_authenticates_nothing,
 );
 
 pub fn invalid_credentials() -> Value {
@@ -774,4 +775,52 @@ async fn with_concealment_a_taken_address_answers_like_a_free_one(db: Db) {
         1,
         "a link for the free address only"
     );
+}
+
+/// `disabled_at` set by hand (SQL, a restore), its sessions left live: every way to disable an
+/// account revokes them, this one did not. Where the database is read, they authenticate nothing
+/// and refresh nothing, and nothing is written; another account is untouched.
+async fn an_account_disabled_behind_the_services_back_authenticates_nothing(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let alice = app.signed_up("alice@example.com").await;
+    let bob = app.signed_up("bob@example.com").await;
+    let disable = format!(
+        "UPDATE users SET disabled_at = 1 WHERE id = '{}'",
+        alice.user_id()
+    );
+    sqlx::query(&disable).execute(app.pool()).await.unwrap();
+    let live = format!(
+        "SELECT COUNT(*) FROM sessions WHERE user_id = '{}' AND revoked_at IS NULL",
+        alice.user_id()
+    );
+    assert_eq!(app.count(&live).await, 1, "the session is left live");
+
+    let me = app.me(&alice.access_token).await;
+    assert_eq!(json_of(me).await, (401, unauthenticated()));
+    let sessions = app
+        .client
+        .get(app.url("/auth/sessions"))
+        .bearer_auth(&alice.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_of(sessions).await, (401, unauthenticated()));
+    let refresh = app.refresh(&alice.refresh_token).await;
+    assert_eq!(json_of(refresh).await, (401, session_revoked()));
+    // The refused rotation rolled back: the token is unspent, no successor exists.
+    let tokens = format!(
+        "SELECT COUNT(*) FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id \
+         WHERE s.user_id = '{}' AND rt.spent_at IS NULL",
+        alice.user_id()
+    );
+    assert_eq!(app.count(&tokens).await, 1);
+    assert_eq!(
+        app.count(&tokens.replace("spent_at IS NULL", "spent_at IS NOT NULL"))
+            .await,
+        0
+    );
+    assert_eq!(app.count(&live).await, 1);
+
+    assert_eq!(app.me(&bob.access_token).await.status(), 200);
+    assert_eq!(app.refresh(&bob.refresh_token).await.status(), 200);
 }
