@@ -83,7 +83,15 @@ async fn a_write_the_database_refuses_half_way_leaves_a_clean_pool(db: Db) {
     let app = TestApp::spawn(db).await;
     app.signed_up("before@example.com").await;
     let pool = app.state.store.write_pool_for_tests().clone();
-    let mut conn = pool.acquire().await.unwrap();
+    // Every connection the pool has is held but the one given the condition, so that it is the
+    // idle one the next write gets (on PostgreSQL the pool also serves reads, which a read-only
+    // session answers: with other idle connections, the background workers' reads could keep it
+    // busy while every signup's write went to another one, and no write would ever meet it).
+    let mut others = Vec::new();
+    for _ in 0..pool.size().max(1) {
+        others.push(pool.acquire().await.unwrap());
+    }
+    let mut conn = others.pop().unwrap();
     match db {
         Db::Sqlite => {
             let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
@@ -119,6 +127,7 @@ async fn a_write_the_database_refuses_half_way_leaves_a_clean_pool(db: Db) {
             other => panic!("signup {i}: unexpected {other}"),
         }
     }
+    drop(others);
     // The connection that had the condition failed one write (or the mail worker's) and was
     // closed: at most one request saw it, and none of the pool's connections has it now.
     assert!(failures <= 1, "{failures} signups failed");
