@@ -4,7 +4,7 @@
 //! one; a browser that goes away while the callback is held before its commit; and an unlink, a
 //! disable or a signup of the address committing between the callback's checks and its
 //! transaction; a link and an unlink failing before their commits (`return`, `panic`) or whose
-//! browser goes away there. Each case runs the real binary (the `fail` crate's configuration is global to a
+//! browser goes away there; a logout arriving while a link holds its session locked. Each case runs the real binary (the `fail` crate's configuration is global to a
 //! process) on a fresh database.
 
 use sqlx::AnyPool;
@@ -21,6 +21,7 @@ db_tests!(
     a_signup_of_the_address_committing_while_a_first_sign_in_is_held_wins,
     a_link_or_an_unlink_failing_before_its_commit_changes_nothing_and_works_after,
     a_link_or_an_unlink_abandoned_before_its_commit_changes_nothing,
+    a_logout_while_a_link_is_held_before_its_commit_waits_for_it_and_then_ends_the_session,
 );
 
 const REDIRECT_URI: &str = "http://localhost:8080/auth/oidc/testop/callback";
@@ -344,5 +345,66 @@ async fn a_link_or_an_unlink_abandoned_before_its_commit_changes_nothing(db: Db)
     let unlinked = unlink(&server, &access, &id).send().await.unwrap();
     assert_eq!(unlinked.status(), 204, "unlinked after");
     assert_eq!(links(&pool).await, [0, 1, 1]);
+    pool.close().await;
+}
+
+/// The link's transaction holds Ann's session locked (re-checked live) while a logout of that
+/// session arrives: the logout waits for the link's commit, then ends the session. Both answer,
+/// the link is kept (it was made while the session was live), and the session is over after.
+/// The other order, a session ended before the link's transaction, is `oidc.rs`'s
+/// `a_link_whose_session_ended_before_its_callback_links_nothing`.
+async fn a_logout_while_a_link_is_held_before_its_commit_waits_for_it_and_then_ends_the_session(
+    db: Db,
+) {
+    if !oidc::available() {
+        return;
+    }
+    let test_db = TestDb::new(db).await;
+    let provider = Provider::start(REDIRECT_URI);
+    let point = "oidc.link.before_commit";
+    let env = [
+        ("FAILPOINTS", "oidc.link.before_commit=1*return(sleep:1500)"),
+        ("LATCHKEY_DATABASE_TIMEOUT", "10s"),
+    ];
+    let (server, _config, _kek) = server(&test_db, &provider, &[], &env).await;
+    let pool = test_db.pool().await;
+    let access = ann(&server, &provider).await;
+
+    let mut browser = Browser::default();
+    let at = browser.start_link(&server, &access).await;
+    let before = times_held(&server, point);
+    let request = server
+        .client
+        .get(server.url(&at.path_and_query))
+        .header("cookie", oidc_cookie(&browser));
+    let link = tokio::spawn(async move { request.send().await.unwrap() });
+    while times_held(&server, point) == before {
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let logout = server
+        .client
+        .post(server.url("/auth/logout"))
+        .bearer_auth(&access)
+        .send();
+    let (link, logout) = tokio::join!(link, logout);
+    let (link, logout) = (link.unwrap(), logout.unwrap());
+    assert_eq!(link.status(), 303, "the link commits");
+    no_session(&link, "the link");
+    assert_eq!(logout.status(), 204, "the logout after it");
+    assert_eq!(links(&pool).await, [1, 1, 0]);
+    let revoked = "SELECT COUNT(*) FROM sessions WHERE revoked_at IS NOT NULL";
+    assert_eq!(count(&pool, revoked).await, 1, "the session is over");
+    // The logout came second: its audit event follows the link's.
+    let order = "SELECT kind FROM audit_events WHERE kind IN ('identity_linked', 'logout') \
+                 ORDER BY created_at DESC, id DESC LIMIT 1";
+    assert_eq!(count_text(&pool, order).await, "logout");
+    let me = server
+        .client
+        .get(server.url("/auth/me"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 401, "the session is over");
     pool.close().await;
 }
