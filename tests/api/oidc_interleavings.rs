@@ -4,7 +4,8 @@
 //! one; a browser that goes away while the callback is held before its commit; and an unlink, a
 //! disable or a signup of the address committing between the callback's checks and its
 //! transaction; a link and an unlink failing before their commits (`return`, `panic`) or whose
-//! browser goes away there; a logout arriving while a link holds its session locked. Each case runs the real binary (the `fail` crate's configuration is global to a
+//! browser goes away there; a logout arriving while a link holds its session locked; two unlinks
+//! of an account's last two ways in at once. Each case runs the real binary (the `fail` crate's configuration is global to a
 //! process) on a fresh database.
 
 use sqlx::AnyPool;
@@ -22,6 +23,7 @@ db_tests!(
     a_link_or_an_unlink_failing_before_its_commit_changes_nothing_and_works_after,
     a_link_or_an_unlink_abandoned_before_its_commit_changes_nothing,
     a_logout_while_a_link_is_held_before_its_commit_waits_for_it_and_then_ends_the_session,
+    two_unlinks_of_an_accounts_last_two_identities_at_once_leave_one,
 );
 
 const REDIRECT_URI: &str = "http://localhost:8080/auth/oidc/testop/callback";
@@ -406,5 +408,56 @@ async fn a_logout_while_a_link_is_held_before_its_commit_waits_for_it_and_then_e
         .await
         .unwrap();
     assert_eq!(me.status(), 401, "the session is over");
+    pool.close().await;
+}
+
+/// An account made by the provider (no password, no passkey) with two of its identities: one
+/// unlink is held before its commit while the other arrives. The user's row, locked first by
+/// both, orders them: the first commits (204), the second then finds its identity the last way in
+/// and keeps it (409 `conflict`). One identity is left, with one `identity_unlinked` event.
+async fn two_unlinks_of_an_accounts_last_two_identities_at_once_leave_one(db: Db) {
+    if !oidc::available() {
+        return;
+    }
+    let test_db = TestDb::new(db).await;
+    let provider = Provider::start(REDIRECT_URI);
+    let point = "oidc.unlink.before_commit";
+    let env = [
+        (
+            "FAILPOINTS",
+            "oidc.unlink.before_commit=1*return(sleep:1500)",
+        ),
+        ("LATCHKEY_DATABASE_TIMEOUT", "10s"),
+    ];
+    let (server, _config, _kek) = server(&test_db, &provider, &[], &env).await;
+    let pool = test_db.pool().await;
+    provider
+        .will_sign_in("sub-dee", "dee@example.com", true)
+        .await;
+    let created = Browser::default().sign_in(&server).await;
+    let access = signed_in(&created, "the account");
+    provider
+        .will_sign_in("sub-dee-2", "dee@other.example", true)
+        .await;
+    let linked = Browser::default().link(&server, &access).await;
+    assert_eq!(linked.status(), 303, "the second identity");
+    assert_eq!(links(&pool).await, [2, 1, 0]);
+    let id_of = |subject: &str| format!("SELECT id FROM identities WHERE subject = '{subject}'");
+    let first = count_text(&pool, &id_of("sub-dee")).await;
+    let second = count_text(&pool, &id_of("sub-dee-2")).await;
+
+    let before = times_held(&server, point);
+    let held = tokio::spawn(unlink(&server, &access, &first).send());
+    while times_held(&server, point) == before {
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let (held, other) = tokio::join!(held, unlink(&server, &access, &second).send());
+    let (held, other) = (held.unwrap().unwrap(), other.unwrap());
+    assert_eq!(held.status(), 204, "the first unlink");
+    assert_eq!(other.status(), 409, "the second: the last way in");
+    let error: serde_json::Value = other.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "conflict");
+    assert_eq!(links(&pool).await, [1, 1, 1]);
+    assert_eq!(count_text(&pool, "SELECT id FROM identities").await, second);
     pool.close().await;
 }
