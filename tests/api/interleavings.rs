@@ -80,19 +80,28 @@ pub(crate) fn times_held(server: &ServerProcess, point: &str) -> usize {
         .count()
 }
 
-/// Sends the request and hangs up on it once its flow is held at `point`: the client goes away
-/// while the server is inside the flow, as a closing tab or a load balancer's timeout does.
-async fn abandon(server: &ServerProcess, request: reqwest::RequestBuilder, point: &str) {
+/// Sends the request and returns once its flow is held at `point` (within 5 s, or fails); the
+/// handle gives its answer when the hold is over.
+pub(crate) async fn sent_and_held(
+    server: &ServerProcess,
+    request: reqwest::RequestBuilder,
+    point: &str,
+) -> tokio::task::JoinHandle<reqwest::Response> {
     let before = times_held(server, point);
-    let sent = tokio::spawn(request.send());
+    let sent = tokio::spawn(async move { request.send().await.unwrap() });
     for _ in 0..200 {
         if times_held(server, point) > before {
-            sent.abort();
-            return;
+            return sent;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("{point}: the flow was never held");
+}
+
+/// Sends the request and hangs up on it once its flow is held at `point`: the client goes away
+/// while the server is inside the flow, as a closing tab or a load balancer's timeout does.
+async fn abandon(server: &ServerProcess, request: reqwest::RequestBuilder, point: &str) {
+    sent_and_held(server, request, point).await.abort();
 }
 
 async fn session_of(response: reqwest::Response, context: &str) -> Session {
@@ -585,11 +594,7 @@ async fn an_mfa_verification_abandoned_or_raced_by_a_password_change_opens_no_se
             );
             assert_eq!(count(&pool, sessions).await, 2);
         } else {
-            let before = times_held(&server, point);
-            let held = tokio::spawn(verify.send());
-            while times_held(&server, point) == before {
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
+            let held = sent_and_held(&server, verify, point).await;
             let change = post(
                 "/auth/password/change",
                 json!({"current_password": PASSWORD, "new_password": NEW_PASSWORD}),
@@ -599,7 +604,7 @@ async fn an_mfa_verification_abandoned_or_raced_by_a_password_change_opens_no_se
                 204,
                 "{point}: changed"
             );
-            let answer = held.await.unwrap().unwrap();
+            let answer = held.await.unwrap();
             assert_eq!(answer.status(), 400, "{point}");
             assert!(answer.headers().get("set-cookie").is_none());
             let error: Value = answer.json().await.unwrap();
@@ -673,11 +678,7 @@ async fn a_passkey_login_abandoned_or_raced_by_the_passkeys_removal_opens_no_ses
             assert_eq!(retried.status(), 200, "{point}: the same answer again");
             assert_eq!(count(&pool, sessions).await, 2);
         } else {
-            let before = times_held(&server, point);
-            let held = tokio::spawn(login.send());
-            while times_held(&server, point) == before {
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
+            let held = sent_and_held(&server, login, point).await;
             let id = added["id"].as_str().unwrap();
             let removed = client
                 .delete(server.url(&format!("/auth/passkeys/{id}")))
@@ -686,7 +687,7 @@ async fn a_passkey_login_abandoned_or_raced_by_the_passkeys_removal_opens_no_ses
                 .await
                 .unwrap();
             assert_eq!(removed.status(), 204, "{point}: removed");
-            let answer = held.await.unwrap().unwrap();
+            let answer = held.await.unwrap();
             assert_eq!(answer.status(), 401, "{point}");
             assert!(answer.headers().get("set-cookie").is_none());
             assert_eq!(
@@ -711,11 +712,7 @@ async fn the_factors_removal_committing_while_a_verification_is_held_leaves_no_s
     let client = &server.client;
     let (owner, verify) = alice_challenged(&server, point).await;
 
-    let before = times_held(&server, point);
-    let held = tokio::spawn(verify.send());
-    while times_held(&server, point) == before {
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let held = sent_and_held(&server, verify, point).await;
     let removed = client
         .delete(server.url("/auth/mfa/totp"))
         .bearer_auth(&owner.access_token)
@@ -728,7 +725,7 @@ async fn the_factors_removal_committing_while_a_verification_is_held_leaves_no_s
         204,
         "removed while the verification is held"
     );
-    let answer = held.await.unwrap().unwrap();
+    let answer = held.await.unwrap();
     assert_eq!(answer.status(), 400);
     assert!(answer.headers().get("set-cookie").is_none());
     let error: Value = answer.json().await.unwrap();

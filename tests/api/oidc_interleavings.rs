@@ -13,7 +13,7 @@ use sqlx::AnyPool;
 use crate::db_tests;
 use crate::helpers::oidc::{self, Browser, ConfigFile, Provider, written};
 use crate::helpers::*;
-use crate::interleavings::{abandon_and_roll_back, held_server, times_held};
+use crate::interleavings::{abandon_and_roll_back, held_server, sent_and_held};
 
 db_tests!(
     a_callback_failing_before_its_commit_writes_nothing_and_the_next_sign_in_works,
@@ -150,16 +150,11 @@ async fn held_callback(server: &ServerProcess) -> tokio::task::JoinHandle<reqwes
     let point = "oidc.callback.after_check";
     let mut browser = Browser::default();
     let at = browser.start(server, "").await;
-    let before = times_held(server, point);
     let request = server
         .client
         .get(server.url(&at.path_and_query))
         .header("cookie", oidc_cookie(&browser));
-    let held = tokio::spawn(async move { request.send().await.unwrap() });
-    while times_held(server, point) == before {
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    held
+    sent_and_held(server, request, point).await
 }
 
 async fn an_unlink_or_a_disable_committing_while_a_callback_is_held_opens_no_session(db: Db) {
@@ -374,15 +369,11 @@ async fn a_logout_while_a_link_is_held_before_its_commit_waits_for_it_and_then_e
 
     let mut browser = Browser::default();
     let at = browser.start_link(&server, &access).await;
-    let before = times_held(&server, point);
     let request = server
         .client
         .get(server.url(&at.path_and_query))
         .header("cookie", oidc_cookie(&browser));
-    let link = tokio::spawn(async move { request.send().await.unwrap() });
-    while times_held(&server, point) == before {
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    let link = sent_and_held(&server, request, point).await;
     let logout = server
         .client
         .post(server.url("/auth/logout"))
@@ -446,13 +437,9 @@ async fn two_unlinks_of_an_accounts_last_two_identities_at_once_leave_one(db: Db
     let first = count_text(&pool, &id_of("sub-dee")).await;
     let second = count_text(&pool, &id_of("sub-dee-2")).await;
 
-    let before = times_held(&server, point);
-    let held = tokio::spawn(unlink(&server, &access, &first).send());
-    while times_held(&server, point) == before {
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    let held = sent_and_held(&server, unlink(&server, &access, &first), point).await;
     let (held, other) = tokio::join!(held, unlink(&server, &access, &second).send());
-    let (held, other) = (held.unwrap().unwrap(), other.unwrap());
+    let (held, other) = (held.unwrap(), other.unwrap());
     assert_eq!(held.status(), 204, "the first unlink");
     assert_eq!(other.status(), 409, "the second: the last way in");
     let error: serde_json::Value = other.json().await.unwrap();

@@ -13,7 +13,7 @@ use sqlx::AnyPool;
 use crate::db_tests;
 use crate::failpoints::webhook_flags;
 use crate::helpers::*;
-use crate::interleavings::{abandon_and_roll_back, held_server, times_held};
+use crate::interleavings::{abandon_and_roll_back, held_server, sent_and_held};
 
 db_tests!(
     a_start_failing_or_abandoned_before_commit_leaves_nothing_and_works_after,
@@ -239,14 +239,8 @@ async fn held_verification(
     server: &ServerProcess,
     code: &str,
 ) -> tokio::task::JoinHandle<reqwest::Response> {
-    let point = "passwordless.after_check";
-    let before = times_held(server, point);
     let request = verify(server, "alice@example.com", code);
-    let held = tokio::spawn(async move { request.send().await.unwrap() });
-    while times_held(server, point) == before {
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    held
+    sent_and_held(server, request, "passwordless.after_check").await
 }
 
 async fn assert_refused_without_session(response: reqwest::Response, pool: &AnyPool, why: &str) {
