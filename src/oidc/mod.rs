@@ -13,8 +13,9 @@
 //!   the verifier, and the ID token verified: signature, `iss`, `aud` (no other audience), `azp`
 //!   (when present it is us), `exp` against the service's clock, and
 //!   `nonce`. An ID token without the address, or without `email_verified`, is completed from
-//!   the userinfo endpoint (for the same `sub`). What comes out is the provider's word on who signed in (`Verified`); what the
-//!   service does with it (sign in, create, link) is `routes::oidc` and `store::flows::oidc`.
+//!   the userinfo endpoint (for the same `sub`). What comes out is the provider's word on who
+//!   signed in (`Verified`); what the service does with it (sign in, create, link) is
+//!   `routes::oidc` and `store::flows::oidc`.
 //!
 //! Every failure is logged with its reason and answered with the one `oidc_failed`: the browser
 //! learns nothing of what went wrong inside.
@@ -32,8 +33,9 @@ use openidconnect::core::{
 };
 use openidconnect::{
     AccessToken, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken,
-    Nonce, OAuth2TokenResponse as _, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
-    SignatureVerificationError, SubjectIdentifier, TokenResponse as _,
+    EndUserName, LocalizedClaim, Nonce, OAuth2TokenResponse as _, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, Scope, SignatureVerificationError, SubjectIdentifier,
+    TokenResponse as _,
 };
 use secrecy::ExposeSecret as _;
 use subtle::ConstantTimeEq as _;
@@ -242,14 +244,16 @@ impl Oidc {
             .as_deref()
             .filter(|c| !c.is_empty() && c.len() <= 2048);
         let code = code.ok_or_else(|| fail("no code"))?;
-        let mut metadata = self.metadata(provider).await?;
+        let metadata = self.metadata(provider).await?;
         if let Some(iss) = &query.iss
             && iss != metadata.issuer().as_str()
         {
             return Err(fail(format_args!("the answer's iss is {iss}")));
         }
-        let exchanging = client(provider, metadata.clone(), redirect_uri.clone());
-        let exchange = exchanging
+        // One client for the exchange, the ID token and userinfo; another only when the keys had
+        // to be fetched again.
+        let mut provider_client = client(provider, metadata.clone(), redirect_uri.clone());
+        let exchange = provider_client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .map_err(|e| fail(format_args!("no token endpoint: {e}")))?
             .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier.clone()));
@@ -260,20 +264,20 @@ impl Oidc {
         let id_token = tokens.id_token().ok_or_else(|| fail("no ID token"))?;
         let nonce = Nonce::new(pending.nonce.clone());
         let now = clock.clone();
-        let verify = |metadata: CoreProviderMetadata| {
-            let client = client(provider, metadata, redirect_uri.clone());
+        let verify = |client: &Client| {
             let clock = now.clone();
             let verifier = client.id_token_verifier().set_time_fn(move || {
                 chrono::DateTime::from_timestamp_millis(clock.now()).unwrap_or_default()
             });
             id_token.claims(&verifier, &nonce).cloned()
         };
-        let claims = match verify(metadata.clone()) {
+        let claims = match verify(&provider_client) {
             Err(ClaimsVerificationError::SignatureVerification(
                 SignatureVerificationError::NoMatchingKey,
             )) => {
-                metadata = self.refetch_keys(provider, metadata).await?;
-                verify(metadata.clone())
+                let metadata = self.refetch_keys(provider, metadata).await?;
+                provider_client = client(provider, metadata, redirect_uri);
+                verify(&provider_client)
             }
             verified => verified,
         }
@@ -283,18 +287,19 @@ impl Oidc {
             subject: claims.subject().as_str().to_owned(),
             email: claims.email().map(|e| e.as_str().to_owned()),
             email_verified: claims.email_verified().unwrap_or(false),
-            name: claims
-                .name()
-                .and_then(|n| n.get(None))
-                .map(|n| n.as_str().to_owned()),
+            name: default_name(claims.name()),
         };
         // OpenID Connect Core 5.4: when an access token is issued, a provider may give the
         // scopes' claims at its userinfo endpoint only (the conformant behaviour, and the
         // default of some). The address is read there when the ID token has none, or does not
         // say whether it is verified.
         if verified.email.is_none() || claims.email_verified().is_none() {
-            let client = client(provider, metadata, redirect_uri);
-            let info = user_info(&self.http, &client, tokens.access_token(), claims.subject());
+            let info = user_info(
+                &self.http,
+                &provider_client,
+                tokens.access_token(),
+                claims.subject(),
+            );
             if let Some(info) = info.await {
                 verified.with_user_info(&info);
             }
@@ -313,12 +318,15 @@ impl Verified {
             self.email_verified = info.email_verified().unwrap_or(false);
         }
         if self.name.is_none() {
-            self.name = info
-                .name()
-                .and_then(|n| n.get(None))
-                .map(|n| n.as_str().to_owned());
+            self.name = default_name(info.name());
         }
     }
+}
+
+/// The name in the default language, from an ID token's or a userinfo answer's claims.
+fn default_name(name: Option<&LocalizedClaim<EndUserName>>) -> Option<String> {
+    name.and_then(|n| n.get(None))
+        .map(|n| n.as_str().to_owned())
 }
 
 /// The provider's userinfo answer for the ID token's subject (OpenID Connect Core 5.3; the crate
