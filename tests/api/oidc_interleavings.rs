@@ -391,14 +391,11 @@ async fn a_logout_while_a_link_is_held_before_its_commit_waits_for_it_and_then_e
     let order = "SELECT kind FROM audit_events WHERE kind IN ('identity_linked', 'logout') \
                  ORDER BY created_at DESC, id DESC LIMIT 1";
     assert_eq!(count_text(&pool, order).await, "logout");
-    let me = server
-        .client
-        .get(server.url("/auth/me"))
-        .bearer_auth(&access)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(me.status(), 401, "the session is over");
+    assert_eq!(
+        server.me(&access).await.status(),
+        401,
+        "the session is over"
+    );
     pool.close().await;
 }
 
